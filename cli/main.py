@@ -1,0 +1,80 @@
+"""The ``ssltheory`` command: one Typer app; bad input becomes a one-line error with exit status 2."""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+import typer
+
+from ssltheory.theory.integrate import IntegrationError
+from ssltheory.theory.params import ConfigError
+
+from . import theory_cmds
+
+app = typer.Typer(
+    name="ssltheory",
+    help="The theory of non-contrastive SSL (BYOL, SimSiam, DirectPred): simulate, train, measure, compare.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            v = version("ssltheory")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            v = "unknown"
+        print(f"ssltheory {v}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="print the version and exit"),
+) -> None:
+    """The theory of non-contrastive SSL (BYOL, SimSiam, DirectPred): simulate, train, measure, compare."""
+
+
+app.command("phase-portrait")(theory_cmds.phase_portrait)
+app.command("fixed-points")(theory_cmds.fixed_points_cmd)
+app.command("simulate")(theory_cmds.simulate)
+
+
+# typer >= 0.22 ships its own copy of click; older releases use click itself. Its usage errors share one
+# base class, found through the public BadParameter, so both work.
+UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script: run the app, turning input errors into one line and exit code 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        args = ["--help"]
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=args, prog_name="ssltheory", standalone_mode=False)
+    except UsageError as e:  # unknown option, a non-number, a missing argument ...
+        print(f"ssltheory: error: {_one_line(e.format_message())}", file=sys.stderr)
+        sys.exit(2)
+    except ConfigError as e:
+        print(f"ssltheory: error: {_one_line(str(e))}", file=sys.stderr)
+        sys.exit(2)
+    except IntegrationError as e:
+        print(f"ssltheory: error: {_one_line(str(e))}", file=sys.stderr)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        print("ssltheory: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

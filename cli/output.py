@@ -1,0 +1,104 @@
+"""What every command shares: the output folder, atomic JSON and PNG writes, a rich progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def out_dir(path: Path) -> Path:
+    """Create the output folder (and parents) and return it."""
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return v if math.isfinite(v) else ("inf" if v > 0 else "-inf" if v < 0 else "nan")
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
+    if isinstance(x, complex):
+        return [x.real, x.imag]
+    return x
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_json(path: Path, obj: Any) -> Path:
+    """Save ``obj`` as indented JSON (numpy arrays and non-finite floats made portable), atomically."""
+    write_atomic(path, (json.dumps(_jsonable(obj), indent=2) + "\n").encode())
+    return path
+
+
+def save_figure(fig, path: Path, dpi: int = 130) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+    return path
+
+
+@contextmanager
+def progress(description: str) -> Iterator[Callable[[float], None]]:
+    """A rich progress bar on stderr; yields ``update(fraction)`` for the computation to call."""
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False,
+                   disable=not err_console.is_terminal and "SSLTHEORY_PROGRESS" not in os.environ)
+    with bar:
+        task = bar.add_task(description, total=1.0)
+
+        def update(fraction: float) -> None:
+            bar.update(task, completed=min(max(fraction, 0.0), 1.0))
+
+        yield update
+
+
+def wrote(paths: list[Path]) -> None:
+    """Tell the user where the results are."""
+    for p in paths:
+        console.print(f"wrote [cyan]{p}[/cyan]")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error and exit."""
+    print(f"ssltheory: error: {message}", file=sys.stderr)
+    raise SystemExit(code)

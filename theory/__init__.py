@@ -1,0 +1,1 @@
+"""ssltheory.theory"""

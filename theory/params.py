@@ -1,0 +1,212 @@
+"""Model constants of the two-layer linear BYOL/SimSiam dynamics, with validation and the paper's defaults.
+
+Symbols follow Tian, Chen & Ganguli (2021), "Understanding self-supervised learning dynamics without
+contrastive pairs" (see ``shared/papers/directpred.md``):
+
+- ``alpha_p``: learning-rate ratio of the predictor W_p to the online network W (Eq. 2).
+- ``eta``: weight decay in the continuous-time flow (the discrete decay is ``alpha * eta``).
+- ``eta_p``: weight decay of the predictor; ``None`` means the same as ``eta`` (Eq. 2 as printed).
+- ``beta``: EMA rate of the target relative to the online learning rate (Eq. 4); ``alpha * beta = 1 - gamma_a``.
+- ``sigma2``: augmentation variance sigma^2 of the isotropic model (X = I, X' = sigma^2 I).
+- ``tau``: the target-to-online ratio W_a = tau W of Assumption 1 (tau = 1 without EMA).
+
+Nothing here does I/O. Invalid values raise :class:`ConfigError` with a one-line message that names the
+value and what is accepted; the command line prints that line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+PREDICTORS = ("linear", "symmetric", "directpred", "none")
+"""Predictor variants of the theory: gradient-trained W_p, symmetrised W_p, DirectPred, identity."""
+
+MODELS = ("modes", "matrix", "sgd")
+"""Levels of description: decoupled eigen-modes, full-matrix ODE (Lemma 1), finite-batch SGD."""
+
+METHODS = ("euler", "rk45", "dop853", "lsoda")
+"""Integrators: fixed-step Euler of step alpha (the discrete process) or a scipy ``solve_ivp`` method."""
+
+
+class ConfigError(ValueError):
+    """A setting is out of range; the message is one line naming the value and what is accepted."""
+
+
+def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """Return ``value`` as a finite float, or raise :class:`ConfigError` if it is not in the interval.
+
+    ``name`` is how the user spells the setting (``--alpha-p``); bounds are inclusive unless ``*_open``.
+    """
+    lo_br = "(" if low_open or low is None else "["
+    hi_br = ")" if high_open or high is None else "]"
+    interval = f"{lo_br}{'-inf' if low is None else _fmt(low)}, {'inf' if high is None else _fmt(high)}{hi_br}"
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} {value!r} is not a number: expected a number in {interval}") from None
+    bad = (not math.isfinite(x)
+           or (low is not None and (x < low or (low_open and x == low)))
+           or (high is not None and (x > high or (high_open and x == high))))
+    if bad:
+        raise ConfigError(f"{name} {_fmt(x)} is out of range: expected a number in {interval}")
+    return x
+
+
+def check_int(name: str, value: Any, *, low: int = 1) -> int:
+    """Return ``value`` as an int >= ``low`` or raise :class:`ConfigError`."""
+    try:
+        x = int(value)
+        if x != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} {value!r} is not a whole number: expected an integer >= {low}") from None
+    if x < low:
+        raise ConfigError(f"{name} {x} is out of range: expected an integer >= {low}")
+    return x
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise :class:`ConfigError`."""
+    if value not in choices:
+        raise ConfigError(f"{name} {value!r} is not known: expected one of {', '.join(choices)}")
+    return value
+
+
+def parse_floats(name: str, text: str | float | list[float], **bounds: Any) -> list[float]:
+    """Parse a comma-separated list such as ``"0,0.01,1"`` into checked floats (see :func:`check_number`)."""
+    if isinstance(text, (int, float)):
+        items: list[Any] = [text]
+    elif isinstance(text, str):
+        items = [t.strip() for t in text.split(",")]
+        if any(t == "" for t in items):
+            raise ConfigError(f"{name} {text!r} has an empty item: expected comma-separated numbers")
+    else:
+        items = list(text)
+    return [check_number(name, t, **bounds) for t in items]
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+@dataclass(frozen=True)
+class ModeParams:
+    """Constants of the decoupled eigen-mode dynamics (Eqs. 11-13) and of Lemma 1 (Eqs. 2-4).
+
+    Defaults are the Fig. 5 setting of the paper (beta = 0.4, eta = 0.04, alpha_p = 1) with the
+    augmentation variance sigma^2 = 0.5 of the paper's sanity check (Fig. 5's is not stated).
+    ``ema=False`` is SimSiam: the target is the online network (tau = 1, W_a = W).
+    ``tau_fixed`` freezes tau at a value (Fig. 3 uses tau = 1) instead of integrating Eq. 13.
+    """
+
+    alpha_p: float = 1.0
+    eta: float = 0.04
+    sigma2: float = 0.5
+    beta: float = 0.4
+    ema: bool = True
+    stop_grad: bool = True
+    predictor: str = "linear"
+    eta_p: float | None = None
+    tau_fixed: float | None = None
+    eps: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_number("--alpha-p", self.alpha_p, low=0.0)
+        check_number("--eta", self.eta, low=0.0)
+        check_number("--sigma2", self.sigma2, low=0.0)
+        check_number("--beta", self.beta, low=0.0, high=1.0, low_open=True)
+        if self.eta_p is not None:
+            check_number("--eta-p", self.eta_p, low=0.0)
+        if self.tau_fixed is not None:
+            check_number("--tau", self.tau_fixed)
+        check_number("--eps", self.eps, low=0.0)
+        check_choice("--predictor", self.predictor, PREDICTORS)
+        if not self.stop_grad and self.ema:
+            raise ConfigError("--no-stop-grad needs --no-ema: without stop-gradient the target must be the "
+                              "online network (W_a = W, the Theorem 2 flow)")
+
+    @property
+    def eta_pred(self) -> float:
+        """Weight decay acting on the predictor W_p (``eta_p`` if set, else ``eta``)."""
+        return self.eta if self.eta_p is None else self.eta_p
+
+    @property
+    def tau_dynamic(self) -> bool:
+        """True when tau follows Eq. 13 (EMA target and no fixed tau)."""
+        return self.ema and self.tau_fixed is None
+
+    def replace(self, **changes: Any) -> ModeParams:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class SimulationConfig:
+    """One simulation run: everything needed to reproduce its figures, saved as ``config.json``.
+
+    ``lr`` is the Euler step alpha (the online learning rate of the discrete process); time is
+    ``t = step * lr``. ``p0`` are initial predictor eigenvalues, one mode each; ``s0`` defaults to the
+    invariant parabola s = p^2 / alpha_p. ``dim`` is n1 = n2 of the full-matrix and SGD models.
+    """
+
+    model: str = "modes"
+    params: ModeParams = field(default_factory=ModeParams)
+    lr: float = 0.01
+    steps: int = 100_000
+    method: str = "euler"
+    p0: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.3)
+    s0: tuple[float, ...] | None = None
+    tau0: float = 0.0
+    dim: int = 8
+    init_scale: float = 0.3
+    batch: int = 1024
+    rho: float = 0.3
+    seed: int = 0
+    samples: int = 400
+
+    def __post_init__(self) -> None:
+        check_choice("--model", self.model, MODELS)
+        check_choice("--method", self.method, METHODS)
+        check_number("--lr", self.lr, low=0.0, low_open=True)
+        check_int("--steps", self.steps, low=1)
+        check_int("--dim", self.dim, low=1)
+        check_int("--batch", self.batch, low=1)
+        check_int("--samples", self.samples, low=2)
+        check_number("--init-scale", self.init_scale, low=0.0, low_open=True)
+        check_number("--rho", self.rho, low=0.0, high=1.0, high_open=True)
+        check_number("--tau0", self.tau0)
+        if len(self.p0) == 0:
+            raise ConfigError("--p0 is empty: expected at least one initial eigenvalue")
+        for v in self.p0:
+            check_number("--p0", v)
+        if self.s0 is not None:
+            if len(self.s0) != len(self.p0):
+                raise ConfigError(f"--s0 has {len(self.s0)} values but --p0 has {len(self.p0)}: "
+                                  "expected one s0 per mode")
+            for v in self.s0:
+                check_number("--s0", v, low=0.0)
+        if self.model == "sgd" and self.method != "euler":
+            raise ConfigError(f"--method {self.method!r} does not apply to --model sgd: expected euler")
+
+    @property
+    def t_end(self) -> float:
+        """Total continuous time ``steps * lr``."""
+        return self.steps * self.lr
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form of the config."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SimulationConfig:
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        d["params"] = ModeParams(**d.get("params", {}))
+        for key in ("p0", "s0"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
