@@ -53,6 +53,19 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _usage_message(error: Exception, args: list[str]) -> str:
+    """One line for a usage error, naming the raw value the user typed when the parser's message does not."""
+    message = _one_line(error.format_message())
+    param = getattr(error, "param", None)
+    for opt in getattr(param, "opts", None) or []:
+        for i, arg in enumerate(args):
+            value = arg[len(opt) + 1:] if arg.startswith(opt + "=") else (
+                args[i + 1] if arg == opt and i + 1 < len(args) else None)
+            if value is not None and repr(value) not in message:
+                return f"{message} (got {value!r})"
+    return message
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: run the app, turning input errors into one line and exit code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -62,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = command.main(args=args, prog_name="ssltheory", standalone_mode=False)
     except UsageError as e:  # unknown option, a non-number, a missing argument ...
-        print(f"ssltheory: error: {_one_line(e.format_message())}", file=sys.stderr)
+        print(f"ssltheory: error: {_usage_message(e, args)}", file=sys.stderr)
         sys.exit(2)
     except ConfigError as e:
         print(f"ssltheory: error: {_one_line(str(e))}", file=sys.stderr)

@@ -126,8 +126,8 @@ class ModeParams:
         check_number("--eps", self.eps, low=0.0)
         check_choice("--predictor", self.predictor, PREDICTORS)
         if not self.stop_grad and self.ema:
-            raise ConfigError("--no-stop-grad needs --no-ema: without stop-gradient the target must be the "
-                              "online network (W_a = W, the Theorem 2 flow)")
+            raise ConfigError("--no-stop-grad with --ema is not accepted: expected --no-ema with it, since "
+                              "without stop-gradient the target must be the online network (W_a = W, Theorem 2)")
 
     @property
     def eta_pred(self) -> float:
