@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 import pytest
-from conftest import integrate_modes
 
+from conftest import integrate_modes
 from ssltheory.theory.fixed_points import (
     FixedLine,
     FixedPoint,

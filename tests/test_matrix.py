@@ -57,7 +57,6 @@ def test_theorem3_commutator_decays_at_the_rate_of_K_and_alignment_goes_to_one()
     n = 6
     params = ModeParams(alpha_p=1.0, eta=0.0, sigma2=0.5, ema=False, predictor="symmetric")
     rng = np.random.default_rng(3)
-    shapes = matrix.Shapes(n, n)
     Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
     W_p = (Q * np.linspace(0.7, 4.0, n)) @ Q.T  # eigenvalues above 1/(1+sigma^2): K > 0, not aligned with F
     W = rng.standard_normal((n, n)) * 0.8

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import integrate_modes
 
+from conftest import integrate_modes
 from ssltheory.theory.modes import parabola_offset
 from ssltheory.theory.params import ModeParams
 

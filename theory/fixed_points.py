@@ -66,7 +66,10 @@ def collapse_threshold(tau: float, sigma2: float) -> float:
 
 
 def parabola_fixed_points(eta: float, tau: float, sigma2: float) -> tuple[float, float]:
-    """(p*_-, p*_+) of Eq. 16; both NaN above the collapse threshold. At eta = 0, p*_- = 0 and p*_+ = tau/(1+sigma^2)."""
+    """(p*_-, p*_+) of Eq. 16; both NaN above the collapse threshold.
+
+    At eta = 0, p*_- = 0 and p*_+ = tau / (1 + sigma^2).
+    """
     k = 1.0 + sigma2
     disc = tau * tau - 4.0 * eta * k
     if disc < 0:
