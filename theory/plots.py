@@ -105,13 +105,14 @@ def parabola_flow_figure(etas: list[float], tau: float = 1.0, sigma2: float = 0.
     for ax, eta in zip(axes[0], etas, strict=True):
         ax.plot(p, parabola_flow(p, eta, tau, sigma2), color="tab:blue", lw=1.8)
         ax.axhline(0, color="0.4", lw=0.8)
-        for fp in parabola_points(eta, tau, sigma2):
+        for i, fp in enumerate(parabola_points(eta, tau, sigma2)):
             ax.plot(fp["p"], 0, "o", ms=9, color=KIND_COLOR[fp["kind"]], mec="white", zorder=5)
-            ax.annotate(fp["kind"], (fp["p"], 0), textcoords="offset points", xytext=(0, 10), ha="center",
-                        fontsize=8, color=KIND_COLOR[fp["kind"]])
+            ax.annotate(f"{fp['kind']}\np={fp['p']:.3g}", (fp["p"], 0), textcoords="offset points",
+                        xytext=(0, 12 if i % 2 == 0 else -26), ha="center", fontsize=8,
+                        color=KIND_COLOR[fp["kind"]])
         regime = ("no weight decay" if eta == 0 else
                   r"$\eta \leq \tau^2/4(1+\sigma^2)$" if eta <= thr else r"$\eta > \tau^2/4(1+\sigma^2)$: collapse")
-        ax.set_title(rf"$\eta$={eta:g}: {regime}", fontsize=10)
+        ax.set_title(rf"$\eta$={eta:.3g}: {regime}", fontsize=10)
         ax.set_xlabel(r"$p_j$")
         ax.set_ylabel(r"$\dot p_j$ on the parabola")
     fig.suptitle(rf"Eq. 16 on the invariant parabola ($\tau$={tau:g}, $\sigma^2$={sigma2:g}, threshold "
@@ -134,14 +135,17 @@ def modes_figure(results: list[SimulationResult]) -> Figure:
         t = res.t
         colors = _mode_colors(len(res.config.p0))
         pm, pp = parabola_fixed_points(a.eta, 1.0, a.sigma2)
+        top = 1e-12
         for j, c in enumerate(colors):
             lbl = rf"$p_0$={res.config.p0[j]:g}"
             row[0].plot(t, res.series["p_eff"][:, j], color=c, label=lbl)
             row[1].plot(t, res.series["s"][:, j], color=c)
             row[2].plot(t, res.series["tau"][:, j], color=c)
             off = np.abs(res.series["offset"][:, j])
+            top = max(top, float(np.max(off)))
             row[3].semilogy(t, np.maximum(off, 1e-300), color=c)
-            row[3].semilogy(t, np.maximum(off[0] * np.exp(-2 * a.eta * t), 1e-300), ":", color=c)
+            if off[0] > 0:
+                row[3].semilogy(t, np.maximum(off[0] * np.exp(-2 * a.eta * t), 1e-300), ":", color=c)
         for val, name in ((pp, r"$p^*_+$"), (pm, r"$p^*_-$")):
             if math.isfinite(val) and val > 0:
                 row[0].axhline(val, ls="--", color="tab:red" if name == r"$p^*_+$" else "tab:green", lw=1,
@@ -150,13 +154,13 @@ def modes_figure(results: list[SimulationResult]) -> Figure:
         row[1].set_ylabel(r"$s_j$")
         row[2].set_ylabel(r"$\tau_j$")
         row[3].set_ylabel(r"$|s_j - p_j^2/\alpha_p|$")
-        row[3].set_ylim(bottom=1e-12)
+        row[3].set_ylim(1e-12, 10 * top)
         row[0].legend(fontsize=7, loc="best")
         label = param_label(a) + f", α={res.config.lr:g}, {res.config.method}"
         row[0].set_title(r"predictor eigenvalue $p_j$" + "\n" + label, fontsize=9)
         row[1].set_title(r"eigenvalue $s_j$ of $F$", fontsize=9)
         row[2].set_title(r"EMA ratio $\tau_j$ (Eq. 13)", fontsize=9)
-        row[3].set_title(r"parabola offset (dotted: $c_j e^{-2\eta t}$)", fontsize=9)
+        row[3].set_title(r"parabola offset (dotted: $c_j e^{-2\eta t}$; Euler adds O($\alpha$))", fontsize=9)
         for ax in row:
             ax.set_xlabel("t = step × α")
     fig.tight_layout()

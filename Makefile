@@ -1,0 +1,37 @@
+# ssltheory: `make demo` and `make test` set everything up on a fresh machine (Python >= 3.10).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := runs/demo
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## demo: the paper's Figs. 3, 4 and 5 from the theory, into runs/demo/ (under a minute on 2 cores)
+demo: $(STAMP)
+	$(BIN)/ssltheory phase-portrait --eta 0,0.01,1 --out $(DEMO)/fig3-phase-portrait
+	$(BIN)/ssltheory fixed-points --out $(DEMO)/fig4-fixed-points
+	$(BIN)/ssltheory simulate --model modes --eta 0,0.04,0.1 --out $(DEMO)/fig5-trajectories
+	@echo
+	@echo "Demo figures (PNG, with the numbers beside them as JSON):"
+	@ls -1 $(DEMO)/*/*.png
+
+## test: lint and the test suite
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+## bench: speed ratios measured in one run (not part of the tests)
+bench: $(STAMP)
+	$(BIN)/python bench/bench_modes.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info
