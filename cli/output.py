@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -97,8 +96,3 @@ def wrote(paths: list[Path]) -> None:
     for p in paths:
         console.print(f"wrote [cyan]{p}[/cyan]")
 
-
-def fail(message: str, code: int = 2) -> None:
-    """Print a one-line error and exit."""
-    print(f"ssltheory: error: {message}", file=sys.stderr)
-    raise SystemExit(code)

@@ -78,3 +78,18 @@ def test_simulate_each_model_writes_trajectories(model, tmp_path):
     cfg = json.loads((tmp_path / "config.json").read_text())["runs"]
     assert cfg[1]["model"] == model and cfg[1]["params"]["eta"] == 0.04
     assert (tmp_path / "trajectories.png").stat().st_size > 20_000
+
+
+def test_saved_config_reproduces_the_run(tmp_path):
+    """config.json is enough to re-run a simulation and get the same numbers."""
+    from ssltheory.theory.params import SimulationConfig
+    from ssltheory.theory.simulate import simulate
+
+    r = cli("simulate", "--model", "sgd", "--steps", "200", "--dim", "3", "--batch", "32", "--samples", "10",
+            "--eta", "0.02", "--predictor", "symmetric", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    cfg = SimulationConfig.from_dict(json.loads((tmp_path / "config.json").read_text())["runs"][0])
+    saved = json.loads((tmp_path / "trajectories.json").read_text())["runs"][0]["summary"]
+    again = simulate(cfg).summary
+    assert again["final_s"] == pytest.approx(saved["final_s"], rel=1e-12)
+    assert cfg.params.predictor == "symmetric" and cfg.batch == 32

@@ -86,3 +86,19 @@ def test_directpred_predictor_commutes_with_F_and_has_the_code_eigenvalues():
     assert np.linalg.norm(F @ W_p - W_p @ F) < 1e-10 * np.linalg.norm(F)
     s = np.linalg.eigvalsh(F)
     np.testing.assert_allclose(np.linalg.eigvalsh(W_p), np.sqrt(s / s.max()) + 0.1, rtol=1e-10)
+
+
+def test_theorem1_holds_for_any_psd_data_and_augmentation_covariances():
+    """Lemma 1 takes any PSD X and X'; Theorem 1 does not need the isotropic model."""
+    rng = np.random.default_rng(7)
+    n1, n2 = 5, 3
+    A, B = rng.standard_normal((n1, n1)), rng.standard_normal((n1, 2))
+    X, Xp = A @ A.T / n1, 0.3 * B @ B.T  # full-rank data, rank-2 augmentation noise
+    params = ModeParams(alpha_p=1.5, eta=0.02, beta=0.4, ema=True)
+    shapes = matrix.Shapes(n1, n2)
+    y0 = matrix.random_init(shapes, params, scale=0.7, seed=2)
+    tr = integrate.ode(matrix.matrix_field(params, shapes, X, Xp), y0, 40.0, method="DOP853", samples=40,
+                       rtol=1e-10, atol=1e-12)
+    d = diagnostics.trajectory_diagnostics(tr.t, tr.y, shapes, params, X)
+    assert np.max(d["theorem1"]) < 1e-6
+    assert d["s"].shape == (40, n2) and abs(d["norm_W"][-1] - d["norm_W"][0]) > 1e-2

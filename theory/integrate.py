@@ -44,6 +44,11 @@ def sample_times(t_end: float, samples: int) -> Array:
     return np.linspace(0.0, float(t_end), int(samples))
 
 
+def record_steps(steps: int, samples: int) -> Array:
+    """The step indices at which a run of ``steps`` steps keeps a sample: evenly spaced, first and last included."""
+    return np.unique(np.linspace(0, steps, min(int(samples), steps + 1)).round().astype(int))
+
+
 def euler(field: Field, y0: Array, dt: float, steps: int, *, samples: int = 200,
           on_progress: Progress | None = None,
           post_step: Callable[[Array], Array] | None = None) -> Trajectory:
@@ -53,7 +58,7 @@ def euler(field: Field, y0: Array, dt: float, steps: int, *, samples: int = 200,
     the state after each step (used, for example, to re-symmetrise W_p). Returns a :class:`Trajectory`.
     """
     y = np.array(y0, dtype=float, copy=True)
-    record = np.unique(np.linspace(0, steps, min(int(samples), steps + 1)).round().astype(int))
+    record = record_steps(steps, samples)
     ts = np.empty(len(record))
     ys = np.empty((len(record), *y.shape))
     nxt = 0

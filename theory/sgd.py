@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .integrate import Progress, Trajectory
+from .integrate import Progress, Trajectory, record_steps
 from .matrix import Shapes, directpred_matrix, pack, unpack
 from .params import ModeParams
 
@@ -59,7 +59,7 @@ def run_sgd(params: ModeParams, y0: Array, shapes: Shapes, *, lr: float, steps: 
     W, W_p, W_a = (m.copy() for m in unpack(np.asarray(y0, float), shapes))
     if params.predictor == "none":
         W_p = np.eye(shapes.n2)
-    record = np.unique(np.linspace(0, steps, min(int(samples), steps + 1)).round().astype(int))
+    record = record_steps(steps, samples)
     ts = np.empty(len(record))
     ys = np.empty((len(record), shapes.size))
     F_hat = None

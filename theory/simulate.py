@@ -74,16 +74,11 @@ def _simulate_modes(config: SimulationConfig, on_progress) -> SimulationResult:
         "final_s": s[-1].tolist(),
         "final_tau": tau[-1].tolist(),
         "collapsed": (s[-1] < COLLAPSE_S).tolist(),
-        "min_k_eig": k_eig_min(series["k_eig"]).tolist(),
+        "min_k_eig": np.min(series["k_eig"], axis=0).tolist(),
         "theory": {"p_star_minus_at_tau_1": pm, "p_star_plus_at_tau_1": pp,
                    "collapse_threshold_eta_at_tau_1": collapse_threshold(1.0, a.sigma2)},
     }
     return SimulationResult(config, traj.t, series, summary)
-
-
-def k_eig_min(k_eig: Array) -> Array:
-    """Smallest eigenvalue of K over time, per mode."""
-    return np.min(k_eig, axis=0)
 
 
 def _simulate_matrix(config: SimulationConfig, on_progress) -> SimulationResult:
