@@ -10,7 +10,7 @@ import typer
 from ssltheory.theory.integrate import IntegrationError
 from ssltheory.theory.params import ConfigError
 
-from . import theory_cmds
+from . import practice_cmds, theory_cmds
 
 app = typer.Typer(
     name="ssltheory",
@@ -42,6 +42,8 @@ def _root(
 app.command("phase-portrait")(theory_cmds.phase_portrait)
 app.command("fixed-points")(theory_cmds.fixed_points_cmd)
 app.command("simulate")(theory_cmds.simulate)
+app.command("train")(practice_cmds.train)
+app.command("probe")(practice_cmds.probe)
 
 
 # typer >= 0.22 ships its own copy of click; older releases use click itself. Its usage errors share one

@@ -1,0 +1,165 @@
+"""One configuration object per training run, validated, saved as ``config.json`` in the run folder.
+
+Defaults follow the DirectPred paper's STL-10/CIFAR-10 protocol and its official code (directpred.md §4):
+SGD lr 0.03, momentum 0.9, weight decay 4e-4 on trunk and predictor, batch 128, EMA gamma_a = 0.996, constant lr,
+projector 512 -> 512 -> 128, DirectPred rho = 0.3, eps = 0.1 (the paper's best STL-10 setting), freq = 1.
+Names map to the theory: ``weight_decay`` is eta_bar = alpha * eta, ``alpha_p`` the predictor's learning-rate ratio,
+``ema`` is gamma_a = 1 - alpha * beta.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ssltheory.practice.io import save_json
+from ssltheory.theory.params import ConfigError, check_choice, check_int, check_number
+
+DATASETS = ("digits", "stl10", "cifar10", "imagenet", "folder")
+METHODS = ("byol", "simsiam")
+PREDICTORS = ("linear", "mlp", "symmetric", "directpred", "none")
+BACKBONES = ("auto", "resnet18", "resnet34", "resnet50", "convnet")
+SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("sgd", "lars")
+
+IMAGE_SIZE = {"digits": 8, "stl10": 96, "cifar10": 32, "imagenet": 224, "folder": 224}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run. See ``ssltheory train --help`` for the meaning of each flag."""
+
+    dataset: str = "digits"
+    data_dir: str = "data"
+    download: bool = False
+    image_size: int = 0  # 0: the dataset's default (IMAGE_SIZE)
+    method: str = "byol"
+    predictor: str = "linear"
+    predictor_bias: bool = False
+    rho: float = 0.3
+    eps: float = 0.1
+    freq: int = 1
+    backbone: str = "auto"
+    proj_hidden: int = 512
+    proj_dim: int = 128
+    pred_hidden: int = 512
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 4e-4
+    predictor_weight_decay: float | None = None
+    alpha_p: float = 1.0
+    ema: float = 0.996
+    ema_schedule: str = "constant"
+    stop_grad: bool = True
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    optimizer: str = "sgd"
+    device: str = "auto"
+    seed: int = 0
+    workers: int = 0
+    measure_every: int = 50
+    probe_size: int = 512
+    knn_k: int = 200
+    knn_t: float = 0.1
+    checkpoint_every: int = 0  # steps; 0 = at the end of every epoch
+    max_steps: int = 0  # stop after this many steps in total (0 = run all epochs)
+    collapse_window: int = 5
+
+    def __post_init__(self) -> None:
+        check_choice("DATASET", self.dataset, DATASETS)
+        check_choice("--method", self.method, METHODS)
+        check_choice("--predictor", self.predictor, PREDICTORS)
+        check_choice("--backbone", self.backbone, BACKBONES)
+        check_choice("--schedule", self.schedule, SCHEDULES)
+        check_choice("--ema-schedule", self.ema_schedule, SCHEDULES)
+        check_choice("--optimizer", self.optimizer, OPTIMIZERS)
+        for name, value in (("--lr", self.lr), ("--alpha-p", self.alpha_p)):
+            check_number(name, value, low=0.0, low_open=True)
+        check_number("--weight-decay", self.weight_decay, low=0.0)
+        if self.predictor_weight_decay is not None:
+            check_number("--predictor-weight-decay", self.predictor_weight_decay, low=0.0)
+        check_number("--momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        check_number("--ema", self.ema, low=0.0, high=1.0)
+        check_number("--rho", self.rho, low=0.0, high=1.0, high_open=True)
+        check_number("--eps", self.eps, low=0.0)
+        check_number("--knn-t", self.knn_t, low=0.0, low_open=True)
+        for name, value, low in (("--freq", self.freq, 1), ("--epochs", self.epochs, 1),
+                                 ("--batch-size", self.batch_size, 2), ("--proj-hidden", self.proj_hidden, 1),
+                                 ("--proj-dim", self.proj_dim, 1), ("--pred-hidden", self.pred_hidden, 1),
+                                 ("--measure-every", self.measure_every, 1), ("--probe-size", self.probe_size, 2),
+                                 ("--knn-k", self.knn_k, 1), ("--workers", self.workers, 0),
+                                 ("--warmup-epochs", self.warmup_epochs, 0), ("--image-size", self.image_size, 0),
+                                 ("--checkpoint-every", self.checkpoint_every, 0), ("--max-steps", self.max_steps, 0),
+                                 ("--collapse-window", self.collapse_window, 2), ("--seed", self.seed, 0)):
+            check_int(name, value, low=low)
+        if self.freq != 1 and self.predictor != "directpred":
+            raise ConfigError(f"--freq {self.freq} is only for --predictor directpred (got --predictor "
+                              f"{self.predictor!r}): expected --freq 1 or --predictor directpred")
+        if not self.stop_grad and self.method != "simsiam":
+            raise ConfigError("--no-stop-grad with --method byol is not accepted: expected --method simsiam, "
+                              "whose target is the online network (W_a = W) that gradients can flow through")
+        if self.warmup_epochs >= self.epochs and self.schedule == "cosine":
+            raise ConfigError(f"--warmup-epochs {self.warmup_epochs} is out of range: expected fewer than "
+                              f"--epochs {self.epochs}")
+
+    @property
+    def resolved_image_size(self) -> int:
+        """Input resolution in pixels (the dataset's default when ``image_size`` is 0)."""
+        return self.image_size or IMAGE_SIZE[self.dataset]
+
+    @property
+    def resolved_backbone(self) -> str:
+        """``convnet`` for digits, ``resnet18`` otherwise, unless a backbone was named."""
+        if self.backbone != "auto":
+            return self.backbone
+        return "convnet" if self.dataset == "digits" else "resnet18"
+
+    @property
+    def pred_weight_decay(self) -> float:
+        """Weight decay of the predictor (the trunk's unless set)."""
+        return self.weight_decay if self.predictor_weight_decay is None else self.predictor_weight_decay
+
+    @property
+    def uses_ema(self) -> bool:
+        """BYOL keeps an EMA target network; SimSiam's target is the online network."""
+        return self.method == "byol"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def save(self, path: Path) -> None:
+        """Write the config with library versions and the git commit, as JSON."""
+        save_json(path, {"config": self.to_dict(), "environment": environment()})
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text())["config"])
+
+
+def environment() -> dict[str, str]:
+    """Versions of Python and the libraries that shape a run, and the git commit of this checkout."""
+    import numpy
+    import torch
+    import torchvision
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+           "numpy": numpy.__version__, "platform": platform.platform()}
+    try:
+        root = Path(__file__).resolve().parent
+        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                           timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        env["git_commit"] = "unknown"
+    return env

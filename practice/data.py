@@ -1,0 +1,132 @@
+"""Datasets through torchvision (and scikit-learn's bundled digits): the SSL set and the two evaluation splits.
+
+| dataset | SSL images | kNN bank / probe train | test | files expected under ``--data-dir`` |
+|---|---|---|---|---|
+| digits | 1,297 train digits | the same | 500 held-out digits | none (bundled with scikit-learn) |
+| stl10 | 'train+unlabeled' (105k) | 'train' (5k) | 'test' (8k) | stl10_binary/{train,test,unlabeled}_X.bin, ... |
+| cifar10 | train (50k) | train | test (10k) | cifar-10-batches-py/data_batch_1..5, test_batch |
+| imagenet | train/ | train/ | val/ | train/CLASS/*.JPEG, val/CLASS/*.JPEG |
+| folder | train/ (or the folder itself) | the same | val/ (or the train images) | [train/]CLASS/*.png|jpg |
+
+A missing dataset raises :class:`~ssltheory.theory.params.ConfigError` naming the files expected and how to get them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+from ssltheory.theory.params import ConfigError
+
+from .augment import TwoViews, eval_transform
+from .config import TrainConfig
+
+DIGITS_TEST = 500
+
+STL10_FILES = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "unlabeled_X.bin")
+CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
+
+
+class DigitsDataset(Dataset):
+    """scikit-learn's 8x8 digits as (1, 8, 8) float tensors in [0, 1]; a fixed 1,297 / 500 train/test split."""
+
+    def __init__(self, split: str, transform=None) -> None:
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        perm = np.random.default_rng(0).permutation(len(d.target))
+        idx = perm[DIGITS_TEST:] if split == "train" else perm[:DIGITS_TEST]
+        self.images = torch.tensor(d.images[idx] / 16.0, dtype=torch.float32).unsqueeze(1)
+        self.targets = torch.tensor(d.target[idx], dtype=torch.long)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        img = self.images[i]
+        return (self.transform(img) if self.transform else img), int(self.targets[i])
+
+
+@dataclass
+class DataBundle:
+    """The SSL dataset (items: ((v1, v2), label)) and the eval splits (items: (image, label))."""
+
+    ssl: Dataset
+    train_eval: Dataset
+    test_eval: Dataset
+    in_channels: int
+    num_classes: int
+
+
+def _require(root: Path, files: tuple[str, ...], what: str, how: str) -> None:
+    missing = [f for f in files if not (root / f).exists()]
+    if missing:
+        raise ConfigError(f"{what} not found: expected {', '.join(str(root / f) for f in missing)}; {how}")
+
+
+def _folder(root: Path, what: str):
+    from torchvision.datasets import ImageFolder
+
+    if not root.is_dir() or not any(p.is_dir() for p in root.iterdir()):
+        raise ConfigError(f"{what} not found: expected class folders of images in {root} (ImageFolder layout "
+                          f"{root}/CLASS/IMAGE.png)")
+    return lambda transform: ImageFolder(str(root), transform=transform)
+
+
+def build_data(cfg: TrainConfig) -> DataBundle:
+    """Datasets for ``cfg`` with the paper's augmentations; raises ConfigError if files are missing."""
+    size = cfg.resolved_image_size
+    views = TwoViews(cfg.dataset, size)
+    ev = eval_transform(cfg.dataset, size)
+    root = Path(cfg.data_dir)
+    if cfg.dataset == "digits":
+        return DataBundle(DigitsDataset("train", views), DigitsDataset("train", None), DigitsDataset("test", None),
+                          1, 10)
+    if cfg.dataset == "stl10":
+        from torchvision.datasets import STL10
+
+        if not cfg.download:
+            _require(root / "stl10_binary", STL10_FILES, "STL-10",
+                     f"pass --download to fetch it into {root}, or unpack stl10_binary.tar.gz there")
+        ds = _download_guard(lambda: STL10(str(root), split="train+unlabeled", download=cfg.download,
+                                           transform=views), "STL-10")
+        return DataBundle(ds, STL10(str(root), split="train", transform=ev), STL10(str(root), split="test",
+                                                                                    transform=ev), 3, 10)
+    if cfg.dataset == "cifar10":
+        from torchvision.datasets import CIFAR10
+
+        if not cfg.download:
+            _require(root / "cifar-10-batches-py", CIFAR10_FILES, "CIFAR-10",
+                     f"pass --download to fetch it into {root}, or unpack cifar-10-python.tar.gz there")
+        ds = _download_guard(lambda: CIFAR10(str(root), train=True, download=cfg.download, transform=views),
+                             "CIFAR-10")
+        return DataBundle(ds, CIFAR10(str(root), train=True, transform=ev), CIFAR10(str(root), train=False,
+                                                                                     transform=ev), 3, 10)
+    if cfg.dataset == "imagenet":
+        make_train = _folder(root / "train", "ImageNet train split")
+        make_val = _folder(root / "val", "ImageNet val split")
+    else:  # folder
+        train_root = root / "train" if (root / "train").is_dir() else root
+        make_train = _folder(train_root, "image folder")
+        make_val = _folder(root / "val", "image folder val split") if (root / "val").is_dir() else make_train
+    ssl = make_train(views)
+    return DataBundle(ssl, make_train(ev), make_val(ev), 3, len(ssl.classes))
+
+
+def _download_guard(make, what: str):
+    try:
+        return make()
+    except (RuntimeError, OSError) as e:  # torchvision: "Dataset not found or corrupted" / no network
+        raise ConfigError(f"{what} could not be loaded or downloaded ({' '.join(str(e).split())})") from None
+
+
+def probe_subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:
+    """A fixed random subset of ``n`` images (all if fewer) for the collapse metric."""
+    m = len(ds)
+    idx = np.sort(np.random.default_rng(seed).permutation(m)[: min(n, m)])
+    return Subset(ds, idx.tolist())

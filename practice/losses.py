@@ -1,0 +1,22 @@
+"""Losses as pure functions of the online predictions and the targets.
+
+The UniGrad family (MoCo/SimCLR, Barlow Twins, VICReg, UniGrad) will land here as one function each.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL/SimSiam regression loss 2 - 2 cos(p, z), averaged over the batch; p, z: (B, d). Range [0, 4].
+
+    Equal to ||p/|p| - z/|z|||^2. ``z`` is used as given: detach it for the stop-gradient.
+    """
+    return (2.0 - 2.0 * F.cosine_similarity(p, z, dim=-1)).mean()
+
+
+def symmetric_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Symmetrised loss L(p1, z2) + L(p2, z1) over both view orders (the official code's, up to its constant)."""
+    return negative_cosine(p1, z2) + negative_cosine(p2, z1)

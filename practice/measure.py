@@ -1,0 +1,93 @@
+"""What the theory predicts, measured on a real network.
+
+- :class:`RunningCorrelation`: F̂ <- rho F̂ + (1 - rho) mean(f f^T) over both views' detached projector outputs
+  (not centred; the official code's estimator, Eq. 19), kept for DirectPred and for the measurements alike.
+- :func:`predictor_metrics`: eigenvalues s_j of F̂, eigenvalues of sym(W_p), alignment cos(u_j, W_p u_j), p_j along
+  u_j and the asymmetry of W_p, computed by :mod:`ssltheory.theory.diagnostics` (the same definitions as the theory).
+- :func:`collapse_auc`: Li, Efros & Pathak's metric on centred backbone features: singular values sigma, the
+  cumulative curve c_k = sum_{i<=k} sigma_i / sum sigma, AUC = mean_k c_k in [(d+1)/(2d), 1] (1 = rank one), and
+  k_eq = 1 + 2 d (1 - AUC), the effective number of dimensions.
+- :func:`normalized_std`: std over the batch of l2-normalised outputs, averaged over dimensions (SimSiam's collapse
+  indicator: about 1/sqrt(d) when healthy, 0 when collapsed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ssltheory.theory import diagnostics
+
+
+class RunningCorrelation:
+    """Exponential moving average of the (d, d) correlation of the predictor's inputs, in float64."""
+
+    def __init__(self, d: int, rho: float) -> None:
+        self.rho = rho
+        self.F = torch.zeros(d, d, dtype=torch.float64)
+        self.count = 0
+
+    @torch.no_grad()
+    def update(self, f: torch.Tensor) -> torch.Tensor:
+        """Fold in a batch f of shape (N, d); returns F̂."""
+        f = f.detach().to(torch.float64)
+        C = (f.T @ f / f.shape[0]).to(self.F.device)
+        if self.count == 0:
+            self.F = C
+        else:
+            self.F.mul_(self.rho).add_(C, alpha=1.0 - self.rho)
+        self.count += 1
+        return self.F
+
+    def state_dict(self) -> dict:
+        return {"F": self.F.cpu(), "count": self.count, "rho": self.rho}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.F, self.count, self.rho = state["F"].clone(), int(state["count"]), float(state["rho"])
+
+
+def predictor_metrics(F: torch.Tensor, W_p: torch.Tensor | None) -> dict:
+    """Spectrum of F̂ and, for a linear predictor, the Fig. 2 quantities of W_p (lists, descending order of s_j)."""
+    Fn = F.detach().cpu().double().numpy()
+    s, _ = diagnostics.eig_desc(Fn)
+    out: dict = {"s": s.tolist()}
+    if W_p is not None:
+        Wn = W_p.detach().cpu().double().numpy()
+        out.update({
+            "p_sym": diagnostics.eig_desc(Wn)[0].tolist(),
+            "p_along_F": diagnostics.rayleigh_p(Fn, Wn).tolist(),
+            "alignment": diagnostics.alignment(Fn, Wn).tolist(),
+            "asymmetry": diagnostics.asymmetry(Wn),
+            "commutator": diagnostics.commutator_norm(Fn / max(float(np.abs(s).max()), 1e-300), Wn),
+        })
+    return out
+
+
+def collapse_auc(features: torch.Tensor | np.ndarray) -> dict:
+    """Collapse metric of (N, d) features: {auc, k_eq, sigma (descending), cumulative}. Centred, sigma not sigma^2."""
+    X = torch.as_tensor(features).detach().double().cpu()
+    X = X - X.mean(0, keepdim=True)
+    sigma = torch.linalg.svdvals(X)
+    d = X.shape[1]
+    if sigma.numel() < d:  # fewer samples than dimensions: the remaining singular values are zero
+        sigma = torch.cat([sigma, sigma.new_zeros(d - sigma.numel())])
+    total = float(sigma.sum())
+    if total <= 0:
+        return {"auc": 1.0, "k_eq": 1.0, "sigma": sigma.tolist(), "cumulative": [1.0] * d}
+    cum = torch.cumsum(sigma, 0) / total
+    auc = float(cum.mean())
+    return {"auc": auc, "k_eq": 1.0 + 2.0 * d * (1.0 - auc), "sigma": sigma.tolist(), "cumulative": cum.tolist()}
+
+
+def normalized_std(z: torch.Tensor) -> float:
+    """Mean over dimensions of the batch std of z / ||z||; z: (B, d)."""
+    zn = torch.nn.functional.normalize(z.detach().float(), dim=1)
+    return float(zn.std(dim=0).mean())
+
+
+def rising(values: list[float], window: int) -> bool:
+    """True when the last ``window`` values rise strictly one after another (the collapse warning)."""
+    if len(values) < window:
+        return False
+    tail = values[-window:]
+    return all(b > a for a, b in zip(tail, tail[1:], strict=False))

@@ -1,0 +1,74 @@
+"""Optimizers and the learning-rate schedule.
+
+The online network and the predictor get separate parameter groups: lr alpha and weight decay eta_bar for the
+trunk; lr alpha * alpha_p and the predictor's decay for W_p (as in the official code, torch's SGD multiplies the
+decay by each group's lr, so the predictor's effective decay rate is alpha_p times its setting).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise trust ratios (You et al. 2017), as used for large-batch BYOL.
+
+    Each weight's update is scaled by ``trust * ||w|| / ||g + wd w||``; biases and BN parameters (1-D tensors)
+    are updated as plain SGD and not decayed.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust: float = 1e-3):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust=trust))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if p.ndim > 1:
+                    g = g.add(p, alpha=group["weight_decay"])
+                    w_norm, g_norm = torch.linalg.norm(p), torch.linalg.norm(g)
+                    scale = torch.where((w_norm > 0) & (g_norm > 0), group["trust"] * w_norm / g_norm,
+                                        torch.ones_like(w_norm))
+                    g = g * scale
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                buf.mul_(group["momentum"]).add_(g)
+                p.add_(buf, alpha=-group["lr"])
+        return loss
+
+
+def make_optimizer(cfg: TrainConfig, online: nn.Module, predictor: nn.Module) -> torch.optim.Optimizer:
+    """One optimizer with two groups: online (lr, weight_decay) and predictor (lr * alpha_p, its decay)."""
+    groups = [{"params": list(online.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay,
+               "name": "online"}]
+    pred_params = [p for p in predictor.parameters() if p.requires_grad]
+    if getattr(predictor, "trainable", True) and pred_params:
+        groups.append({"params": pred_params, "lr": cfg.lr * cfg.alpha_p, "weight_decay": cfg.pred_weight_decay,
+                       "name": "predictor"})
+    if cfg.optimizer == "lars":
+        return LARS(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the base lr: 1 (constant, the paper) or linear warm-up then cosine decay to 0."""
+    if schedule == "constant":
+        return 1.0
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    """torch's LambdaLR over :func:`lr_factor`, stepped once per iteration."""
+    total, warm = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, cfg.schedule))
