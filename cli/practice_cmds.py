@@ -51,6 +51,7 @@ def train(
     probe_size: int = typer.Option(512, help="images of the fixed probe set of the collapse metric"),
     knn_k: int = typer.Option(200, help="kNN neighbours [200]"),
     knn_t: float = typer.Option(0.1, help="kNN temperature [0.1]"),
+    knn_every: int = typer.Option(1, help="epochs between kNN evaluations [1; 0: only at start and end]"),
     checkpoint_every: int = typer.Option(0, help="steps between checkpoints [0: every epoch]"),
     max_steps: int = typer.Option(0, help="stop after this many steps [0: all epochs]"),
     seed: int = typer.Option(0, help="random seed"),
@@ -76,7 +77,7 @@ def train(
                           ema=ema, ema_schedule=ema_schedule, stop_grad=stop_grad, schedule=schedule,
                           warmup_epochs=warmup_epochs, optimizer=optimizer, device=device, seed=seed,
                           workers=workers, measure_every=measure_every, probe_size=probe_size, knn_k=knn_k,
-                          knn_t=knn_t, checkpoint_every=checkpoint_every, max_steps=max_steps)
+                          knn_t=knn_t, knn_every=knn_every, checkpoint_every=checkpoint_every, max_steps=max_steps)
         run_dir = out or Path("runs") / f"{dataset}-{predictor}-{time.strftime('%Y%m%d-%H%M%S')}"
     run(cfg, run_dir, resume=resume is not None)
 

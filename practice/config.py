@@ -68,6 +68,7 @@ class TrainConfig:
     probe_size: int = 512
     knn_k: int = 200
     knn_t: float = 0.1
+    knn_every: int = 1  # epochs between kNN evaluations; 0 = only at the start and the end
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch
     max_steps: int = 0  # stop after this many steps in total (0 = run all epochs)
     collapse_window: int = 5
@@ -95,6 +96,7 @@ class TrainConfig:
                                  ("--proj-dim", self.proj_dim, 1), ("--pred-hidden", self.pred_hidden, 1),
                                  ("--measure-every", self.measure_every, 1), ("--probe-size", self.probe_size, 2),
                                  ("--knn-k", self.knn_k, 1), ("--workers", self.workers, 0),
+                                 ("--knn-every", self.knn_every, 0),
                                  ("--warmup-epochs", self.warmup_epochs, 0), ("--image-size", self.image_size, 0),
                                  ("--checkpoint-every", self.checkpoint_every, 0), ("--max-steps", self.max_steps, 0),
                                  ("--collapse-window", self.collapse_window, 2), ("--seed", self.seed, 0)):

@@ -32,15 +32,21 @@ CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "
 
 
 class DigitsDataset(Dataset):
-    """scikit-learn's 8x8 digits as (1, 8, 8) float tensors in [0, 1]; a fixed 1,297 / 500 train/test split."""
+    """scikit-learn's 8x8 digits as (1, size, size) float tensors in [0, 1]; a fixed 1,297 / 500 train/test split.
 
-    def __init__(self, split: str, transform=None) -> None:
+    ``size`` > 8 upsamples the images once (bilinear), giving convolutions more than a 2 x 2 map to work on.
+    """
+
+    def __init__(self, split: str, transform=None, size: int = 8) -> None:
         from sklearn.datasets import load_digits
 
         d = load_digits()
         perm = np.random.default_rng(0).permutation(len(d.target))
         idx = perm[DIGITS_TEST:] if split == "train" else perm[:DIGITS_TEST]
         self.images = torch.tensor(d.images[idx] / 16.0, dtype=torch.float32).unsqueeze(1)
+        if size != 8:
+            self.images = torch.nn.functional.interpolate(self.images, size=(size, size), mode="bilinear",
+                                                          align_corners=False).clamp(0, 1)
         self.targets = torch.tensor(d.target[idx], dtype=torch.long)
         self.transform = transform
 
@@ -85,8 +91,8 @@ def build_data(cfg: TrainConfig) -> DataBundle:
     ev = eval_transform(cfg.dataset, size)
     root = Path(cfg.data_dir)
     if cfg.dataset == "digits":
-        return DataBundle(DigitsDataset("train", views), DigitsDataset("train", None), DigitsDataset("test", None),
-                          1, 10)
+        return DataBundle(DigitsDataset("train", views, size), DigitsDataset("train", None, size),
+                          DigitsDataset("test", None, size), 1, 10)
     if cfg.dataset == "stl10":
         from torchvision.datasets import STL10
 

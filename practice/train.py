@@ -212,7 +212,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
                     rec["warning"] = warning
                 _append(metrics_path, rec)
             end_of_epoch = step % steps_per_epoch == 0
-            if end_of_epoch or step == total:
+            knn_due = end_of_epoch and cfg.knn_every and (step // steps_per_epoch) % cfg.knn_every == 0
+            if knn_due or step == total:
                 last_knn = _knn(model, data, cfg, device)
                 _append(metrics_path, {"step": step, "epoch": step / steps_per_epoch, "knn_acc": last_knn})
             if end_of_epoch or step == total or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
@@ -220,8 +221,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
             if on_progress:
                 now = time.perf_counter()
                 rate = n_images / max(now - t_last, 1e-9)
-                on_progress(Progress(step, total, step // steps_per_epoch, float(loss), rate, knn=last_knn,
-                                     warning=warning))
+                shown = losses[-1] if losses else float(loss.detach())
+                on_progress(Progress(step, total, step // steps_per_epoch, shown, rate, knn=last_knn, warning=warning))
             if step >= total:
                 break
     summary = summarize(metrics_path)

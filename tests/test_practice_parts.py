@@ -1,0 +1,127 @@
+"""The trainer's small pieces: collapse metric, predictors, target, running F̂, kNN and probe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssltheory.practice.config import TrainConfig
+from ssltheory.practice.evaluate import knn_accuracy, linear_probe
+from ssltheory.practice.losses import negative_cosine
+from ssltheory.practice.measure import RunningCorrelation, collapse_auc, normalized_std, rising
+from ssltheory.practice.predictors import DirectPredictor, SymmetricPredictor, directpred_weight
+from ssltheory.practice.target import ema_gamma, ema_update
+from ssltheory.practice.train import build_model
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "collapse_resnet18_spectra.json"
+
+
+def features_with_singular_values(sigma: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """U diag(sigma) V^T with columns of U orthogonal to the ones vector, so centring keeps sigma."""
+    rng = np.random.default_rng(seed)
+    d = len(sigma)
+    A = rng.standard_normal((n, d))
+    U, _ = np.linalg.qr(A - A.mean(0))
+    V, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    return (U * sigma) @ V.T
+
+
+@pytest.mark.skipif(not FIXTURE.exists(), reason="shared fixtures not beside the checkout")
+def test_collapse_auc_reproduces_the_papers_own_numbers():
+    spectra = json.loads(FIXTURE.read_text())["spectra"]
+    assert len(spectra) >= 5
+    for name, entry in spectra.items():
+        sigma = np.asarray(entry["sigma"], float)
+        got = collapse_auc(features_with_singular_values(sigma, 700, seed=len(name)))
+        assert got["auc"] == pytest.approx(entry["auc_official"], abs=1e-6), name
+        assert got["k_eq"] == pytest.approx(1 + 2 * len(sigma) * (1 - entry["auc_official"]), abs=1e-3)
+
+
+def test_collapse_auc_extremes():
+    rng = np.random.default_rng(0)
+    assert collapse_auc(np.outer(rng.standard_normal(300), rng.standard_normal(64)))["auc"] == pytest.approx(1.0)
+    flat = collapse_auc(features_with_singular_values(np.ones(64), 300))
+    assert flat["auc"] == pytest.approx(65 / 128) and flat["k_eq"] == pytest.approx(64)
+
+
+def test_normalized_std_and_rising():
+    z = torch.randn(4096, 64)
+    assert normalized_std(z) == pytest.approx(1 / 8, rel=0.05)
+    assert normalized_std(torch.ones(32, 64) + 1e-6 * torch.randn(32, 64)) < 1e-5
+    assert rising([0.5, 0.6, 0.7, 0.8], 4) and not rising([0.5, 0.6, 0.55, 0.8], 4)
+
+
+def test_target_starts_as_an_exact_copy_of_the_online_network():
+    model = build_model(TrainConfig(dataset="digits"), in_channels=1, device=torch.device("cpu"))
+    online, target = model.online.state_dict(), model.target.state_dict()
+    assert online.keys() == target.keys()
+    assert all(torch.equal(online[k], target[k]) for k in online)
+    assert not any(p.requires_grad for p in model.target.parameters())
+    assert build_model(TrainConfig(dataset="digits", method="simsiam"), 1, torch.device("cpu")).target is None
+
+
+def test_ema_update_and_schedule():
+    a, b = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    wa, wb = a.weight.clone(), b.weight.clone()
+    ema_update(a, b, 0.9)
+    assert torch.allclose(a.weight, 0.9 * wa + 0.1 * wb)
+    assert ema_gamma(0.996, 50, 100) == 0.996
+    assert ema_gamma(0.996, 0, 100, "cosine") == pytest.approx(0.996)
+    assert ema_gamma(0.996, 100, 100, "cosine") == pytest.approx(1.0)
+
+
+def test_running_correlation_is_the_first_batch_then_an_ema():
+    rc = RunningCorrelation(4, rho=0.3)
+    f1, f2 = torch.randn(10, 4), torch.randn(10, 4)
+    rc.update(f1)
+    assert torch.allclose(rc.F, (f1.T @ f1 / 10).double())
+    rc.update(f2)
+    assert torch.allclose(rc.F, (0.3 * f1.T @ f1 / 10 + 0.7 * f2.T @ f2 / 10).double(), atol=1e-6)
+
+
+def test_directpred_sets_W_p_from_F_every_freq_steps():
+    A = torch.randn(6, 6, dtype=torch.float64)
+    F = A @ A.T
+    W = directpred_weight(F, eps=0.1)
+    s = torch.linalg.eigvalsh(F)
+    assert torch.allclose(torch.linalg.eigvalsh(W), (s / s.max()).sqrt() + 0.1, atol=1e-10)
+    assert torch.linalg.norm(F @ W - W @ F) < 1e-8 * torch.linalg.norm(F)
+    pred = DirectPredictor(6, eps=0.1, freq=3)
+    before = pred.linear.weight.clone()
+    pred.after_step(0, F)
+    assert torch.equal(pred.linear.weight, before) and pred.trainable
+    pred.after_step(2, F)
+    assert torch.allclose(pred.linear.weight.double(), W, atol=1e-6)
+    assert not DirectPredictor(6, freq=1).trainable
+
+
+def test_symmetric_predictor_is_symmetric_after_steps():
+    pred = SymmetricPredictor(5)
+    w = pred.linear.weight
+    assert torch.equal(w, w.T)
+    with torch.no_grad():
+        w.add_(torch.randn(5, 5))
+    pred.after_step(0, torch.eye(5))
+    assert torch.equal(w, w.T)
+
+
+def test_negative_cosine_range():
+    x = torch.randn(8, 5)
+    assert float(negative_cosine(x, x)) == pytest.approx(0.0, abs=1e-6)
+    assert float(negative_cosine(x, -x)) == pytest.approx(4.0, abs=1e-6)
+
+
+def test_knn_and_probe_separate_clusters_and_not_noise():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(5, 16, generator=g) * 3
+    y = torch.arange(500) % 5
+    x = centers[y] + torch.randn(500, 16, generator=g)
+    assert knn_accuracy(x[:400], y[:400], x[400:], y[400:], k=20) > 0.95
+    noise = torch.randn(500, 16, generator=g)
+    assert knn_accuracy(noise[:400], y[:400], noise[400:], y[400:], k=20) < 0.4
+    res = linear_probe(x[:400], y[:400], x[400:], y[400:], epochs=20)
+    assert res["test_acc"] > 0.95 and res["test_acc"] == res["curve"][-1]
