@@ -7,8 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
-from ssltheory.theory.integrate import IntegrationError
-from ssltheory.theory.params import ConfigError
+from ssltheory.theory.params import ConfigError, RunError
 
 from . import practice_cmds, theory_cmds
 
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as e:
         print(f"ssltheory: error: {_one_line(str(e))}", file=sys.stderr)
         sys.exit(2)
-    except IntegrationError as e:
+    except RunError as e:  # a solver gave up, a training loss diverged
         print(f"ssltheory: error: {_one_line(str(e))}", file=sys.stderr)
         sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):

@@ -85,27 +85,28 @@ def train(
 def run(cfg, run_dir: Path, resume: bool = False) -> dict:
     """Train with a rich progress bar, then draw the run's figure and print its summary."""
     from ssltheory.practice import plots
-    from ssltheory.practice.train import TrainingDiverged, read_metrics
+    from ssltheory.practice.train import read_metrics
     from ssltheory.practice.train import train as train_loop
 
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} img/s"),
                    TextColumn("kNN {task.fields[knn]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                    console=err_console)
-    with bar:
-        task = bar.add_task(f"{cfg.dataset} {cfg.method} {cfg.predictor}", total=None, loss="-", rate="-", knn="-")
+    task = bar.add_task(f"{cfg.dataset} {cfg.method} {cfg.predictor}", total=None, loss="-", rate="-", knn="-")
 
-        def update(p) -> None:
-            knn = f"{100 * p.knn:.1f}%" if p.knn is not None else "-"
-            bar.update(task, total=p.total, completed=p.step, loss=f"{p.loss:.4f}", rate=f"{p.images_per_s:.0f}",
-                       knn=knn)
-            if p.warning:
-                bar.console.print(f"[yellow]warning:[/yellow] {p.warning}")
+    def update(p) -> None:
+        if not bar.live.is_started:  # started on the first report, so set-up errors stay one line
+            bar.start()
+        knn = f"{100 * p.knn:.1f}%" if p.knn is not None else "-"
+        bar.update(task, total=p.total, completed=p.step, loss=f"{p.loss:.4f}", rate=f"{p.images_per_s:.0f}",
+                   knn=knn)
+        if p.warning:
+            bar.console.print(f"[yellow]warning:[/yellow] {p.warning}")
 
-        try:
-            summary = train_loop(cfg, run_dir, resume=resume, on_progress=update)
-        except TrainingDiverged as e:
-            raise ConfigError(str(e)) from None
+    try:
+        summary = train_loop(cfg, run_dir, resume=resume, on_progress=update)
+    finally:
+        bar.stop()
     records = read_metrics(run_dir / "metrics.jsonl")
     fig = plots.run_figure(records, f"{cfg.dataset}, {cfg.method}, predictor={cfg.predictor}, lr={cfg.lr:g}, "
                                     f"wd={cfg.weight_decay:g}, α_p={cfg.alpha_p:g}, γ_a={cfg.ema:g}")

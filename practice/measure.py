@@ -3,7 +3,8 @@
 - :class:`RunningCorrelation`: F̂ <- rho F̂ + (1 - rho) mean(f f^T) over both views' detached projector outputs
   (not centred; the official code's estimator, Eq. 19), kept for DirectPred and for the measurements alike.
 - :func:`predictor_metrics`: eigenvalues s_j of F̂, eigenvalues of sym(W_p), alignment cos(u_j, W_p u_j), p_j along
-  u_j and the asymmetry of W_p, computed by :mod:`ssltheory.theory.diagnostics` (the same definitions as the theory).
+  u_j and the asymmetry of W_p (whole, and within the span of F̂'s leading modes), computed by
+  :mod:`ssltheory.theory.diagnostics` (the same definitions as the theory).
 - :func:`collapse_auc`: Li, Efros & Pathak's metric on centred backbone features: singular values sigma, the
   cumulative curve c_k = sum_{i<=k} sigma_i / sum sigma, AUC = mean_k c_k in [(d+1)/(2d), 1] (1 = rank one), and
   k_eq = 1 + 2 d (1 - AUC), the effective number of dimensions.
@@ -17,6 +18,9 @@ import numpy as np
 import torch
 
 from ssltheory.theory import diagnostics
+
+TOP_MODES = 1e-3
+"""Modes of F̂ with s_j > TOP_MODES * s_1 count as the leading ones (where alignment and symmetry are judged)."""
 
 
 class RunningCorrelation:
@@ -49,7 +53,7 @@ class RunningCorrelation:
 def predictor_metrics(F: torch.Tensor, W_p: torch.Tensor | None) -> dict:
     """Spectrum of F̂ and, for a linear predictor, the Fig. 2 quantities of W_p (lists, descending order of s_j)."""
     Fn = F.detach().cpu().double().numpy()
-    s, _ = diagnostics.eig_desc(Fn)
+    s, U = diagnostics.eig_desc(Fn)
     out: dict = {"s": s.tolist()}
     if W_p is not None:
         Wn = W_p.detach().cpu().double().numpy()
@@ -58,9 +62,17 @@ def predictor_metrics(F: torch.Tensor, W_p: torch.Tensor | None) -> dict:
             "p_along_F": diagnostics.rayleigh_p(Fn, Wn).tolist(),
             "alignment": diagnostics.alignment(Fn, Wn).tolist(),
             "asymmetry": diagnostics.asymmetry(Wn),
+            "asymmetry_top": diagnostics.asymmetry(_top_block(Wn, s, U)),
             "commutator": diagnostics.commutator_norm(Fn / max(float(np.abs(s).max()), 1e-300), Wn),
         })
     return out
+
+
+def _top_block(W: np.ndarray, s: np.ndarray, U: np.ndarray, rel: float = TOP_MODES) -> np.ndarray:
+    """W restricted to the span of F̂'s leading modes (s_j > rel * s_1): U_k^T W U_k."""
+    top = s > rel * s[0] if s[0] > 0 else np.zeros(len(s), bool)
+    Uk = U[:, top]
+    return Uk.T @ W @ Uk
 
 
 def collapse_auc(features: torch.Tensor | np.ndarray) -> dict:

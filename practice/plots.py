@@ -9,6 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .measure import TOP_MODES  # noqa: E402
+
 
 def run_figure(records: list[dict], title: str = "") -> Figure:
     """2 x 3 panels: log s_j of F̂, eigenvalues of sym(W_p), alignment, asymmetry, collapse AUC / k_eq, kNN."""
@@ -23,10 +25,14 @@ def run_figure(records: list[dict], title: str = "") -> Figure:
         if "p_sym" in meas[0]:
             ax[0, 1].plot(t, np.array([r["p_sym"] for r in meas]), lw=0.8)
             align = np.array([r["alignment"] for r in meas])
-            top = s[-1] > 1e-3 * s[-1][0]
+            top = s[-1] > TOP_MODES * s[-1][0]
             ax[0, 2].plot(t, align[:, top], lw=0.8)
             ax[0, 2].set_ylim(-1.05, 1.05)
-            ax[1, 0].plot(t, [r["asymmetry"] for r in meas], color="tab:purple")
+            ax[1, 0].plot(t, [r["asymmetry"] for r in meas], color="tab:purple", label="whole $W_p$")
+            if "asymmetry_top" in meas[0]:
+                ax[1, 0].plot(t, [r["asymmetry_top"] for r in meas], color="tab:orange",
+                              label=r"within the leading modes of $\hat F$")
+            ax[1, 0].legend(fontsize=8)
         for a, msg in ((ax[0, 1], r"eigenvalues of sym($W_p$)"),
                        (ax[0, 2], r"alignment cos($u_j$, $W_p u_j$), modes with $s_j > 10^{-3} s_1$"),
                        (ax[1, 0], r"asymmetry $\|W_p - W_p^T\|_F / \|W_p\|_F$")):

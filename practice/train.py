@@ -26,12 +26,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from ssltheory.theory.params import RunError
+
 from . import checkpoint
 from .config import TrainConfig
 from .data import DataBundle, build_data, probe_subset
 from .evaluate import extract, knn_accuracy
 from .losses import symmetric_loss
-from .measure import RunningCorrelation, collapse_auc, normalized_std, predictor_metrics, rising
+from .measure import TOP_MODES, RunningCorrelation, collapse_auc, normalized_std, predictor_metrics, rising
 from .models import Encoder, backbone, projector
 from .optim import make_optimizer, make_scheduler
 from .predictors import build_predictor
@@ -40,7 +42,7 @@ from .target import ema_gamma, ema_update, make_target
 METRICS = "metrics.jsonl"
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunError):
     """The loss became NaN or infinite; the message names the step and the checkpoint that was kept."""
 
 
@@ -148,7 +150,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
     probe = probe_subset(data.train_eval, cfg.probe_size, seed=cfg.seed)
     metrics_path = run_dir / METRICS
 
-    step, auc_history = 0, []
+    step, auc_history, losses = 0, [], []
     state = checkpoint.load(run_dir) if resume else None
     if state is not None:
         for name, module in model.modules().items():
@@ -156,7 +158,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         model.corr.load_state_dict(state["corr"])
-        step, auc_history = state["step"], state["auc_history"]
+        step, auc_history, losses = state["step"], state["auc_history"], state["pending_losses"]
         _truncate_lines(metrics_path, state["metrics_lines"])
         checkpoint.set_rng_state(state["rng"])
     else:
@@ -172,7 +174,6 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
     model.online.train()
     if model.target is not None:
         model.target.train()
-    losses: list[float] = []
     last_knn = None
     t_last, n_images = time.perf_counter(), 0
     while step < total:
@@ -187,8 +188,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
             if not torch.isfinite(loss):
                 saved = checkpoint.load(run_dir)
                 where = f"step {saved['step']}" if saved else "none written yet"
-                raise TrainingDiverged(f"loss is {float(loss)} at step {step}: stopped; the last good checkpoint "
-                                       f"({where}) is kept in {run_dir}")
+                raise TrainingDiverged(f"loss is {loss.item()} at step {step}: stopped; the last good "
+                                       f"checkpoint ({where}) is kept in {run_dir}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -217,7 +218,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
                 last_knn = _knn(model, data, cfg, device)
                 _append(metrics_path, {"step": step, "epoch": step / steps_per_epoch, "knn_acc": last_knn})
             if end_of_epoch or step == total or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-                _save(run_dir, model, opt, sched, step, auc_history, metrics_path)
+                _save(run_dir, model, opt, sched, step, auc_history, losses, metrics_path)
             if on_progress:
                 now = time.perf_counter()
                 rate = n_images / max(now - t_last, 1e-9)
@@ -236,7 +237,11 @@ def _measure(model: Model, probe, f1: torch.Tensor, cfg: TrainConfig, device: to
     rec = predictor_metrics(model.corr.F, model.predictor.W_p())
     feats, _ = extract(model.online.backbone, probe, device, batch_size=256)
     c = collapse_auc(feats)
-    rec.update(auc=c["auc"], k_eq=c["k_eq"], feature_std=normalized_std(f1),
+    with torch.no_grad():  # the same metric on the projector output f, where the ablations collapse first
+        model.online.projector.eval()
+        proj = collapse_auc(model.online.projector(feats.to(device)))
+        model.online.projector.train()
+    rec.update(auc=c["auc"], k_eq=c["k_eq"], auc_projector=proj["auc"], feature_std=normalized_std(f1),
                feature_std_x_sqrt_d=normalized_std(f1) * f1.shape[1] ** 0.5)
     return rec
 
@@ -247,11 +252,12 @@ def _knn(model: Model, data: DataBundle, cfg: TrainConfig, device: torch.device)
     return knn_accuracy(bank, bank_y, query, query_y, k=cfg.knn_k, t=cfg.knn_t, num_classes=data.num_classes)
 
 
-def _save(run_dir: Path, model: Model, opt, sched, step: int, auc_history: list, metrics_path: Path) -> None:
+def _save(run_dir: Path, model: Model, opt, sched, step: int, auc_history: list, losses: list,
+          metrics_path: Path) -> None:
     checkpoint.save(run_dir, {
         "modules": {k: m.state_dict() for k, m in model.modules().items()},
         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "corr": model.corr.state_dict(),
-        "step": step, "auc_history": list(auc_history), "rng": checkpoint.rng_state(),
+        "step": step, "auc_history": list(auc_history), "pending_losses": list(losses), "rng": checkpoint.rng_state(),
         "metrics_lines": _count_lines(metrics_path),
     })
 
@@ -286,11 +292,12 @@ def summarize(metrics_path: Path) -> dict:
            "steps": recs[-1]["step"] if recs else 0}
     if meas:
         last = meas[-1]
-        out.update({k: last[k] for k in ("loss", "auc", "k_eq", "feature_std", "feature_std_x_sqrt_d", "asymmetry")
-                    if k in last})
+        keys = ("loss", "auc", "k_eq", "auc_projector", "feature_std", "feature_std_x_sqrt_d", "asymmetry",
+                "asymmetry_top")
+        out.update({k: last[k] for k in keys if k in last})
         if "alignment" in last:
             s = np.asarray(last["s"])
-            top = s > 1e-3 * s[0] if s[0] > 0 else np.zeros_like(s, bool)
+            top = s > TOP_MODES * s[0] if s[0] > 0 else np.zeros_like(s, bool)
             out["mean_alignment_top_modes"] = float(np.mean(np.asarray(last["alignment"])[top])) if top.any() else None
             out["top_modes"] = int(top.sum())
     return out

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from .params import RunError
+
 Array = np.ndarray
 Field = Callable[[float, Array], Array]
 Progress = Callable[[float], None]
 
 
-class IntegrationError(RuntimeError):
+class IntegrationError(RunError):
     """The solver failed (for example a state that blew up to infinity)."""
 
 

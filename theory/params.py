@@ -35,6 +35,10 @@ class ConfigError(ValueError):
     """A setting is out of range; the message is one line naming the value and what is accepted."""
 
 
+class RunError(RuntimeError):
+    """A run failed on valid input (a solver gave up, a loss diverged); the message is one line."""
+
+
 def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
                  low_open: bool = False, high_open: bool = False) -> float:
     """Return ``value`` as a finite float, or raise :class:`ConfigError` if it is not in the interval.
