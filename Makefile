@@ -32,6 +32,7 @@ lint: $(STAMP)
 ## bench: speed ratios measured in one run (not part of the tests)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_modes.py
+	$(BIN)/python bench/bench_train_overhead.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info
