@@ -13,11 +13,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## demo: the paper's Figs. 3, 4 and 5 from the theory, into runs/demo/ (under a minute on 2 cores)
+## demo: the paper's Figs. 3, 4 and 5 from the theory, a synthetic linear run and a digits DirectPred run, and
+## the theory's prediction beside both (compare), into runs/demo/ (about a minute on 2 cores)
 demo: $(STAMP)
 	$(BIN)/ssltheory phase-portrait --eta 0,0.01,1 --out $(DEMO)/fig3-phase-portrait
 	$(BIN)/ssltheory fixed-points --out $(DEMO)/fig4-fixed-points
 	$(BIN)/ssltheory simulate --model modes --eta 0,0.04,0.1 --out $(DEMO)/fig5-trajectories
+	$(BIN)/ssltheory train synthetic --epochs 10 --out $(DEMO)/synthetic-linear
+	$(BIN)/ssltheory train digits --predictor directpred --batch-size 64 --epochs 10 --knn-every 5 \
+		--out $(DEMO)/digits-directpred
+	$(BIN)/ssltheory compare $(DEMO)/synthetic-linear $(DEMO)/digits-directpred --out $(DEMO)/compare
 	@echo
 	@echo "Demo figures (PNG, with the numbers beside them as JSON):"
 	@ls -1 $(DEMO)/*/*.png

@@ -43,6 +43,7 @@ app.command("fixed-points")(theory_cmds.fixed_points_cmd)
 app.command("simulate")(theory_cmds.simulate)
 app.command("train")(practice_cmds.train)
 app.command("probe")(practice_cmds.probe)
+app.command("compare")(practice_cmds.compare)
 
 
 # typer >= 0.22 ships its own copy of click; older releases use click itself. Its usage errors share one

@@ -15,7 +15,8 @@ from .output import console, err_console, save_figure, save_json, wrote
 
 
 def train(
-    dataset: str = typer.Argument(None, help="digits | stl10 | cifar10 | imagenet | folder"),
+    dataset: str = typer.Argument(None, help="digits | stl10 | cifar10 | imagenet | folder | synthetic (the "
+                                              "theory's Gaussian data, for --model linear)"),
     resume: Path = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
     method: str = typer.Option("byol", help="byol (EMA target) | simsiam (target = online net)"),
     predictor: str = typer.Option("linear", help="linear | mlp | symmetric | directpred | none"),
@@ -23,13 +24,15 @@ def train(
     rho: float = typer.Option(0.3, help="DirectPred: moving-average rate ρ of F̂ [paper: 0.3]"),
     eps: float = typer.Option(0.1, help="DirectPred: ε in p_j = sqrt(s_j / max s) + ε [paper's best: 0.1]"),
     freq: int = typer.Option(1, help="DirectPred: set W_p every N steps, SGD in between [paper: 1]"),
-    backbone: str = typer.Option("auto", help="resnet18 | resnet34 | resnet50 | convnet [auto: convnet for "
-                                              "digits, resnet18 otherwise]"),
+    backbone: str = typer.Option("auto", "--backbone", "--model",
+                                 help="resnet18 | resnet34 | resnet50 | convnet | linear [auto: convnet for digits, "
+                                      "linear for synthetic, resnet18 otherwise]"),
     epochs: int = typer.Option(100, help="epochs [paper: 100]"),
     batch_size: int = typer.Option(128, help="batch size [paper: 128]"),
     lr: float = typer.Option(0.03, help="learning rate α of the online net [paper: 0.03]"),
-    momentum: float = typer.Option(0.9, help="SGD momentum [paper: 0.9]"),
-    weight_decay: float = typer.Option(4e-4, help="weight decay η̄ = αη of the trunk [paper: 4e-4]"),
+    momentum: float = typer.Option(None, help="SGD momentum [paper: 0.9; 0 for synthetic]"),
+    weight_decay: float = typer.Option(4e-4, help="weight decay of the trunk (torch SGD's; η = this in the ODE's "
+                                                  "time t = step × lr) [paper: 4e-4]"),
     predictor_weight_decay: float = typer.Option(None, help="weight decay of the predictor [default: as trunk]"),
     alpha_p: float = typer.Option(1.0, help="predictor learning-rate ratio α_p (lr of W_p = α_p × lr) [paper: 1]"),
     ema: float = typer.Option(0.996, help="EMA rate γ_a of the target (BYOL) [paper: 0.996]"),
@@ -54,6 +57,13 @@ def train(
     knn_every: int = typer.Option(1, help="epochs between kNN evaluations [1; 0: only at start and end]"),
     checkpoint_every: int = typer.Option(0, help="steps between checkpoints [0: every epoch]"),
     max_steps: int = typer.Option(0, help="stop after this many steps [0: all epochs]"),
+    loss: str = typer.Option("auto", help="cosine [paper's nets] | l2 (Eq. 1) [auto: l2 for --model linear]"),
+    predictor_init: str = typer.Option("auto", help="random | identity (W_p = scale × I) [auto: identity for "
+                                                    "--model linear]"),
+    predictor_init_scale: float = typer.Option(0.5, help="p_j(0) of the identity predictor init"),
+    sigma2: float = typer.Option(0.5, help="synthetic: augmentation variance σ² of x = x0 + σ·noise [0.5]"),
+    input_dim: int = typer.Option(0, help="synthetic: input width n1 [0: --proj-dim]"),
+    synthetic_size: int = typer.Option(8192, help="synthetic: samples per epoch, each drawn fresh"),
     seed: int = typer.Option(0, help="random seed"),
     out: Path = typer.Option(None, help="run folder [default: runs/<dataset>-<predictor>-<time>]"),
 ) -> None:
@@ -67,7 +77,8 @@ def train(
         cfg, run_dir = TrainConfig.load(resume / "config.json"), resume
     else:
         if dataset is None:
-            raise ConfigError("DATASET is missing: expected one of digits, stl10, cifar10, imagenet, folder "
+            raise ConfigError("DATASET is missing: expected one of digits, stl10, cifar10, imagenet, folder, "
+                              "synthetic "
                               "(or --resume RUN_DIR)")
         cfg = TrainConfig(dataset=dataset, data_dir=data_dir, download=download, image_size=image_size,
                           method=method, predictor=predictor, predictor_bias=predictor_bias, rho=rho, eps=eps,
@@ -77,7 +88,9 @@ def train(
                           ema=ema, ema_schedule=ema_schedule, stop_grad=stop_grad, schedule=schedule,
                           warmup_epochs=warmup_epochs, optimizer=optimizer, device=device, seed=seed,
                           workers=workers, measure_every=measure_every, probe_size=probe_size, knn_k=knn_k,
-                          knn_t=knn_t, knn_every=knn_every, checkpoint_every=checkpoint_every, max_steps=max_steps)
+                          knn_t=knn_t, knn_every=knn_every, checkpoint_every=checkpoint_every, max_steps=max_steps,
+                          loss=loss, predictor_init=predictor_init, predictor_init_scale=predictor_init_scale,
+                          sigma2=sigma2, input_dim=input_dim, synthetic_size=synthetic_size)
         run_dir = out or Path("runs") / f"{dataset}-{predictor}-{time.strftime('%Y%m%d-%H%M%S')}"
     run(cfg, run_dir, resume=resume is not None)
 
@@ -144,6 +157,9 @@ def probe(
     cfg = TrainConfig.load(run_dir / "config.json")
     dev = resolve_device(device)
     data = build_data(cfg)
+    if data.num_classes < 2:
+        raise ConfigError(f"RUN_DIR {run_dir} was trained on {cfg.dataset}, which has no labels: expected a run on "
+                          "digits, stl10, cifar10, imagenet or folder")
     model = build_model(cfg, data.in_channels, dev)
     model.online.load_state_dict(state["modules"]["online"])
     train_x, train_y = extract(model.online.backbone, data.train_eval, dev)
@@ -155,3 +171,35 @@ def probe(
     console.print(f"linear probe, step {state['step']}: test accuracy {100 * res['test_acc']:.2f}% "
                   f"(last of {epochs} epochs; best over epochs would be {100 * res['best_test_acc_optimistic']:.2f}%)")
     wrote([path])
+
+
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="one or more folders of training runs"),
+    modes: int = typer.Option(8, help="leading modes of F to compare"),
+    sigma2: float = typer.Option(None, help="augmentation variance σ² assumed for image runs [synthetic: the run's; "
+                                            "images: 0.5]"),
+    out: Path = typer.Option(Path("runs/compare"), help="where compare.png and compare.json go"),
+) -> None:
+    """The theory's prediction beside what a run measured: modes p_j, s_j, phase portrait, alignment."""
+    from ssltheory.practice.compare import compare_run, to_json
+    from ssltheory.practice.plots import compare_figure
+    from ssltheory.theory.params import check_int, check_number
+
+    check_int("--modes", modes, low=1)
+    if sigma2 is not None:
+        check_number("--sigma2", sigma2, low=0.0)
+    comparisons = [compare_run(d, modes, sigma2) for d in run_dirs]
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [save_figure(compare_figure(comparisons), out / "compare.png"),
+             save_json(out / "compare.json", {"runs": [to_json(c) for c in comparisons]})]
+    table = Table("run", "p final", "p path", "s path", "in claim", "assumed",
+                  title="theory vs run: relative error of the worst mode; assumptions met")
+    for c in comparisons:
+        a = c.agreement
+        met = sum(x["holds"] for x in c.assumptions)
+        table.add_row(Path(c.run).name, f"{a['p']['max_final_rel_err']:.1%}",
+                      f"{a['p']['max_trajectory_rel_err']:.1%}",
+                      f"{a['s']['max_trajectory_rel_err']:.1%}", "yes" if a["within_claim"] else "no",
+                      f"{met}/{len(c.assumptions)}")
+    console.print(table)
+    wrote(paths)

@@ -3,8 +3,14 @@
 Defaults follow the DirectPred paper's STL-10/CIFAR-10 protocol and its official code (directpred.md §4):
 SGD lr 0.03, momentum 0.9, weight decay 4e-4 on trunk and predictor, batch 128, EMA gamma_a = 0.996, constant lr,
 projector 512 -> 512 -> 128, DirectPred rho = 0.3, eps = 0.1 (the paper's best STL-10 setting), freq = 1.
-Names map to the theory: ``weight_decay`` is eta_bar = alpha * eta, ``alpha_p`` the predictor's learning-rate ratio,
-``ema`` is gamma_a = 1 - alpha * beta.
+Names map to the theory (``practice/compare.py`` has the mapping): ``weight_decay`` is torch SGD's coupled decay, so
+eta = weight_decay in the ODE's time t = step * lr (the paper writes eta_bar = alpha * eta for a per-step shrink);
+``alpha_p`` is the predictor's learning-rate ratio; ``ema`` is gamma_a = 1 - alpha * beta.
+
+``synthetic`` is the theory's own setting: x0 ~ N(0, I_n1) drawn fresh for every sample, views x0 + sigma * noise,
+the two-layer linear network (``--model linear``: W of shape (n2, n1), no projector, W_p of shape (n2, n2)) trained
+with the L2 loss of Eq. 1 by plain SGD (momentum 0), W_p starting at ``predictor_init_scale`` * I so that it stays
+aligned with F and the decoupled modes (Eqs. 11-13) hold.
 """
 
 from __future__ import annotations
@@ -20,14 +26,16 @@ from typing import Any
 from ssltheory.practice.io import save_json
 from ssltheory.theory.params import ConfigError, check_choice, check_int, check_number
 
-DATASETS = ("digits", "stl10", "cifar10", "imagenet", "folder")
+DATASETS = ("digits", "stl10", "cifar10", "imagenet", "folder", "synthetic")
 METHODS = ("byol", "simsiam")
 PREDICTORS = ("linear", "mlp", "symmetric", "directpred", "none")
-BACKBONES = ("auto", "resnet18", "resnet34", "resnet50", "convnet")
+BACKBONES = ("auto", "resnet18", "resnet34", "resnet50", "convnet", "linear")
+LOSSES = ("auto", "cosine", "l2")
+PREDICTOR_INITS = ("auto", "random", "identity")
 SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("sgd", "lars")
 
-IMAGE_SIZE = {"digits": 8, "stl10": 96, "cifar10": 32, "imagenet": 224, "folder": 224}
+IMAGE_SIZE = {"digits": 8, "stl10": 96, "cifar10": 32, "imagenet": 224, "folder": 224, "synthetic": 1}
 
 
 @dataclass
@@ -51,7 +59,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 128
     lr: float = 0.03
-    momentum: float = 0.9
+    momentum: float | None = None  # None: 0.9 (the paper's), 0 for synthetic (the ODE is plain gradient flow)
     weight_decay: float = 4e-4
     predictor_weight_decay: float | None = None
     alpha_p: float = 1.0
@@ -72,6 +80,12 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch
     max_steps: int = 0  # stop after this many steps in total (0 = run all epochs)
     collapse_window: int = 5
+    loss: str = "auto"  # cosine (the paper's nets) | l2 (Eq. 1, the linear model); auto picks by backbone
+    predictor_init: str = "auto"  # random | identity (W_p = scale * I); auto: identity for the linear model
+    predictor_init_scale: float = 0.5
+    sigma2: float = 0.5  # synthetic: augmentation variance sigma^2 of x = x0 + sigma * noise
+    input_dim: int = 0  # synthetic: n1 (0: the same as --proj-dim, n2)
+    synthetic_size: int = 8192  # synthetic: samples per epoch (each drawn fresh)
 
     def __post_init__(self) -> None:
         check_choice("DATASET", self.dataset, DATASETS)
@@ -81,12 +95,17 @@ class TrainConfig:
         check_choice("--schedule", self.schedule, SCHEDULES)
         check_choice("--ema-schedule", self.ema_schedule, SCHEDULES)
         check_choice("--optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("--loss", self.loss, LOSSES)
+        check_choice("--predictor-init", self.predictor_init, PREDICTOR_INITS)
+        check_number("--sigma2", self.sigma2, low=0.0)
+        check_number("--predictor-init-scale", self.predictor_init_scale)
         for name, value in (("--lr", self.lr), ("--alpha-p", self.alpha_p)):
             check_number(name, value, low=0.0, low_open=True)
         check_number("--weight-decay", self.weight_decay, low=0.0)
         if self.predictor_weight_decay is not None:
             check_number("--predictor-weight-decay", self.predictor_weight_decay, low=0.0)
-        check_number("--momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        if self.momentum is not None:
+            check_number("--momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         check_number("--ema", self.ema, low=0.0, high=1.0)
         check_number("--rho", self.rho, low=0.0, high=1.0, high_open=True)
         check_number("--eps", self.eps, low=0.0)
@@ -99,7 +118,8 @@ class TrainConfig:
                                  ("--knn-every", self.knn_every, 0),
                                  ("--warmup-epochs", self.warmup_epochs, 0), ("--image-size", self.image_size, 0),
                                  ("--checkpoint-every", self.checkpoint_every, 0), ("--max-steps", self.max_steps, 0),
-                                 ("--collapse-window", self.collapse_window, 2), ("--seed", self.seed, 0)):
+                                 ("--collapse-window", self.collapse_window, 2), ("--seed", self.seed, 0),
+                                 ("--input-dim", self.input_dim, 0), ("--synthetic-size", self.synthetic_size, 2)):
             check_int(name, value, low=low)
         if self.freq != 1 and self.predictor != "directpred":
             raise ConfigError(f"--freq {self.freq} is only for --predictor directpred (got --predictor "
@@ -107,6 +127,17 @@ class TrainConfig:
         if not self.stop_grad and self.method != "simsiam":
             raise ConfigError("--no-stop-grad with --method byol is not accepted: expected --method simsiam, "
                               "whose target is the online network (W_a = W) that gradients can flow through")
+        linear = self.resolved_backbone == "linear"
+        if linear != (self.dataset == "synthetic"):
+            raise ConfigError(f"--model {self.backbone} with DATASET {self.dataset} is not accepted: expected "
+                              "--model linear with synthetic (the theory's two-layer linear network) and an image "
+                              "backbone (resnet18|resnet34|resnet50|convnet) with image datasets")
+        if self.synthetic_size < self.batch_size and self.dataset == "synthetic":
+            raise ConfigError(f"--synthetic-size {self.synthetic_size} is below --batch-size {self.batch_size}: "
+                              "expected at least one batch per epoch")
+        if self.predictor_init == "identity" and self.predictor in ("mlp", "none"):
+            raise ConfigError(f"--predictor-init identity with --predictor {self.predictor} is not accepted: "
+                              "expected --predictor linear, symmetric or directpred")
         if self.warmup_epochs >= self.epochs and self.schedule == "cosine":
             raise ConfigError(f"--warmup-epochs {self.warmup_epochs} is out of range: expected fewer than "
                               f"--epochs {self.epochs}")
@@ -121,7 +152,33 @@ class TrainConfig:
         """``convnet`` for digits, ``resnet18`` otherwise, unless a backbone was named."""
         if self.backbone != "auto":
             return self.backbone
-        return "convnet" if self.dataset == "digits" else "resnet18"
+        return {"digits": "convnet", "synthetic": "linear"}.get(self.dataset, "resnet18")
+
+    @property
+    def resolved_loss(self) -> str:
+        """``l2`` (Eq. 1) for the linear model, the paper's negative cosine otherwise, unless named."""
+        if self.loss != "auto":
+            return self.loss
+        return "l2" if self.resolved_backbone == "linear" else "cosine"
+
+    @property
+    def resolved_predictor_init(self) -> str:
+        """``identity`` (W_p = scale * I, aligned with any F) for the linear model, ``random`` otherwise."""
+        if self.predictor_init != "auto":
+            return self.predictor_init
+        return "identity" if self.resolved_backbone == "linear" else "random"
+
+    @property
+    def resolved_momentum(self) -> float:
+        """SGD momentum: 0.9 (the paper's) unless set; 0 for synthetic runs, whose ODE is plain gradient flow."""
+        if self.momentum is not None:
+            return self.momentum
+        return 0.0 if self.dataset == "synthetic" else 0.9
+
+    @property
+    def resolved_input_dim(self) -> int:
+        """n1 of the synthetic data (``proj_dim`` unless set)."""
+        return self.input_dim or self.proj_dim
 
     @property
     def pred_weight_decay(self) -> float:

@@ -7,6 +7,9 @@
 | cifar10 | train (50k) | train | test (10k) | cifar-10-batches-py/data_batch_1..5, test_batch |
 | imagenet | train/ | train/ | val/ | train/CLASS/*.JPEG, val/CLASS/*.JPEG |
 | folder | train/ (or the folder itself) | the same | val/ (or the train images) | [train/]CLASS/*.png|jpg |
+| synthetic | x0 ~ N(0, I_n1) drawn fresh per sample, views x0 + sigma * noise | 1,024 fixed x0 | 512 fixed x0 | none |
+
+synthetic has no labels (``num_classes`` 0): no kNN, no probe.
 
 A missing dataset raises :class:`~ssltheory.theory.params.ConfigError` naming the files expected and how to get them.
 """
@@ -58,6 +61,27 @@ class DigitsDataset(Dataset):
         return (self.transform(img) if self.transform else img), int(self.targets[i])
 
 
+class SyntheticGaussian(Dataset):
+    """The theory's data: x0 ~ N(0, I_dim), views x_{1,2} = x0 + sigma * noise (Eq. 1 with X = I, X' = sigma^2 I).
+
+    With ``views`` every item is a fresh draw from torch's global generator (infinite data, resumable through the
+    checkpointed RNG state): ((x1, x2), 0). Without, ``n`` fixed x0 from ``seed``: (x0, 0), for measurements.
+    """
+
+    def __init__(self, n: int, dim: int, sigma2: float, views: bool, seed: int = 0) -> None:
+        self.n, self.dim, self.sigma, self.views = n, dim, float(np.sqrt(sigma2)), views
+        self.fixed = None if views else torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        if self.fixed is not None:
+            return self.fixed[i], 0
+        x0 = torch.randn(self.dim)
+        return (x0 + self.sigma * torch.randn(self.dim), x0 + self.sigma * torch.randn(self.dim)), 0
+
+
 @dataclass
 class DataBundle:
     """The SSL dataset (items: ((v1, v2), label)) and the eval splits (items: (image, label))."""
@@ -90,6 +114,11 @@ def build_data(cfg: TrainConfig) -> DataBundle:
     views = TwoViews(cfg.dataset, size)
     ev = eval_transform(cfg.dataset, size)
     root = Path(cfg.data_dir)
+    if cfg.dataset == "synthetic":
+        n1 = cfg.resolved_input_dim
+        return DataBundle(SyntheticGaussian(cfg.synthetic_size, n1, cfg.sigma2, views=True),
+                          SyntheticGaussian(1024, n1, cfg.sigma2, views=False, seed=cfg.seed + 101),
+                          SyntheticGaussian(512, n1, cfg.sigma2, views=False, seed=cfg.seed + 202), n1, 0)
     if cfg.dataset == "digits":
         return DataBundle(DigitsDataset("train", views, size), DigitsDataset("train", None, size),
                           DigitsDataset("test", None, size), 1, 10)

@@ -17,6 +17,15 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (2.0 - 2.0 * F.cosine_similarity(p, z, dim=-1)).mean()
 
 
-def symmetric_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-    """Symmetrised loss L(p1, z2) + L(p2, z1) over both view orders (the official code's, up to its constant)."""
+def l2(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The linear model's loss (Eq. 1): 1/2 ||p - z||^2 summed over the d features, averaged over the batch."""
+    return 0.5 * (p - z).pow(2).sum(dim=-1).mean()
+
+
+def symmetric_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
+                   kind: str = "cosine") -> torch.Tensor:
+    """Both view orders: ``cosine`` gives L(p1, z2) + L(p2, z1) (the official code's, up to its constant);
+    ``l2`` gives their mean, whose expected gradient is exactly that of Eq. 1, so lr maps to the ODE's alpha."""
+    if kind == "l2":
+        return 0.5 * (l2(p1, z2) + l2(p2, z1))
     return negative_cosine(p1, z2) + negative_cosine(p2, z1)

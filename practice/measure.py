@@ -103,3 +103,23 @@ def rising(values: list[float], window: int) -> bool:
         return False
     tail = values[-window:]
     return all(b > a for a, b in zip(tail, tail[1:], strict=False))
+
+
+@torch.no_grad()
+def linear_modes(W: torch.Tensor, W_p: torch.Tensor | None, W_a: torch.Tensor | None = None) -> dict:
+    """The decoupled modes of the two-layer linear model, read exactly off its weights (data covariance X = I).
+
+    W: (n2, n1); W_p: (n2, n2) or None (identity); W_a: the target's (n2, n1), None for SimSiam (tau = 1).
+    F = W W^T = U diag(s) U^T (descending); p_j = u_j^T W_p u_j; tau_j = u_j^T W_a W^T u_j / s_j (W_a = tau W per
+    mode). Returns lists ``s_model``, ``p_model``, ``tau_model`` of length n2.
+    """
+    W = W.detach().double().cpu()
+    s, U = torch.linalg.eigh(W @ W.T)
+    s, U = s.flip(0).clamp(min=0.0), U.flip(1)
+    p = torch.ones_like(s) if W_p is None else torch.einsum("ij,ik,kj->j", U, W_p.detach().double().cpu(), U)
+    if W_a is None:
+        tau = torch.ones_like(s)
+    else:
+        num = torch.einsum("ij,ik,kj->j", U, W_a.detach().double().cpu() @ W.T, U)
+        tau = torch.where(s > 0, num / s.clamp(min=1e-300), torch.ones_like(s))
+    return {"s_model": s.tolist(), "p_model": p.tolist(), "tau_model": tau.tolist()}

@@ -42,8 +42,29 @@ def resnet(name: str, in_channels: int = 3, small_input: bool = False) -> nn.Mod
     return net
 
 
-def backbone(name: str, in_channels: int, image_size: int) -> nn.Module:
-    """Build a backbone by name (``convnet``, ``resnet18``, ``resnet34``, ``resnet50``); it has a ``.dim``."""
+class LinearNet(nn.Module):
+    """The theory's first layer W, shape (n2, n1), no bias: f = W x. ``weight`` is W; ``dim`` = n2."""
+
+    def __init__(self, n1: int, n2: int) -> None:
+        super().__init__()
+        self.layer = nn.Linear(n1, n2, bias=False)
+        self.dim = n2
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.layer.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+def backbone(name: str, in_channels: int, image_size: int, out_dim: int = 128) -> nn.Module:
+    """Build a backbone by name (``convnet``, ``resnet18``, ``resnet34``, ``resnet50``, ``linear``); it has ``.dim``.
+
+    ``linear`` is the theory's W from ``in_channels`` = n1 inputs to ``out_dim`` = n2 outputs.
+    """
+    if name == "linear":
+        return LinearNet(in_channels, out_dim)
     if name == "convnet":
         return ConvNet(in_channels)
     return resnet(name, in_channels, small_input=image_size <= 64)

@@ -54,8 +54,8 @@ def make_optimizer(cfg: TrainConfig, online: nn.Module, predictor: nn.Module) ->
         groups.append({"params": pred_params, "lr": cfg.lr * cfg.alpha_p, "weight_decay": cfg.pred_weight_decay,
                        "name": "predictor"})
     if cfg.optimizer == "lars":
-        return LARS(groups, lr=cfg.lr, momentum=cfg.momentum)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return LARS(groups, lr=cfg.lr, momentum=cfg.resolved_momentum)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.resolved_momentum)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:

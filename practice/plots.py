@@ -5,6 +5,8 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
+from pathlib import Path  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -49,8 +51,70 @@ def run_figure(records: list[dict], title: str = "") -> Figure:
         ax[1, 2].plot([r["epoch"] for r in knn], [100 * r["knn_acc"] for r in knn], "o-", color="tab:green")
         ax[1, 2].set_ylabel("kNN top-1 (%)")
         ax[1, 2].set_title("kNN accuracy (k = 200, T = 0.1)", fontsize=10)
+    else:
+        ax[1, 2].text(0.5, 0.5, "no labels: no kNN", ha="center", transform=ax[1, 2].transAxes)
     for a in ax.ravel():
         a.set_xlabel("epoch")
     fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def compare_figure(comparisons: list) -> Figure:
+    """One row per run: p_j(t) and s_j(t) measured (solid) vs predicted (dashed), the measured (p_j, s_j) paths on
+    the phase portrait at the run's final mean tau, and the alignment of W_p with F̂ over time."""
+    from ssltheory.theory.plots import draw_phase_portrait, param_label
+
+    n = len(comparisons)
+    fig, ax = plt.subplots(n, 4, figsize=(20, 4.3 * n), squeeze=False)
+    for row, c in zip(ax, comparisons, strict=True):
+        m = c.measured
+        colors = plt.cm.viridis(np.linspace(0, 0.9, m.p.shape[1]))
+        for j, col in enumerate(colors):
+            row[0].plot(m.t, m.p[:, j], color=col, lw=1.4)
+            row[0].plot(m.t, c.p_pred[:, j], color=col, lw=1.2, ls="--")
+            row[1].plot(m.t, m.s[:, j], color=col, lw=1.4)
+            row[1].plot(m.t, c.s_pred[:, j], color=col, lw=1.2, ls="--")
+        row[1].set_yscale("log")
+        ag = c.agreement
+        row[0].set_title(f"{Path(c.run).name}: $p_j$ measured (solid) vs ODE (dashed)\nfinal err max "
+                         f"{ag['p']['max_final_rel_err']:.1%}, trajectory err max "
+                         f"{ag['p']['max_trajectory_rel_err']:.1%}", fontsize=9)
+        row[1].set_title(f"$s_j$ measured vs ODE (log); trajectory err max {ag['s']['max_trajectory_rel_err']:.1%}",
+                         fontsize=9)
+        row[0].set_ylabel(r"$p_j$")
+        row[1].set_ylabel(r"$s_j$")
+        tau = float(np.mean(c.tau_pred[-1])) if c.params.tau_dynamic else 1.0
+        p_all = np.concatenate([m.p.ravel(), c.p_pred.ravel()])
+        s_all = np.concatenate([m.s.ravel(), c.s_pred.ravel()])
+        window = ((min(0.0, p_all.min()) - 0.05, max(p_all.max(), tau / (1 + c.params.sigma2)) * 1.15),
+                  (0.0, s_all.max() * 1.15))
+        if c.params.predictor == "linear" and c.params.stop_grad:
+            draw_phase_portrait(row[2], c.params, tau=tau, window=window, density=0.8)
+        else:  # the fixed points are derived for a trained linear predictor with stop-gradient
+            pp = np.linspace(*window[0], 200)
+            row[2].plot(pp, pp**2 / c.params.alpha_p, "k--", lw=1.2, label=r"$s = p^2/\alpha_p$")
+            row[2].set_xlim(*window[0])
+            row[2].set_ylim(*window[1])
+            row[2].text(0.5, 0.9, f"predictor {c.params.predictor}: no flow or fixed points drawn", ha="center",
+                        transform=row[2].transAxes, fontsize=8)
+            row[2].set_xlabel(r"$p_j$")
+            row[2].set_ylabel(r"$s_j$")
+        for j, col in enumerate(colors):
+            row[2].plot(m.p[:, j], m.s[:, j], "-", color=col, lw=1.6, zorder=6)
+            row[2].plot(m.p[-1, j], m.s[-1, j], "s", color=col, ms=5, zorder=7)
+        row[2].set_title(f"measured paths on the phase portrait\n{param_label(c.params, tau)}", fontsize=8)
+        if m.alignment is not None:
+            row[3].plot(m.t_align, m.alignment, lw=0.9)
+            row[3].set_ylim(-1.05, 1.05)
+        else:
+            row[3].text(0.5, 0.5, "no alignment measured", ha="center", transform=row[3].transAxes)
+        row[3].set_title(r"alignment cos($u_j$, $W_p u_j$) of $\hat F$'s leading modes", fontsize=9)
+        held = [a["assumption"] for a in c.assumptions if not a["holds"]]
+        row[3].text(0.02, 0.02, "assumptions not met:\n" + "\n".join(held) if held else "all assumptions met",
+                    transform=row[3].transAxes, fontsize=7, va="bottom",
+                    bbox=dict(facecolor="white", alpha=0.8, edgecolor="0.7"))
+        for a in (row[0], row[1], row[3]):
+            a.set_xlabel(r"ODE time $t$ = step $\times$ lr / (1 - momentum)")
     fig.tight_layout()
     return fig

@@ -118,13 +118,20 @@ class IdentityPredictor(nn.Module):
 
 
 def build_predictor(cfg: TrainConfig, d: int) -> nn.Module:
-    """The predictor named by ``cfg.predictor`` for inputs of width ``d``."""
+    """The predictor named by ``cfg.predictor`` for inputs of width ``d`` (W_p = scale * I with identity init)."""
     if cfg.predictor == "linear":
-        return LinearPredictor(d, cfg.predictor_bias)
-    if cfg.predictor == "symmetric":
-        return SymmetricPredictor(d, cfg.predictor_bias)
-    if cfg.predictor == "directpred":
-        return DirectPredictor(d, cfg.eps, cfg.freq, cfg.predictor_bias)
-    if cfg.predictor == "mlp":
+        pred = LinearPredictor(d, cfg.predictor_bias)
+    elif cfg.predictor == "symmetric":
+        pred = SymmetricPredictor(d, cfg.predictor_bias)
+    elif cfg.predictor == "directpred":
+        pred = DirectPredictor(d, cfg.eps, cfg.freq, cfg.predictor_bias)
+    elif cfg.predictor == "mlp":
         return MLPPredictor(d, cfg.pred_hidden)
-    return IdentityPredictor(d)
+    else:
+        return IdentityPredictor(d)
+    if cfg.resolved_predictor_init == "identity":
+        with torch.no_grad():
+            pred.linear.weight.copy_(cfg.predictor_init_scale * torch.eye(d))
+            if pred.linear.bias is not None:
+                pred.linear.bias.zero_()
+    return pred

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from ssltheory.theory.params import RunError
@@ -33,7 +34,15 @@ from .config import TrainConfig
 from .data import DataBundle, build_data, probe_subset
 from .evaluate import extract, knn_accuracy
 from .losses import symmetric_loss
-from .measure import TOP_MODES, RunningCorrelation, collapse_auc, normalized_std, predictor_metrics, rising
+from .measure import (
+    TOP_MODES,
+    RunningCorrelation,
+    collapse_auc,
+    linear_modes,
+    normalized_std,
+    predictor_metrics,
+    rising,
+)
 from .models import Encoder, backbone, projector
 from .optim import make_optimizer, make_scheduler
 from .predictors import build_predictor
@@ -102,8 +111,9 @@ def resolve_device(name: str) -> torch.device:
 def build_model(cfg: TrainConfig, in_channels: int, device: torch.device) -> Model:
     """Online encoder, predictor, target (a copy of the online encoder for BYOL) and F̂, seeded by ``cfg.seed``."""
     torch.manual_seed(cfg.seed)
-    net = backbone(cfg.resolved_backbone, in_channels, cfg.resolved_image_size)
-    online = Encoder(net, projector(net.dim, cfg.proj_hidden, cfg.proj_dim)).to(device)
+    net = backbone(cfg.resolved_backbone, in_channels, cfg.resolved_image_size, cfg.proj_dim)
+    head = nn.Identity() if cfg.resolved_backbone == "linear" else projector(net.dim, cfg.proj_hidden, cfg.proj_dim)
+    online = Encoder(net, head).to(device)
     predictor = build_predictor(cfg, cfg.proj_dim).to(device)
     target = make_target(online) if cfg.uses_ema else None
     return Model(online, predictor, target, RunningCorrelation(cfg.proj_dim, cfg.rho))
@@ -121,7 +131,7 @@ def train_step(model: Model, x1: torch.Tensor, x2: torch.Tensor, cfg: TrainConfi
         z1, z2 = f1.detach(), f2.detach()
     else:
         z1, z2 = f1, f2
-    return symmetric_loss(p1, p2, z1, z2), f1
+    return symmetric_loss(p1, p2, z1, z2, cfg.resolved_loss), f1
 
 
 def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
@@ -166,8 +176,11 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
         metrics_path.write_text("")
         torch.manual_seed(cfg.seed + 1)
         np.random.seed(cfg.seed + 1)
-        knn0 = _knn(model, data, cfg, device)
-        _append(metrics_path, {"step": 0, "epoch": 0, "knn_acc": knn0, "note": "random init"})
+        knn0 = _knn(model, data, cfg, device) if data.num_classes > 1 else None
+        if knn0 is not None:
+            _append(metrics_path, {"step": 0, "epoch": 0, "knn_acc": knn0, "note": "random init"})
+        if cfg.resolved_backbone == "linear":  # the initial condition of the ODE, read off the weights
+            _append(metrics_path, {"step": 0, "epoch": 0, **_linear_modes(model), "note": "init"})
         if on_progress:
             on_progress(Progress(0, total, 0, float("nan"), 0.0, knn=knn0))
 
@@ -214,7 +227,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
                 _append(metrics_path, rec)
             end_of_epoch = step % steps_per_epoch == 0
             knn_due = end_of_epoch and cfg.knn_every and (step // steps_per_epoch) % cfg.knn_every == 0
-            if knn_due or step == total:
+            if (knn_due or step == total) and data.num_classes > 1:
                 last_knn = _knn(model, data, cfg, device)
                 _append(metrics_path, {"step": step, "epoch": step / steps_per_epoch, "knn_acc": last_knn})
             if end_of_epoch or step == total or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
@@ -243,7 +256,15 @@ def _measure(model: Model, probe, f1: torch.Tensor, cfg: TrainConfig, device: to
         model.online.projector.train()
     rec.update(auc=c["auc"], k_eq=c["k_eq"], auc_projector=proj["auc"], feature_std=normalized_std(f1),
                feature_std_x_sqrt_d=normalized_std(f1) * f1.shape[1] ** 0.5)
+    if cfg.resolved_backbone == "linear":
+        rec.update(_linear_modes(model))
     return rec
+
+
+def _linear_modes(model: Model) -> dict:
+    """Exact modes (s_model, p_model, tau_model) of the linear model from its weights (X = I)."""
+    W_a = model.target.backbone.weight if model.target is not None else None
+    return linear_modes(model.online.backbone.weight, model.predictor.W_p(), W_a)
 
 
 def _knn(model: Model, data: DataBundle, cfg: TrainConfig, device: torch.device) -> float:

@@ -74,6 +74,11 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, mo
     (["train", "folder", "--data-dir", "/nonexistent/imgs"], "/nonexistent/imgs"),
     (["train", "--resume", "/nonexistent/run"], "--resume"),
     (["probe", "/nonexistent/run"], "RUN_DIR"),
+    (["train", "synthetic", "--model", "resnet18"], "--model resnet18"),
+    (["train", "digits", "--model", "linear"], "--model linear"),
+    (["train", "digits", "--predictor", "mlp", "--predictor-init", "identity"], "--predictor-init identity"),
+    (["train", "digits", "--loss", "huber"], "'huber'"),
+    (["train", "synthetic", "--sigma2", "-1"], "--sigma2 -1"),
 ])
 def test_bad_training_input_is_one_line_exit_2(args, needle, tmp_path):
     from test_cli import cli
