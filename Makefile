@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := runs/demo
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean experiments-smoke
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: $(STAMP) lint
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+## experiments-smoke: every runnable paper result at smoke scale into runs/experiments/ (CPU, ~15 min)
+EXPERIMENTS := fig2 fig3 fig4 fig5 fig7 table2 table3 table5 table6 table8 table9
+experiments-smoke: $(STAMP)
+	for e in $(EXPERIMENTS); do $(BIN)/ssltheory experiment $$e --scale smoke || exit 1; done
 
 ## bench: speed ratios measured in one run (not part of the tests)
 bench: $(STAMP)

@@ -203,3 +203,21 @@ def compare(
                       f"{met}/{len(c.assumptions)}")
     console.print(table)
     wrote(paths)
+
+
+def report(
+    run_dir: Path = typer.Argument(..., help="folder of a training run"),
+    modes: int = typer.Option(8, help="leading modes of F in the compare section"),
+    out: Path = typer.Option(None, help="HTML file to write [default: RUN_DIR/report.html]"),
+) -> None:
+    """One self-contained HTML page for a run: settings, its figures, the theory beside it, final numbers."""
+    from ssltheory.practice.io import write_atomic
+    from ssltheory.practice.report import build_report
+    from ssltheory.theory.params import check_int
+
+    check_int("--modes", modes, low=1)
+    path = out or run_dir / "report.html"
+    text = build_report(run_dir, modes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text.encode())
+    wrote([path])

@@ -62,6 +62,12 @@ def test_compare_on_a_digits_run_writes_figure_and_honest_json(tmp_path):
     assert {"log_s_vs_log_p2_slope", "alignment_end", "offset_left"} <= out["qualitative"].keys()
     assert len(out["series"]["p"]) == len(out["series"]["t"]) > 2
 
+    r = cli("report", str(run))  # one self-contained page: the run's figures and the compare figure, embedded
+    assert r.returncode == 0, r.stderr
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "assumptions of the theory" in page
+    assert "src=\"http" not in page and "knn_acc_final" in page
+
 
 @pytest.mark.parametrize("make,needle", [(None, "RUN_DIR"), ("mlp", "--predictor mlp")])
 def test_compare_bad_input_is_one_line(make, needle, tmp_path):

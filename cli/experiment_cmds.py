@@ -1,0 +1,56 @@
+"""``ssltheory experiment NAME``: run one paper result's recipe (parse, call, print)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from .output import console, wrote
+
+
+def experiment(
+    name: str = typer.Argument(None, help="fig2 | fig3 | fig4 | fig5 | fig7 | table2 | table3 | table5 | table6 | "
+                                          "table8 | table9 (--list shows all with what they need)"),
+    scale: str = typer.Option("smoke", help="smoke (digits or the theory, CPU, minutes) | paper (the paper's "
+                                            "settings, GPU)"),
+    out: Path = typer.Option(None, help="results folder [default: runs/experiments/NAME-SCALE]"),
+    max_steps: int = typer.Option(0, help="cap every training run at this many steps [0: the recipe's]"),
+    list_recipes: bool = typer.Option(False, "--list", help="list the recipes and exit"),
+) -> None:
+    """Reproduce one result of the DirectPred paper: theory figures, or a table's training runs side by side."""
+    from ssltheory.experiments.recipes import RECIPES
+    from ssltheory.experiments.run import get, run_recipe
+    from ssltheory.theory.params import ConfigError, check_int
+
+    if list_recipes or name is None:
+        if name is None and not list_recipes:
+            raise ConfigError("NAME is missing: expected one of " + ", ".join(RECIPES) + " (or --list)")
+        table = Table("name", "result", "paper", "runnable")
+        for r in RECIPES.values():
+            table.add_row(r.name, r.result, r.paper_numbers, "yes" if not r.missing else f"needs {r.missing}")
+        console.print(table)
+        return
+    check_int("--max-steps", max_steps, low=0)
+    recipe = get(name)
+    folder = out or Path("runs") / "experiments" / f"{name}-{scale}"
+
+    def invoke(argv: list[str]) -> None:
+        from .main import app
+
+        console.print(f"[bold]ssltheory {' '.join(argv)}[/bold]")
+        typer.main.get_command(app).main(args=argv, prog_name="ssltheory", standalone_mode=False)
+
+    results = run_recipe(recipe, scale, folder, invoke, max_steps=max_steps)
+    if not recipe.training:
+        wrote([Path(f) for row in results["cells"] for f in row["figures"]] + [folder / "results.json"])
+        return
+    table = Table("cell", "kNN init", "kNN final", "std·√d", title=f"{name} ({scale}); paper: {recipe.paper_numbers}")
+    for row in results["cells"]:
+        def fmt(v):
+            return f"{v:.3f}" if isinstance(v, float) else "-"
+        table.add_row(row["cell"], fmt(row.get("knn_acc_init")), fmt(row.get("knn_acc_final")),
+                      fmt(row.get("feature_std_x_sqrt_d")))
+    console.print(table)
+    wrote(sorted(folder.glob("results.*")))

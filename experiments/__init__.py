@@ -1,0 +1,1 @@
+"""One runnable recipe per result of the DirectPred paper: ``ssltheory experiment NAME --scale smoke|paper``."""

@@ -1,0 +1,85 @@
+"""One self-contained HTML page per run: settings, every figure (embedded), the theory beside it, final numbers."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from ssltheory.theory.params import ConfigError, RunError
+
+from .config import TrainConfig
+
+
+def _png(data: bytes, alt: str) -> str:
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">' \
+           f"<figcaption>{html.escape(alt)}</figcaption></figure>"
+
+
+def _fig_bytes(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _table(rows: dict, title: str) -> str:
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows.items())
+    return f"<h2>{html.escape(title)}</h2><table>{body}</table>"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
+    return str(v)
+
+
+def build_report(run_dir: Path, n_modes: int = 8) -> str:
+    """The HTML text of ``run_dir``'s report. The compare section says why when the theory cannot be applied."""
+    from .compare import compare_run, to_json
+    from .plots import compare_figure
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise ConfigError(f"RUN_DIR {run_dir} has no config.json: expected the folder of a run of ssltheory train")
+    cfg = TrainConfig.load(run_dir / "config.json")
+    parts = [f"<h1>ssltheory run {html.escape(run_dir.name)}</h1>",
+             f"<p>{html.escape(cfg.dataset)}, {html.escape(cfg.method)}, predictor {html.escape(cfg.predictor)}</p>"]
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        parts.append(_table(json.loads(summary.read_text()), "final numbers"))
+    probe = run_dir / "probe.json"
+    if probe.exists():
+        parts.append(_table(json.loads(probe.read_text()), "linear probe (last epoch)"))
+    pngs = sorted(run_dir.glob("*.png"))
+    if not any(p.name == "dynamics.png" for p in pngs) and (run_dir / "metrics.jsonl").exists():
+        from .plots import run_figure
+        from .train import read_metrics
+
+        parts.append(_png(_fig_bytes(run_figure(read_metrics(run_dir / "metrics.jsonl"), run_dir.name)),
+                          "dynamics (drawn from metrics.jsonl)"))
+    for png in pngs:
+        parts.append(_png(png.read_bytes(), png.name))
+    parts.append("<h2>theory beside the run</h2>")
+    try:
+        c = compare_run(run_dir, n_modes)
+        parts.append(_png(_fig_bytes(compare_figure([c])), "compare: measured (solid) vs ODE (dashed)"))
+        j = to_json(c)
+        parts.append(_table({k: v for k, v in j["agreement"].items() if not isinstance(v, dict)}, "agreement"))
+        parts.append(_table({a["assumption"]: ("holds: " if a["holds"] else "does not hold: ") + a["why"]
+                             for a in j["assumptions"]}, "assumptions of the theory"))
+        parts.append(_table(j["ode_constants"], "ODE constants"))
+        parts.append(_table(j["qualitative"], "qualitative"))
+    except (ConfigError, RunError) as e:
+        parts.append(f"<p>not compared: {html.escape(str(e))}</p>")
+    parts.append(_table(cfg.to_dict(), "settings (config.json)"))
+    style = ("body{font-family:sans-serif;max-width:1400px;margin:auto}img{max-width:100%}"
+             "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>ssltheory {html.escape(run_dir.name)}"
+            f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")

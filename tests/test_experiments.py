@@ -1,0 +1,60 @@
+"""Experiments: recipes resolve to valid commands, a theory recipe and a short table recipe run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ssltheory.experiments.recipes import RECIPES
+from ssltheory.practice.config import TrainConfig
+
+
+def test_every_runnable_training_cell_is_a_valid_config():
+    from ssltheory.cli.main import app  # noqa: F401  (the commands import cleanly)
+
+    for recipe in RECIPES.values():
+        if recipe.missing or not recipe.training:
+            continue
+        for scale in ("smoke", "paper"):
+            for argv in recipe.commands(scale).values():
+                assert argv[0] == "train" and argv[1] in ("digits", "stl10", "imagenet")
+                flags = dict(zip(argv[2::2], argv[3::2], strict=False))
+                kw = {k.lstrip("-").replace("-", "_"): v for k, v in flags.items() if k.startswith("--")}
+                kw = {k: (float(v) if k in ("rho", "eps", "weight_decay", "predictor_weight_decay") else v)
+                      for k, v in kw.items() if k in TrainConfig.__dataclass_fields__}
+                for k in ("batch_size", "epochs", "knn_every", "freq", "measure_every", "workers"):
+                    if k in kw:
+                        kw[k] = int(kw[k])
+                kw.pop("predictor_bias", None)
+                TrainConfig(dataset=argv[1], **kw)  # raises on a bad cell
+
+
+def test_theory_recipe_writes_its_figure(tmp_path):
+    from test_cli import cli
+
+    r = cli("experiment", "fig5", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["cells"][0]["figures"] and (tmp_path / "modes" / "trajectories.png").exists()
+
+
+def test_table_recipe_runs_every_cell_and_gathers_numbers(tmp_path):
+    from test_cli import cli
+
+    r = cli("experiment", "table8", "--max-steps", "8", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert [c["cell"] for c in res["cells"]] == ["directpred", "directpred-freq5", "sgd-linear"]
+    assert all(c["knn_acc_final"] is not None and c["steps"] == 8 for c in res["cells"])
+    assert (tmp_path / "results.png").exists() and (tmp_path / "results.csv").read_text().count("\n") == 4
+
+
+@pytest.mark.parametrize("args,needle", [(["table1"], "cannot run yet"), (["nope"], "'nope'"),
+                                         (["fig3", "--scale", "huge"], "'huge'"), ([], "NAME")])
+def test_experiment_bad_input_is_one_line(args, needle, tmp_path):
+    from test_cli import cli
+
+    r = cli("experiment", *args, "--out", str(tmp_path))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert needle in r.stderr
