@@ -22,7 +22,10 @@ def extract(model: nn.Module, ds: Dataset, device: torch.device, batch_size: int
     was_training = model.training
     model.eval()
     feats, labels = [], []
-    for x, y in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers):
+    # its own generator: iterating a DataLoader draws a seed from the global RNG otherwise, and a measurement would
+    # then change the training run it measures
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, generator=torch.Generator())
+    for x, y in loader:
         feats.append(model(x.to(device)).float().cpu())
         labels.append(torch.as_tensor(y))
     model.train(was_training)

@@ -47,11 +47,12 @@ def test_weight_decay_maps_to_eta_as_torch_applies_it(tmp_path):
     assert agreement(c.measured.p, p_wrong)["max_final_rel_err"] > 0.5
 
 
-def test_compare_on_a_digits_run_writes_figure_and_honest_json(tmp_path):
+def test_compare_on_a_digits_resnet_run_writes_figure_and_honest_json(tmp_path):
     from test_cli import cli
 
     run = tmp_path / "digits"
-    train(TrainConfig(dataset="digits", batch_size=64, epochs=2, measure_every=5, knn_every=0, probe_size=64), run)
+    train(TrainConfig(dataset="digits", backbone="resnet18", batch_size=32, epochs=1, max_steps=12, measure_every=3,
+                      knn_every=0, probe_size=64), run)
     r = cli("compare", str(run), "--out", str(tmp_path / "cmp"))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 10_000

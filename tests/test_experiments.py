@@ -58,3 +58,16 @@ def test_experiment_bad_input_is_one_line(args, needle, tmp_path):
     r = cli("experiment", *args, "--out", str(tmp_path))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert needle in r.stderr
+
+
+def test_fig7_assumption_1_holds_on_the_full_matrix_dynamics(tmp_path):
+    """Fig. 7: from W_a(0) = 0 the EMA target lines up with W (W_a ~ tau W): correlation >= 0.9 (measured >= 0.989)."""
+    import numpy as np
+    from test_cli import cli
+
+    argv = RECIPES["fig7"].commands("paper")["matrix"]
+    r = cli(*argv, "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    for run in json.loads((tmp_path / "trajectories.json").read_text())["runs"]:
+        t, corr = np.array(run["t"]), np.array(run["series"]["corr_Wa_W"])
+        assert corr[t > 1].min() > 0.9, (run["eta"], corr[t > 1].min())

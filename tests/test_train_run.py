@@ -88,3 +88,12 @@ def test_bad_training_input_is_one_line_exit_2(args, needle, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert needle in lines[0]
+
+
+def test_measuring_more_often_does_not_change_the_training(tmp_path):
+    cfg = dict(TINY, checkpoint_every=0)
+    train(TrainConfig(**{**cfg, "measure_every": 2, "knn_every": 1}), tmp_path / "often")
+    train(TrainConfig(**{**cfg, "measure_every": 7, "knn_every": 0}), tmp_path / "rarely")
+    a = checkpoint.load(tmp_path / "often")["modules"]["online"]
+    b = checkpoint.load(tmp_path / "rarely")["modules"]["online"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
