@@ -74,7 +74,9 @@ def fixed_points_cmd(
 
 
 def simulate(
-    model: str = typer.Option("modes", help="modes (decoupled Eqs. 11-13) | matrix (Lemma 1) | sgd (finite batch)"),
+    model: str = typer.Option("modes", help="modes (decoupled Eqs. 11-13) | matrix (Lemma 1) | sgd (finite batch) | "
+                                            "reduced ((W_p, F) at fixed τ: Eq. 62, or Eq. 67 with symmetric)"),
+    tau: float = typer.Option(None, help="fix τ instead of integrating Eq. 13 (modes; reduced: default 1)"),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="EMA target (BYOL) or target = online net (SimSiam)"),
     beta: str = typer.Option("0.4", help="EMA rate β relative to lr, lr·β = 1 − γ_a; comma list sweeps "
                                          "[paper Fig. 5: 0.4]"),
@@ -107,7 +109,7 @@ def simulate(
     s0s = tuple(parse_floats("--s0", s0, low=0.0)) if s0 else None
     configs = [SimulationConfig(model=model, params=ModeParams(alpha_p=alpha_p, eta=e, eta_p=eta_p, sigma2=sigma2,
                                                                beta=b, ema=ema, stop_grad=stop_grad,
-                                                               predictor=predictor, eps=eps),
+                                                               predictor=predictor, eps=eps, tau_fixed=tau),
                                 lr=lr, steps=steps, method=method, p0=p0s, s0=s0s, tau0=tau0, dim=dim,
                                 init_scale=init_scale, batch=batch, rho=rho, seed=seed, samples=samples)
                for b in betas for e in etas]
@@ -116,7 +118,7 @@ def simulate(
     for i, cfg in enumerate(configs):
         with progress(f"{model} {i + 1}/{len(configs)} η={cfg.params.eta:g} β={cfg.params.beta:g}") as update:
             results.append(run_simulation(cfg, on_progress=update))
-    fig = plots.modes_figure(results) if model == "modes" else plots.matrix_figure(results)
+    fig = {"modes": plots.modes_figure, "reduced": plots.reduced_figure}.get(model, plots.matrix_figure)(results)
     paths = [save_figure(fig, folder / "trajectories.png"),
              save_json(folder / "trajectories.json",
                        {"runs": [{"eta": r.config.params.eta, "beta": r.config.params.beta, "t": r.t,
@@ -135,6 +137,15 @@ def _print_summary(results) -> None:
                 table.add_row(f"{r.config.params.eta:g}", f"{r.config.params.beta:g}", f"{p:g}",
                               f"{s['final_p'][j]:.4f}", f"{s['final_s'][j]:.4g}", f"{s['final_tau'][j]:.4f}",
                               "yes" if s["collapsed"][j] else "no")
+    elif results[0].config.model == "reduced":
+        table = Table("η", "τ", "flow", "‖A‖ start → end", "‖B‖ start → end", "‖[F,W_p]‖ start → end (max)",
+                      title="reduced flow: final diagnostics")
+        for r in results:
+            s = r.summary
+            table.add_row(f"{r.config.params.eta:g}", f"{s['tau']:g}", s["flow"],
+                          f"{s['start_norm_A']:.3g} → {s['final_norm_A']:.3g}",
+                          f"{s['start_norm_B']:.3g} → {s['final_norm_B']:.3g}",
+                          f"{s['start_commutator']:.3g} → {s['final_commutator']:.3g} ({s['max_commutator']:.3g})")
     else:
         table = Table("η", "β", "‖W‖ final", "min alignment", "‖[F,W_p]‖", "asym", "Thm1 max", "collapsed modes",
                       title=f"{results[0].config.model}: final diagnostics")

@@ -24,7 +24,7 @@ from typing import Any
 PREDICTORS = ("linear", "symmetric", "directpred", "none")
 """Predictor variants of the theory: gradient-trained W_p, symmetrised W_p, DirectPred, identity."""
 
-MODELS = ("modes", "matrix", "sgd")
+MODELS = ("modes", "matrix", "sgd", "reduced")
 """Levels of description: decoupled eigen-modes, full-matrix ODE (Lemma 1), finite-batch SGD."""
 
 METHODS = ("euler", "rk45", "dop853", "lsoda")
@@ -183,6 +183,10 @@ class SimulationConfig:
         check_number("--init-scale", self.init_scale, low=0.0, low_open=True)
         check_number("--rho", self.rho, low=0.0, high=1.0, high_open=True)
         check_number("--tau0", self.tau0)
+        if self.model == "reduced" and (self.params.predictor not in ("linear", "symmetric")
+                                        or not self.params.stop_grad):
+            raise ConfigError(f"--model reduced with --predictor {self.params.predictor} is not accepted: expected "
+                              "--predictor linear (Eq. 62) or symmetric (Eq. 67), with stop-gradient")
         if len(self.p0) == 0:
             raise ConfigError("--p0 is empty: expected at least one initial eigenvalue")
         for v in self.p0:

@@ -194,6 +194,29 @@ def matrix_figure(results: list[SimulationResult]) -> Figure:
     return fig
 
 
+def reduced_figure(results: list[SimulationResult]) -> Figure:
+    """Figs. 8 and 9: one row per run of the reduced flow; spectra of F and sym(W_p), ||A||, ||B||, ||[F, W_p]||."""
+    n = len(results)
+    fig, axes = plt.subplots(n, 4, figsize=(17, 3.3 * n), squeeze=False)
+    for row, res in zip(axes, results, strict=True):
+        a, t, d = res.config.params, res.t, res.series
+        row[0].plot(t, d["s"])
+        row[1].plot(t, d["p_sym"])
+        row[2].semilogy(t, np.maximum(d["norm_A"], 1e-300), label=r"$\|A\|_F$, A = sym($W_p$)")
+        row[2].semilogy(t, np.maximum(d["norm_B"], 1e-300), label=r"$\|B\|_F$, B = antisym($W_p$)")
+        row[3].semilogy(t, np.maximum(d["commutator"], 1e-300), color="tab:red")
+        row[0].set_title(r"eigenvalues $s_j$ of $F$" + "\n" + param_label(a, res.summary["tau"])
+                         + f", {res.summary['flow']}", fontsize=9)
+        row[1].set_title(r"eigenvalues of sym($W_p$)", fontsize=9)
+        row[2].set_title("symmetric and antisymmetric parts of $W_p$ (Fig. 8)", fontsize=9)
+        row[2].legend(fontsize=7)
+        row[3].set_title(r"$\|[F, W_p]\|_F$ (Fig. 9)", fontsize=9)
+        for ax in row:
+            ax.set_xlabel("t = step × α")
+    fig.tight_layout()
+    return fig
+
+
 def close(fig: Figure) -> None:
     """Release a figure's memory."""
     plt.close(fig)

@@ -3,6 +3,8 @@
 - ``modes``: the decoupled eigen-modes, one per entry of ``p0`` (s0 on the invariant parabola by default).
 - ``matrix``: Lemma 1's full-matrix ODE from a random start (``dim`` = n1 = n2), with diagnostics.
 - ``sgd``: finite-batch SGD on the two-layer linear network from the same random start.
+- ``reduced``: the (W_p, F) flows of App. B at fixed tau (``params.tau_fixed``, default 1): Eq. 62 with a linear
+  predictor (Fig. 8), Eq. 67 with a symmetric one (Fig. 9).
 
 No I/O: the command line saves and draws what comes back.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import diagnostics, integrate, matrix, modes, sgd
+from . import diagnostics, integrate, matrix, modes, reduced, sgd
 from .fixed_points import collapse_threshold, parabola_fixed_points
 from .params import SimulationConfig
 
@@ -43,7 +45,24 @@ def simulate(config: SimulationConfig, on_progress: Callable[[float], None] | No
     """Integrate ``config`` and return its :class:`SimulationResult`."""
     if config.model == "modes":
         return _simulate_modes(config, on_progress)
+    if config.model == "reduced":
+        return _simulate_reduced(config, on_progress)
     return _simulate_matrix(config, on_progress)
+
+
+def _simulate_reduced(config: SimulationConfig, on_progress) -> SimulationResult:
+    a = config.params
+    tau = 1.0 if a.tau_fixed is None else a.tau_fixed
+    y0 = reduced.reduced_init(config.dim, a, scale=config.init_scale, seed=config.seed)
+    traj = integrate.integrate(reduced.reduced_field(a, tau), y0, dt=config.lr, steps=config.steps,
+                               method=config.method, samples=config.samples, on_progress=on_progress)
+    d = reduced.reduced_diagnostics(traj.y)
+    summary = {"tau": tau, "flow": "Eq. 67 (symmetrised)" if a.predictor == "symmetric" else "Eq. 62",
+               "start_norm_A": float(d["norm_A"][0]), "final_norm_A": float(d["norm_A"][-1]),
+               "start_norm_B": float(d["norm_B"][0]), "final_norm_B": float(d["norm_B"][-1]),
+               "start_commutator": float(d["commutator"][0]), "final_commutator": float(d["commutator"][-1]),
+               "max_commutator": float(np.max(d["commutator"])), "final_s": d["s"][-1].tolist()}
+    return SimulationResult(config, traj.t, d, summary)
 
 
 def mode_initial_state(config: SimulationConfig) -> Array:
