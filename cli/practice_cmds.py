@@ -23,6 +23,8 @@ def train(
     predictor_bias: bool = typer.Option(False, help="bias in the linear predictor [paper: no bias]"),
     rho: float = typer.Option(0.3, help="DirectPred: moving-average rate ρ of F̂ [paper: 0.3]"),
     eps: float = typer.Option(0.1, help="DirectPred: ε in p_j = sqrt(s_j / max s) + ε [paper's best: 0.1]"),
+    eps_inside: bool = typer.Option(False, help="DirectPred: p_j = sqrt(max(s_j / max s + ε, 1e-4)) instead; ε may "
+                                                "be negative (Table 7: ε = -c_j)"),
     freq: int = typer.Option(1, help="DirectPred: set W_p every N steps, SGD in between [paper: 1]"),
     backbone: str = typer.Option("auto", "--backbone", "--model",
                                  help="resnet18 | resnet34 | resnet50 | convnet | linear [auto: convnet for digits, "
@@ -82,6 +84,7 @@ def train(
                               "(or --resume RUN_DIR)")
         cfg = TrainConfig(dataset=dataset, data_dir=data_dir, download=download, image_size=image_size,
                           method=method, predictor=predictor, predictor_bias=predictor_bias, rho=rho, eps=eps,
+                          eps_inside=eps_inside,
                           freq=freq, backbone=backbone, proj_hidden=proj_hidden, proj_dim=proj_dim,
                           pred_hidden=pred_hidden, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                           weight_decay=weight_decay, predictor_weight_decay=predictor_weight_decay, alpha_p=alpha_p,

@@ -51,6 +51,7 @@ class TrainConfig:
     predictor_bias: bool = False
     rho: float = 0.3
     eps: float = 0.1
+    eps_inside: bool = False  # DirectPred: p_j = sqrt(max(s_j / max s + eps, 1e-4)) (the code's dyn_eps_inside)
     freq: int = 1
     backbone: str = "auto"
     proj_hidden: int = 512
@@ -108,7 +109,10 @@ class TrainConfig:
             check_number("--momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         check_number("--ema", self.ema, low=0.0, high=1.0)
         check_number("--rho", self.rho, low=0.0, high=1.0, high_open=True)
-        check_number("--eps", self.eps, low=0.0)
+        if not self.eps_inside:
+            check_number("--eps", self.eps, low=0.0)
+        if self.eps_inside and self.predictor != "directpred":
+            raise ConfigError(f"--eps-inside is only for --predictor directpred (got --predictor {self.predictor!r})")
         check_number("--knn-t", self.knn_t, low=0.0, low_open=True)
         for name, value, low in (("--freq", self.freq, 1), ("--epochs", self.epochs, 1),
                                  ("--batch-size", self.batch_size, 2), ("--proj-hidden", self.proj_hidden, 1),

@@ -51,30 +51,33 @@ class SymmetricPredictor(LinearPredictor):
 
 
 class DirectPredictor(LinearPredictor):
-    """DirectPred: W_p = U diag(p) U^T from F̂ = U diag(s) U^T, p_j = max(sqrt(s_j / max s) + eps, 1e-4).
+    """DirectPred: W_p = U diag(p) U^T from F̂ = U diag(s) U^T, p_j = max(sqrt(s_j / max s) + eps, 1e-4), or with
+    ``inside`` p_j = sqrt(max(s_j / max s + eps, 1e-4)) (Table 7: eps = -c_j gives sqrt(max(s_j - c_j, 0))).
 
     Set at the end of every ``freq``-th step (the official code's order: the first forward uses the initial W_p).
     With freq > 1 W_p is trained by SGD in between (the paper's hybrid); with freq = 1 it is not trained.
     """
 
-    def __init__(self, d: int, eps: float = 0.1, freq: int = 1, bias: bool = False) -> None:
+    def __init__(self, d: int, eps: float = 0.1, freq: int = 1, bias: bool = False, inside: bool = False) -> None:
         super().__init__(d, bias)
-        self.eps, self.freq = eps, freq
+        self.eps, self.freq, self.inside = eps, freq, inside
         self.trainable = freq > 1
 
     @torch.no_grad()
     def after_step(self, step: int, F: torch.Tensor) -> None:
         if (step + 1) % self.freq == 0:
-            self.linear.weight.copy_(directpred_weight(F, self.eps).to(self.linear.weight.dtype))
+            W = directpred_weight(F, self.eps, inside=self.inside)
+            self.linear.weight.copy_(W.to(self.linear.weight.dtype))
 
 
-def directpred_weight(F: torch.Tensor, eps: float, floor: float = 1e-4) -> torch.Tensor:
-    """U diag(p) U^T with p_j = max(sqrt(max(s_j, 0) / max s) + eps, floor), from the symmetrised F (float64)."""
+def directpred_weight(F: torch.Tensor, eps: float, floor: float = 1e-4, inside: bool = False) -> torch.Tensor:
+    """U diag(p) U^T from the symmetrised F (float64): p_j = max(sqrt(s_j / max s) + eps, floor), or with ``inside``
+    p_j = sqrt(max(s_j / max s + eps, floor))."""
     s, U = torch.linalg.eigh(0.5 * (F + F.T).double())
     s = s.clamp(min=0)
     smax = s.max()
     ratio = s / smax if smax > 0 else torch.zeros_like(s)
-    p = (ratio.sqrt() + eps).clamp(min=floor)
+    p = (ratio + eps).clamp(min=floor).sqrt() if inside else (ratio.sqrt() + eps).clamp(min=floor)
     return (U * p) @ U.T
 
 
@@ -124,7 +127,7 @@ def build_predictor(cfg: TrainConfig, d: int) -> nn.Module:
     elif cfg.predictor == "symmetric":
         pred = SymmetricPredictor(d, cfg.predictor_bias)
     elif cfg.predictor == "directpred":
-        pred = DirectPredictor(d, cfg.eps, cfg.freq, cfg.predictor_bias)
+        pred = DirectPredictor(d, cfg.eps, cfg.freq, cfg.predictor_bias, cfg.eps_inside)
     elif cfg.predictor == "mlp":
         return MLPPredictor(d, cfg.pred_hidden)
     else:

@@ -19,8 +19,10 @@ def test_every_runnable_training_cell_is_a_valid_config():
         for scale in ("smoke", "paper"):
             for argv in recipe.commands(scale).values():
                 assert argv[0] == "train" and argv[1] in ("digits", "stl10", "imagenet")
-                flags = dict(zip(argv[2::2], argv[3::2], strict=False))
-                kw = {k.lstrip("-").replace("-", "_"): v for k, v in flags.items() if k.startswith("--")}
+                kw, rest = {}, argv[2:]
+                while rest:  # --flag value, or a bare boolean --flag
+                    key = rest.pop(0).lstrip("-").replace("-", "_")
+                    kw[key] = rest.pop(0) if rest and not rest[0].startswith("--") else True
                 kw = {k: (float(v) if k in ("rho", "eps", "weight_decay", "predictor_weight_decay") else v)
                       for k, v in kw.items() if k in TrainConfig.__dataclass_fields__}
                 for k in ("batch_size", "epochs", "knn_every", "freq", "measure_every", "workers"):

@@ -125,3 +125,16 @@ def test_knn_and_probe_separate_clusters_and_not_noise():
     assert knn_accuracy(noise[:400], y[:400], noise[400:], y[400:], k=20) < 0.4
     res = linear_probe(x[:400], y[:400], x[400:], y[400:], epochs=20)
     assert res["test_acc"] > 0.95 and res["test_acc"] == res["curve"][-1]
+
+
+def test_directpred_eps_inside_the_root_is_tables_7_form():
+    from ssltheory.practice.predictors import directpred_weight
+
+    U, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))
+    s = torch.tensor([4.0, 1.0, 0.16, 0.0], dtype=torch.float64)
+    F = (U * s) @ U.T
+    p_in = torch.linalg.eigvalsh(directpred_weight(F, -0.05, inside=True)).flip(0)
+    expected = torch.sqrt(torch.clamp(s / 4.0 - 0.05, min=1e-4))  # sqrt(max(s_j - c_j, 0)) with c_j = 0.05
+    assert torch.allclose(p_in, expected, atol=1e-12)
+    p_out = torch.linalg.eigvalsh(directpred_weight(F, 0.1)).flip(0)
+    assert torch.allclose(p_out, torch.sqrt(s / 4.0) + 0.1, atol=1e-12)

@@ -78,6 +78,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, mo
     (["train", "digits", "--model", "linear"], "--model linear"),
     (["train", "digits", "--predictor", "mlp", "--predictor-init", "identity"], "--predictor-init identity"),
     (["train", "digits", "--loss", "huber"], "'huber'"),
+    (["train", "digits", "--eps-inside"], "--eps-inside"),
+    (["train", "digits", "--predictor", "directpred", "--eps", "-0.1"], "--eps -0.1"),
     (["train", "synthetic", "--sigma2", "-1"], "--sigma2 -1"),
 ])
 def test_bad_training_input_is_one_line_exit_2(args, needle, tmp_path):
