@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 ## experiments-smoke: every runnable paper result at smoke scale into runs/experiments/ (CPU, ~15 min)
-EXPERIMENTS := fig2 fig3 fig4 fig5 fig7 fig8 fig9 table2 table3 table5 table6 table8 table9
+EXPERIMENTS := fig2 fig3 fig4 fig5 fig7 fig8 fig9 table1 table2 table3 table5 table6 table7 table8 table9
 experiments-smoke: $(STAMP)
 	for e in $(EXPERIMENTS); do $(BIN)/ssltheory experiment $$e --scale smoke || exit 1; done
 

@@ -11,8 +11,9 @@ from .output import console, wrote
 
 
 def experiment(
-    name: str = typer.Argument(None, help="fig2 | fig3 | fig4 | fig5 | fig7 | table2 | table3 | table5 | table6 | "
-                                          "table8 | table9 (--list shows all with what they need)"),
+    name: str = typer.Argument(None, help="fig2 | fig3 | fig4 | fig5 | fig7 | fig8 | fig9 | table1 | table2 | "
+                                          "table3 | table5 | table6 | table7 | table8 | table9 (--list: what each "
+                                          "reproduces)"),
     scale: str = typer.Option("smoke", help="smoke (digits or the theory, CPU, minutes) | paper (the paper's "
                                             "settings, GPU)"),
     out: Path = typer.Option(None, help="results folder [default: runs/experiments/NAME-SCALE]"),
@@ -27,9 +28,9 @@ def experiment(
     if list_recipes or name is None:
         if name is None and not list_recipes:
             raise ConfigError("NAME is missing: expected one of " + ", ".join(RECIPES) + " (or --list)")
-        table = Table("name", "result", "paper", "runnable")
+        table = Table("name", "result", "paper")
         for r in RECIPES.values():
-            table.add_row(r.name, r.result, r.paper_numbers, "yes" if not r.missing else f"needs {r.missing}")
+            table.add_row(r.name, r.result, r.paper_numbers)
         console.print(table)
         return
     check_int("--max-steps", max_steps, low=0)

@@ -19,13 +19,15 @@ def train(
                                               "theory's Gaussian data, for --model linear)"),
     resume: Path = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
     method: str = typer.Option("byol", help="byol (EMA target) | simsiam (target = online net)"),
-    predictor: str = typer.Option("linear", help="linear | mlp | symmetric | directpred | none"),
+    predictor: str = typer.Option("linear", help="linear | mlp | symmetric | directpred | optimal (least squares "
+                                                 "plugged in every --freq steps, Table 1) | none"),
     predictor_bias: bool = typer.Option(False, help="bias in the linear predictor [paper: no bias]"),
     rho: float = typer.Option(0.3, help="DirectPred: moving-average rate ρ of F̂ [paper: 0.3]"),
-    eps: float = typer.Option(0.1, help="DirectPred: ε in p_j = sqrt(s_j / max s) + ε [paper's best: 0.1]"),
+    eps: float = typer.Option(0.1, help="DirectPred: ε in p_j = sqrt(s_j / max s) + ε [paper's best: 0.1]; "
+                                        "optimal: ridge λ = ε·max s_j"),
     eps_inside: bool = typer.Option(False, help="DirectPred: p_j = sqrt(max(s_j / max s + ε, 1e-4)) instead; ε may "
                                                 "be negative (Table 7: ε = -c_j)"),
-    freq: int = typer.Option(1, help="DirectPred: set W_p every N steps, SGD in between [paper: 1]"),
+    freq: int = typer.Option(1, help="DirectPred / optimal: set W_p every N steps, SGD in between [paper: 1]"),
     backbone: str = typer.Option("auto", "--backbone", "--model",
                                  help="resnet18 | resnet34 | resnet50 | convnet | linear [auto: convnet for digits, "
                                       "linear for synthetic, resnet18 otherwise]"),

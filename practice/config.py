@@ -28,7 +28,7 @@ from ssltheory.theory.params import ConfigError, check_choice, check_int, check_
 
 DATASETS = ("digits", "stl10", "cifar10", "imagenet", "folder", "synthetic")
 METHODS = ("byol", "simsiam")
-PREDICTORS = ("linear", "mlp", "symmetric", "directpred", "none")
+PREDICTORS = ("linear", "mlp", "symmetric", "directpred", "optimal", "none")
 BACKBONES = ("auto", "resnet18", "resnet34", "resnet50", "convnet", "linear")
 LOSSES = ("auto", "cosine", "l2")
 PREDICTOR_INITS = ("auto", "random", "identity")
@@ -125,9 +125,9 @@ class TrainConfig:
                                  ("--collapse-window", self.collapse_window, 2), ("--seed", self.seed, 0),
                                  ("--input-dim", self.input_dim, 0), ("--synthetic-size", self.synthetic_size, 2)):
             check_int(name, value, low=low)
-        if self.freq != 1 and self.predictor != "directpred":
-            raise ConfigError(f"--freq {self.freq} is only for --predictor directpred (got --predictor "
-                              f"{self.predictor!r}): expected --freq 1 or --predictor directpred")
+        if self.freq != 1 and self.predictor not in ("directpred", "optimal"):
+            raise ConfigError(f"--freq {self.freq} is only for --predictor directpred or optimal (got --predictor "
+                              f"{self.predictor!r}): expected --freq 1 or one of those")
         if not self.stop_grad and self.method != "simsiam":
             raise ConfigError("--no-stop-grad with --method byol is not accepted: expected --method simsiam, "
                               "whose target is the online network (W_a = W) that gradients can flow through")
@@ -139,6 +139,9 @@ class TrainConfig:
         if self.synthetic_size < self.batch_size and self.dataset == "synthetic":
             raise ConfigError(f"--synthetic-size {self.synthetic_size} is below --batch-size {self.batch_size}: "
                               "expected at least one batch per epoch")
+        if self.predictor == "optimal" and self.eps <= 0:
+            raise ConfigError(f"--eps {self.eps} with --predictor optimal is not accepted: expected eps > 0, the "
+                              "ridge of the least-squares predictor (lambda = eps * max s_j)")
         if self.predictor_init == "identity" and self.predictor in ("mlp", "none"):
             raise ConfigError(f"--predictor-init identity with --predictor {self.predictor} is not accepted: "
                               "expected --predictor linear, symmetric or directpred")

@@ -81,6 +81,41 @@ def directpred_weight(F: torch.Tensor, eps: float, floor: float = 1e-4, inside: 
     return (U * p) @ U.T
 
 
+class OptimalPredictor(LinearPredictor):
+    """The least-squares predictor plugged in every ``freq`` steps (Table 1): W_p F = 1/2 (C_af + C_fa), solved as
+    W_p = 1/2 (C_af + C_fa) (F + lambda I)^{-1} with lambda = ``ridge`` * max s_j, where F is the running correlation
+    of the predictor input f and C_af the running cross-correlation E[f_a f^T] of the targets f_a with f (both
+    moving averages at rate rho; C_af is kept here, in the state dict). SGD trains W_p in between when freq > 1.
+    """
+
+    def __init__(self, d: int, ridge: float = 0.1, freq: int = 1, bias: bool = False, rho: float = 0.3) -> None:
+        super().__init__(d, bias)
+        self.ridge, self.freq, self.rho = ridge, freq, rho
+        self.trainable = freq > 1
+        self.register_buffer("C_af", torch.zeros(d, d, dtype=torch.float64))
+        self.register_buffer("seen", torch.zeros((), dtype=torch.int64))
+
+    @torch.no_grad()
+    def observe(self, f1: torch.Tensor, f2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> None:
+        """Fold in a batch: targets z2 for f1 and z1 for f2, each (B, d)."""
+        C = (z2.double().T @ f1.double() + z1.double().T @ f2.double()) / (2 * f1.shape[0])
+        if int(self.seen) == 0:
+            self.C_af.copy_(C)
+        else:
+            self.C_af.mul_(self.rho).add_(C, alpha=1.0 - self.rho)
+        self.seen += 1
+
+    @torch.no_grad()
+    def after_step(self, step: int, F: torch.Tensor) -> None:
+        if (step + 1) % self.freq == 0:
+            Fs = 0.5 * (F + F.T).double()
+            lam = self.ridge * torch.linalg.eigvalsh(Fs).max().clamp(min=1e-12)
+            rhs = 0.5 * (self.C_af + self.C_af.T)
+            # W_p (F + lam I) = rhs  <=>  (F + lam I) W_p^T = rhs^T (F symmetric)
+            W = torch.linalg.solve(Fs + lam * torch.eye(Fs.shape[0], dtype=Fs.dtype, device=Fs.device), rhs.T).T
+            self.linear.weight.copy_(W.to(self.linear.weight.dtype))
+
+
 class MLPPredictor(nn.Module):
     """Two layers, Linear(d, h) -> BN(affine=False) -> ReLU -> Linear(h, d) (the paper's 2-layer predictor)."""
 
@@ -128,6 +163,8 @@ def build_predictor(cfg: TrainConfig, d: int) -> nn.Module:
         pred = SymmetricPredictor(d, cfg.predictor_bias)
     elif cfg.predictor == "directpred":
         pred = DirectPredictor(d, cfg.eps, cfg.freq, cfg.predictor_bias, cfg.eps_inside)
+    elif cfg.predictor == "optimal":
+        pred = OptimalPredictor(d, cfg.eps, cfg.freq, cfg.predictor_bias, cfg.rho)
     elif cfg.predictor == "mlp":
         return MLPPredictor(d, cfg.pred_hidden)
     else:

@@ -131,6 +131,8 @@ def train_step(model: Model, x1: torch.Tensor, x2: torch.Tensor, cfg: TrainConfi
         z1, z2 = f1.detach(), f2.detach()
     else:
         z1, z2 = f1, f2
+    if hasattr(model.predictor, "observe"):  # the plug-in optimal predictor tracks E[f_a f^T]
+        model.predictor.observe(f1.detach(), f2.detach(), z1.detach(), z2.detach())
     return symmetric_loss(p1, p2, z1, z2, cfg.resolved_loss), f1
 
 

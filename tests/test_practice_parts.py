@@ -138,3 +138,22 @@ def test_directpred_eps_inside_the_root_is_tables_7_form():
     assert torch.allclose(p_in, expected, atol=1e-12)
     p_out = torch.linalg.eigvalsh(directpred_weight(F, 0.1)).flip(0)
     assert torch.allclose(p_out, torch.sqrt(s / 4.0) + 0.1, atol=1e-12)
+
+
+def test_optimal_predictor_solves_the_least_squares_equation():
+    from ssltheory.practice.predictors import OptimalPredictor
+
+    torch.manual_seed(0)
+    d = 6
+    pred = OptimalPredictor(d, ridge=0.01, freq=1, rho=0.0)
+    f1, f2 = torch.randn(256, d), torch.randn(256, d)
+    A = torch.randn(d, d)
+    z1, z2 = f1 @ A.T, f2 @ A.T  # targets a linear map of the inputs: W_p should recover sym-ish A
+    pred.observe(f1, f2, z1, z2)
+    F = (torch.cat([f1, f2]).T @ torch.cat([f1, f2]) / 512).double()
+    pred.after_step(0, F)
+    W = pred.W_p().double()
+    lam = 0.01 * torch.linalg.eigvalsh(F).max()
+    rhs = 0.5 * (pred.C_af + pred.C_af.T)
+    assert torch.allclose(W @ (F + lam * torch.eye(d, dtype=torch.float64)), rhs, atol=1e-5)
+    assert "C_af" in pred.state_dict()  # resumable
