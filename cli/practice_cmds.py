@@ -32,7 +32,7 @@ def train(
                                  help="resnet18 | resnet34 | resnet50 | convnet | linear [auto: convnet for digits, "
                                       "linear for synthetic, resnet18 otherwise]"),
     epochs: int = typer.Option(100, help="epochs [paper: 100]"),
-    batch_size: int = typer.Option(128, help="batch size [paper: 128]"),
+    batch_size: int = typer.Option(128, help="global batch size, split over torchrun ranks [paper: 128]"),
     lr: float = typer.Option(0.03, help="learning rate α of the online net [paper: 0.03]"),
     momentum: float = typer.Option(None, help="SGD momentum [paper: 0.9; 0 for synthetic]"),
     weight_decay: float = typer.Option(4e-4, help="weight decay of the trunk (torch SGD's; η = this in the ODE's "
@@ -53,7 +53,15 @@ def train(
     data_dir: str = typer.Option("data", help="where the dataset's files are"),
     download: bool = typer.Option(False, help="download STL-10 / CIFAR-10 into --data-dir if missing"),
     device: str = typer.Option("auto", help="cpu | cuda | cuda:N [auto: cuda when available]"),
-    workers: int = typer.Option(0, help="DataLoader worker processes"),
+    workers: int = typer.Option(0, help="DataLoader worker processes (--data-path loader)"),
+    data_path: str = typer.Option("auto", help="loader (DataLoader, per-image torchvision) | device (dataset held on "
+                                               "the device, batched augmentation; digits, cifar10, stl10) "
+                                               "[auto: device on CUDA]"),
+    precision: str = typer.Option("auto", help="fp32 | bf16 (autocast; F̂, eigendecompositions and metrics stay "
+                                               "fp32) [auto: bf16 on CUDA]"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the step and the target's forward"),
+    lr_scale: str = typer.Option("none", help="none [paper] | linear (lr × batch/256) | sqrt; the batch is the "
+                                              "global batch over all torchrun ranks"),
     measure_every: int = typer.Option(50, help="steps between measurements of F̂, W_p and the collapse metric"),
     probe_size: int = typer.Option(512, help="images of the fixed probe set of the collapse metric"),
     knn_k: int = typer.Option(200, help="kNN neighbours [200]"),
@@ -95,7 +103,8 @@ def train(
                           workers=workers, measure_every=measure_every, probe_size=probe_size, knn_k=knn_k,
                           knn_t=knn_t, knn_every=knn_every, checkpoint_every=checkpoint_every, max_steps=max_steps,
                           loss=loss, predictor_init=predictor_init, predictor_init_scale=predictor_init_scale,
-                          sigma2=sigma2, input_dim=input_dim, synthetic_size=synthetic_size)
+                          sigma2=sigma2, input_dim=input_dim, synthetic_size=synthetic_size, data_path=data_path,
+                          precision=precision, compile=compile, lr_scale=lr_scale)
         run_dir = out or Path("runs") / f"{dataset}-{predictor}-{time.strftime('%Y%m%d-%H%M%S')}"
     run(cfg, run_dir, resume=resume is not None)
 
@@ -103,6 +112,7 @@ def train(
 def run(cfg, run_dir: Path, resume: bool = False) -> dict:
     """Train with a rich progress bar, then draw the run's figure and print its summary."""
     from ssltheory.practice import plots
+    from ssltheory.practice.distributed import from_env
     from ssltheory.practice.train import read_metrics
     from ssltheory.practice.train import train as train_loop
 
@@ -125,6 +135,8 @@ def run(cfg, run_dir: Path, resume: bool = False) -> dict:
         summary = train_loop(cfg, run_dir, resume=resume, on_progress=update)
     finally:
         bar.stop()
+    if not from_env().main:  # torchrun: rank 0 draws and prints
+        return summary
     records = read_metrics(run_dir / "metrics.jsonl")
     fig = plots.run_figure(records, f"{cfg.dataset}, {cfg.method}, predictor={cfg.predictor}, lr={cfg.lr:g}, "
                                     f"wd={cfg.weight_decay:g}, α_p={cfg.alpha_p:g}, γ_a={cfg.ema:g}")
@@ -143,7 +155,7 @@ def probe(
     epochs: int = typer.Option(50, help="probe epochs [paper: 50]"),
     lr: float = typer.Option(3e-4, help="Adam learning rate [paper: 3e-4]"),
     weight_decay: float = typer.Option(1e-3, help="Adam weight decay [paper: 1e-3]"),
-    batch_size: int = typer.Option(128, help="batch size [paper: 128]"),
+    batch_size: int = typer.Option(128, help="global batch size, split over torchrun ranks [paper: 128]"),
     device: str = typer.Option("auto", help="cpu | cuda [auto]"),
     out: Path = typer.Option(None, help="where probe.json goes [default: RUN_DIR]"),
 ) -> None:

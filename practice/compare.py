@@ -71,7 +71,7 @@ def ode_constants(cfg: TrainConfig, sigma2: float) -> tuple[ModeParams, float]:
     if cfg.predictor == "mlp":
         raise ConfigError("compare needs a linear predictor (linear|symmetric|directpred|none): the run used "
                           "--predictor mlp, which has no eigenvalues p_j")
-    alpha = cfg.lr / (1.0 - cfg.resolved_momentum)
+    alpha = cfg.effective_lr / (1.0 - cfg.resolved_momentum)
     predictor = {"symmetric": "linear"}.get(cfg.predictor, cfg.predictor)
     ema = cfg.uses_ema
     beta = (1.0 - cfg.ema) / alpha if ema else 1.0

@@ -34,6 +34,11 @@ LOSSES = ("auto", "cosine", "l2")
 PREDICTOR_INITS = ("auto", "random", "identity")
 SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("sgd", "lars")
+DATA_PATHS = ("auto", "loader", "device")
+PRECISIONS = ("auto", "fp32", "bf16")
+LR_SCALES = ("none", "linear", "sqrt")
+IN_MEMORY = ("digits", "cifar10", "stl10")  # datasets the device data path holds whole (uint8) on the device
+LR_REFERENCE_BATCH = 256
 
 IMAGE_SIZE = {"digits": 8, "stl10": 96, "cifar10": 32, "imagenet": 224, "folder": 224, "synthetic": 1}
 
@@ -87,6 +92,10 @@ class TrainConfig:
     sigma2: float = 0.5  # synthetic: augmentation variance sigma^2 of x = x0 + sigma * noise
     input_dim: int = 0  # synthetic: n1 (0: the same as --proj-dim, n2)
     synthetic_size: int = 8192  # synthetic: samples per epoch (each drawn fresh)
+    data_path: str = "auto"  # loader (DataLoader, per-image torchvision) | device (batched); auto: device on CUDA
+    precision: str = "auto"  # fp32 | bf16 (autocast; F̂, eigh and the metrics stay fp32/fp64); auto: bf16 on CUDA
+    compile: bool = False  # torch.compile the online and target encoders
+    lr_scale: str = "none"  # lr used = lr x (batch / 256) (linear) or its square root (sqrt); batch is global
 
     def __post_init__(self) -> None:
         check_choice("DATASET", self.dataset, DATASETS)
@@ -98,6 +107,12 @@ class TrainConfig:
         check_choice("--optimizer", self.optimizer, OPTIMIZERS)
         check_choice("--loss", self.loss, LOSSES)
         check_choice("--predictor-init", self.predictor_init, PREDICTOR_INITS)
+        check_choice("--data-path", self.data_path, DATA_PATHS)
+        check_choice("--precision", self.precision, PRECISIONS)
+        check_choice("--lr-scale", self.lr_scale, LR_SCALES)
+        if self.data_path == "device" and self.dataset not in IN_MEMORY:
+            raise ConfigError(f"--data-path device with DATASET {self.dataset} is not accepted: expected one of "
+                              f"{', '.join(IN_MEMORY)} (held whole in device memory), or --data-path loader")
         check_number("--sigma2", self.sigma2, low=0.0)
         check_number("--predictor-init-scale", self.predictor_init_scale)
         for name, value in (("--lr", self.lr), ("--alpha-p", self.alpha_p)):
@@ -188,6 +203,26 @@ class TrainConfig:
         return self.input_dim or self.proj_dim
 
     @property
+    def effective_lr(self) -> float:
+        """The lr the optimizer uses: ``lr`` scaled by the global batch over 256 (``lr_scale``); the same on any
+        number of ranks, since ``batch_size`` is the global batch."""
+        ratio = self.batch_size / LR_REFERENCE_BATCH
+        return self.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio ** 0.5}[self.lr_scale]
+
+    def resolved_data_path(self, device_type: str) -> str:
+        """``device`` (batched augmentation of the whole dataset held on the device) on CUDA for in-memory datasets,
+        ``loader`` otherwise, unless named."""
+        if self.data_path != "auto":
+            return self.data_path
+        return "device" if device_type == "cuda" and self.dataset in IN_MEMORY else "loader"
+
+    def resolved_precision(self, device_type: str) -> str:
+        """``bf16`` autocast on CUDA, ``fp32`` elsewhere, unless named."""
+        if self.precision != "auto":
+            return self.precision
+        return "bf16" if device_type == "cuda" else "fp32"
+
+    @property
     def pred_weight_decay(self) -> float:
         """Weight decay of the predictor (the trunk's unless set)."""
         return self.weight_decay if self.predictor_weight_decay is None else self.predictor_weight_decay
@@ -205,9 +240,10 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
-    def save(self, path: Path) -> None:
-        """Write the config with library versions and the git commit, as JSON."""
-        save_json(path, {"config": self.to_dict(), "environment": environment()})
+    def save(self, path: Path, run: dict[str, Any] | None = None) -> None:
+        """Write the config with library versions, the git commit and ``run`` (what was resolved at start: device,
+        data path, precision, world size, per-rank batch, the lr used), as JSON."""
+        save_json(path, {"config": self.to_dict(), "environment": environment(), "run": run or {}})
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:

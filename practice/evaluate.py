@@ -12,16 +12,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 
 @torch.no_grad()
-def extract(model: nn.Module, ds: Dataset, device: torch.device, batch_size: int = 256,
-            workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backbone features (N, d) and labels (N,) of a dataset in eval mode; restores the model's mode."""
+def extract(model: nn.Module, ds: Dataset, device: torch.device, batch_size: int = 256, workers: int = 0,
+            shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone features (N, d) and labels (N,) of a dataset in eval mode; restores the model's mode.
+
+    ``shard`` (rank, world): only items rank, rank + world, ... (a DDP rank's share; gather them to get all)."""
     was_training = model.training
     model.eval()
     feats, labels = [], []
+    rank, world = shard
+    if world > 1:
+        ds = Subset(ds, list(range(rank, len(ds), world)))
     # its own generator: iterating a DataLoader draws a seed from the global RNG otherwise, and a measurement would
     # then change the training run it measures
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, generator=torch.Generator())
@@ -29,12 +34,14 @@ def extract(model: nn.Module, ds: Dataset, device: torch.device, batch_size: int
         feats.append(model(x.to(device)).float().cpu())
         labels.append(torch.as_tensor(y))
     model.train(was_training)
+    if not feats:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
     return torch.cat(feats), torch.cat(labels)
 
 
-def knn_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,
-                 k: int = 200, t: float = 0.1, num_classes: int | None = None, chunk: int = 1024) -> float:
-    """Weighted kNN top-1 accuracy in [0, 1]; bank (N, d), query (M, d), labels as int64."""
+def knn_correct(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,
+                k: int = 200, t: float = 0.1, num_classes: int | None = None, chunk: int = 1024) -> int:
+    """Number of queries the weighted kNN classifies correctly (see :func:`knn_accuracy`)."""
     num_classes = num_classes or int(max(bank_labels.max(), query_labels.max())) + 1
     bank_n = F.normalize(bank.float(), dim=1)
     k = min(k, bank_n.shape[0])
@@ -44,7 +51,13 @@ def knn_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Ten
         sim, idx = (q @ bank_n.T).topk(k, dim=1)
         votes = torch.zeros(q.shape[0], num_classes).scatter_add_(1, bank_labels[idx], (sim / t).exp())
         correct += int((votes.argmax(1) == query_labels[i:i + chunk]).sum())
-    return correct / query.shape[0]
+    return correct
+
+
+def knn_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,
+                 k: int = 200, t: float = 0.1, num_classes: int | None = None, chunk: int = 1024) -> float:
+    """Weighted kNN top-1 accuracy in [0, 1]; bank (N, d), query (M, d), labels as int64."""
+    return knn_correct(bank, bank_labels, query, query_labels, k, t, num_classes, chunk) / query.shape[0]
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -32,14 +34,19 @@ class RunningCorrelation:
         self.count = 0
 
     @torch.no_grad()
-    def update(self, f: torch.Tensor) -> torch.Tensor:
-        """Fold in a batch f of shape (N, d); returns F̂."""
+    def update(self, f: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Fold in a batch f of shape (N, d); returns F̂ (kept on f's device). ``reduce`` sums a tensor over the
+        ranks of a DDP run, so that F̂ is that of the global batch."""
         f = f.detach().to(torch.float64)
-        C = (f.T @ f / f.shape[0]).to(self.F.device)
+        S = torch.cat([(f.T @ f).reshape(-1), torch.tensor([f.shape[0]], dtype=f.dtype, device=f.device)])
+        if reduce is not None:
+            S = reduce(S)
+        d = f.shape[1]
+        C = S[:-1].view(d, d) / S[-1]
         if self.count == 0:
             self.F = C
         else:
-            self.F.mul_(self.rho).add_(C, alpha=1.0 - self.rho)
+            self.F = self.F.to(C.device).mul_(self.rho).add_(C, alpha=1.0 - self.rho)
         self.count += 1
         return self.F
 

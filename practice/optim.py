@@ -46,16 +46,17 @@ class LARS(torch.optim.Optimizer):
 
 
 def make_optimizer(cfg: TrainConfig, online: nn.Module, predictor: nn.Module) -> torch.optim.Optimizer:
-    """One optimizer with two groups: online (lr, weight_decay) and predictor (lr * alpha_p, its decay)."""
-    groups = [{"params": list(online.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay,
+    """One optimizer with two groups: online (lr, weight_decay) and predictor (lr * alpha_p, its decay); lr is
+    ``cfg.effective_lr`` (``--lr`` after ``--lr-scale``)."""
+    groups = [{"params": list(online.parameters()), "lr": cfg.effective_lr, "weight_decay": cfg.weight_decay,
                "name": "online"}]
     pred_params = [p for p in predictor.parameters() if p.requires_grad]
     if getattr(predictor, "trainable", True) and pred_params:
-        groups.append({"params": pred_params, "lr": cfg.lr * cfg.alpha_p, "weight_decay": cfg.pred_weight_decay,
-                       "name": "predictor"})
+        groups.append({"params": pred_params, "lr": cfg.effective_lr * cfg.alpha_p,
+                       "weight_decay": cfg.pred_weight_decay, "name": "predictor"})
     if cfg.optimizer == "lars":
-        return LARS(groups, lr=cfg.lr, momentum=cfg.resolved_momentum)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.resolved_momentum)
+        return LARS(groups, lr=cfg.effective_lr, momentum=cfg.resolved_momentum)
+    return torch.optim.SGD(groups, lr=cfg.effective_lr, momentum=cfg.resolved_momentum)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:

@@ -7,6 +7,8 @@ step with the running correlation F̂ (d, d) of the predictor's inputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -96,9 +98,14 @@ class OptimalPredictor(LinearPredictor):
         self.register_buffer("seen", torch.zeros((), dtype=torch.int64))
 
     @torch.no_grad()
-    def observe(self, f1: torch.Tensor, f2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> None:
-        """Fold in a batch: targets z2 for f1 and z1 for f2, each (B, d)."""
-        C = (z2.double().T @ f1.double() + z1.double().T @ f2.double()) / (2 * f1.shape[0])
+    def observe(self, f1: torch.Tensor, f2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
+                reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """Fold in a batch: targets z2 for f1 and z1 for f2, each (B, d); ``reduce`` sums over DDP ranks."""
+        S = z2.double().T @ f1.double() + z1.double().T @ f2.double()
+        S = torch.cat([S.reshape(-1), torch.tensor([2.0 * f1.shape[0]], dtype=S.dtype, device=S.device)])
+        if reduce is not None:
+            S = reduce(S)
+        C = (S[:-1].view_as(self.C_af) / S[-1]).to(self.C_af.device)
         if int(self.seen) == 0:
             self.C_af.copy_(C)
         else:

@@ -25,14 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
 
 from ssltheory.theory.params import RunError
 
 from . import checkpoint
 from .config import TrainConfig
 from .data import DataBundle, build_data, probe_subset
-from .evaluate import extract, knn_accuracy
+from .distributed import Dist, all_gather_rows, all_reduce_sum, global_batchnorm, setup, teardown
+from .evaluate import extract, knn_correct
+from .feed import make_feed
 from .losses import symmetric_loss
 from .measure import (
     TOP_MODES,
@@ -55,37 +56,46 @@ class TrainingDiverged(RunError):
     """The loss became NaN or infinite; the message names the step and the checkpoint that was kept."""
 
 
-class EpochSampler(Sampler[int]):
-    """A permutation fixed by (seed, epoch), started at a batch offset.
+class Siamese(nn.Module):
+    """Both views through the online encoder and the predictor in one forward: (f1, f2, p1, p2), each (B, d).
 
-    Resuming mid-epoch then draws no extra random numbers.
-    """
+    One module call per step is what DDP wraps and torch.compile traces."""
 
-    def __init__(self, n: int, seed: int, epoch: int, start_batch: int, batch_size: int) -> None:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        self.order = torch.randperm(n, generator=g)[start_batch * batch_size:].tolist()
+    def __init__(self, online: Encoder, predictor: nn.Module) -> None:
+        super().__init__()
+        self.online, self.predictor = online, predictor
 
-    def __iter__(self):
-        return iter(self.order)
-
-    def __len__(self) -> int:
-        return len(self.order)
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor):
+        f1, f2 = self.online(x1), self.online(x2)
+        return f1, f2, self.predictor(f1), self.predictor(f2)
 
 
 @dataclass
 class Model:
-    """The trainable pieces of a run."""
+    """The trainable pieces of a run, and how a step runs them (DDP, compile, precision)."""
 
     online: Encoder
     predictor: torch.nn.Module
     target: Encoder | None
     corr: RunningCorrelation
+    forward: nn.Module | None = None  # Siamese(online, predictor), DDP-wrapped and/or compiled
+    target_forward: Callable | None = None
+    dist: Dist = field(default_factory=Dist)
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        self.forward = self.forward or Siamese(self.online, self.predictor)
+        self.target_forward = self.target_forward or self.target
 
     def modules(self) -> dict:
         mods = {"online": self.online, "predictor": self.predictor}
         if self.target is not None:
             mods["target"] = self.target
         return mods
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum over the ranks (x itself on one process)."""
+        return all_reduce_sum(x, self.dist)
 
 
 @dataclass
@@ -108,31 +118,53 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: TrainConfig, in_channels: int, device: torch.device) -> Model:
-    """Online encoder, predictor, target (a copy of the online encoder for BYOL) and F̂, seeded by ``cfg.seed``."""
+def build_model(cfg: TrainConfig, in_channels: int, device: torch.device, d: Dist | None = None) -> Model:
+    """Online encoder, predictor, target (a copy of the online encoder for BYOL) and F̂, seeded by ``cfg.seed``.
+
+    On several ranks batch norm takes global-batch statistics and the step is wrapped in DDP; on CUDA conv nets run
+    channels_last; ``cfg.compile`` compiles the step and the target's forward."""
+    d = d or Dist()
     torch.manual_seed(cfg.seed)
     net = backbone(cfg.resolved_backbone, in_channels, cfg.resolved_image_size, cfg.proj_dim)
     head = nn.Identity() if cfg.resolved_backbone == "linear" else projector(net.dim, cfg.proj_hidden, cfg.proj_dim)
     online = Encoder(net, head).to(device)
     predictor = build_predictor(cfg, cfg.proj_dim).to(device)
+    if d.active:
+        online, predictor = global_batchnorm(online, device), global_batchnorm(predictor, device)
+    if device.type == "cuda" and cfg.resolved_backbone != "linear":
+        online = online.to(memory_format=torch.channels_last)
     target = make_target(online) if cfg.uses_ema else None
-    return Model(online, predictor, target, RunningCorrelation(cfg.proj_dim, cfg.rho))
+    forward: nn.Module = Siamese(online, predictor)
+    if d.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None,
+                                          broadcast_buffers=False)
+    target_forward = target
+    if cfg.compile:
+        forward = torch.compile(forward)
+        target_forward = torch.compile(target) if target is not None else None
+    return Model(online, predictor, target, RunningCorrelation(cfg.proj_dim, cfg.rho), forward, target_forward, d,
+                 cfg.resolved_precision(device.type))
 
 
 def train_step(model: Model, x1: torch.Tensor, x2: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward both views and return (loss, f1) with F̂ updated; the caller does backward and the updates."""
-    f1, f2 = model.online(x1), model.online(x2)
-    model.corr.update(torch.cat([f1, f2]))
-    p1, p2 = model.predictor(f1), model.predictor(f2)
-    if model.target is not None:
-        with torch.no_grad():
-            z1, z2 = model.target(x1), model.target(x2)
-    elif cfg.stop_grad:
-        z1, z2 = f1.detach(), f2.detach()
-    else:
-        z1, z2 = f1, f2
+    """Forward both views and return (loss of this rank's batch, f1) with F̂ updated over the global batch; the
+    caller does backward and the updates. Under bf16 autocast the loss, F̂ and everything measured stay fp32/fp64."""
+    with torch.autocast(x1.device.type, dtype=torch.bfloat16, enabled=model.precision == "bf16"):
+        f1, f2, p1, p2 = model.forward(x1, x2)
+        if model.target is not None:
+            with torch.no_grad():
+                z1, z2 = model.target_forward(x1), model.target_forward(x2)
+        elif cfg.stop_grad:
+            z1, z2 = f1.detach(), f2.detach()
+        else:
+            z1, z2 = f1, f2
+    f1, f2, p1, p2, z1, z2 = (t.float() for t in (f1, f2, p1, p2, z1, z2))
+    reduce = model.reduce if model.dist.active else None
+    model.corr.update(torch.cat([f1, f2]), reduce)
     if hasattr(model.predictor, "observe"):  # the plug-in optimal predictor tracks E[f_a f^T]
-        model.predictor.observe(f1.detach(), f2.detach(), z1.detach(), z2.detach())
+        model.predictor.observe(f1.detach(), f2.detach(), z1.detach(), z2.detach(), reduce)
     return symmetric_loss(p1, p2, z1, z2, cfg.resolved_loss), f1
 
 
@@ -141,18 +173,30 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
     """Train ``cfg`` into ``run_dir`` (or continue it with ``resume``); returns the final summary dict.
 
     Writes ``config.json`` (new runs), ``metrics.jsonl``, ``checkpoint.pt`` and ``summary.json``. Raises
-    :class:`TrainingDiverged` on a non-finite loss, leaving the last good checkpoint in place.
+    :class:`TrainingDiverged` on a non-finite loss, leaving the last good checkpoint in place. Under ``torchrun``
+    every rank runs this; rank 0 alone writes files and reports progress (the others return an empty dict).
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    d, device = setup(resolve_device(cfg.device))
+    try:
+        return _train(cfg, Path(run_dir), resume, on_progress if d.main else None, d, device)
+    finally:
+        teardown()
+
+
+def _train(cfg: TrainConfig, run_dir: Path, resume: bool, on_progress, d: Dist, device: torch.device) -> dict:
+    from ssltheory.theory.params import ConfigError
+
+    if cfg.batch_size % d.world:
+        raise ConfigError(f"--batch-size {cfg.batch_size} does not split over {d.world} ranks: expected a multiple "
+                          f"of {d.world} (the batch size is the global batch)")
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     data = build_data(cfg)
-    model = build_model(cfg, data.in_channels, device)
+    model = build_model(cfg, data.in_channels, device, d)
+    feed = make_feed(cfg, data.ssl, device, d)
     opt = make_optimizer(cfg, model.online, model.predictor)
     steps_per_epoch = len(data.ssl) // cfg.batch_size
     if steps_per_epoch == 0:
-        from ssltheory.theory.params import ConfigError
-
         raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {len(data.ssl)} training images: "
                           f"expected at most {len(data.ssl)}")
     sched = make_scheduler(cfg, opt, steps_per_epoch)
@@ -161,6 +205,11 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
         total = min(total, cfg.max_steps)
     probe = probe_subset(data.train_eval, cfg.probe_size, seed=cfg.seed)
     metrics_path = run_dir / METRICS
+    resolved = {"device": str(device), "data_path": cfg.resolved_data_path(device.type),
+                "precision": cfg.resolved_precision(device.type), "world_size": d.world,
+                "per_rank_batch": cfg.batch_size // d.world, "global_batch": cfg.batch_size,
+                "lr_used": cfg.effective_lr, "lr_rule": f"lr x {cfg.lr_scale} scaling of batch {cfg.batch_size} / 256"
+                if cfg.lr_scale != "none" else "lr as given (batch size is global, so it does not depend on ranks)"}
 
     step, auc_history, losses = 0, [], []
     state = checkpoint.load(run_dir) if resume else None
@@ -170,18 +219,23 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         model.corr.load_state_dict(state["corr"])
-        step, auc_history, losses = state["step"], state["auc_history"], state["pending_losses"]
-        _truncate_lines(metrics_path, state["metrics_lines"])
+        feed.load_state_dict(state.get("feed", {}))
+        step, auc_history = state["step"], state["auc_history"]
+        losses = [torch.tensor(v, device=device) for v in state["pending_losses"]]
+        if d.main:
+            _truncate_lines(metrics_path, state["metrics_lines"])
+            _record_start(run_dir, resolved, step)
         checkpoint.set_rng_state(state["rng"])
     else:
-        cfg.save(run_dir / "config.json")
-        metrics_path.write_text("")
-        torch.manual_seed(cfg.seed + 1)
-        np.random.seed(cfg.seed + 1)
+        if d.main:
+            cfg.save(run_dir / "config.json", {**resolved, "starts": [{"step": 0, "world_size": d.world}]})
+            metrics_path.write_text("")
+        torch.manual_seed(cfg.seed + 1 + 1000 * d.rank)  # ranks draw different loader augmentations
+        np.random.seed(cfg.seed + 1 + 1000 * d.rank)
         knn0 = _knn(model, data, cfg, device) if data.num_classes > 1 else None
-        if knn0 is not None:
+        if knn0 is not None and d.main:
             _append(metrics_path, {"step": 0, "epoch": 0, "knn_acc": knn0, "note": "random init"})
-        if cfg.resolved_backbone == "linear":  # the initial condition of the ODE, read off the weights
+        if cfg.resolved_backbone == "linear" and d.main:  # the initial condition of the ODE, read off the weights
             _append(metrics_path, {"step": 0, "epoch": 0, **_linear_modes(model), "note": "init"})
         if on_progress:
             on_progress(Progress(0, total, 0, float("nan"), 0.0, knn=knn0))
@@ -190,21 +244,16 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
     if model.target is not None:
         model.target.train()
     last_knn = None
+    cuda = device.type == "cuda"
+    channels_last = cuda and cfg.resolved_backbone != "linear"
+    check_every = 10 if cuda else 1  # a finiteness check waits for the device; on CUDA only every few steps
     t_last, n_images = time.perf_counter(), 0
     while step < total:
         epoch, start_batch = divmod(step, steps_per_epoch)
-        sampler = EpochSampler(len(data.ssl), cfg.seed, epoch, start_batch, cfg.batch_size)
-        loader = DataLoader(data.ssl, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                            num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                            generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
-        for (x1, x2), _ in loader:
-            x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
+        for x1, x2 in feed.epoch(epoch, start_batch):
+            if channels_last:
+                x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
             loss, f1 = train_step(model, x1, x2, cfg)
-            if not torch.isfinite(loss):
-                saved = checkpoint.load(run_dir)
-                where = f"step {saved['step']}" if saved else "none written yet"
-                raise TrainingDiverged(f"loss is {loss.item()} at step {step}: stopped; the last good "
-                                       f"checkpoint ({where}) is kept in {run_dir}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -213,12 +262,17 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
             if model.target is not None:
                 ema_update(model.target, model.online, ema_gamma(cfg.ema, step, total, cfg.ema_schedule))
             step += 1
-            losses.append(float(loss.detach()))
-            n_images += x1.shape[0]
+            losses.append(model.reduce(loss.detach()) / d.world)
+            n_images += x1.shape[0] * d.world
+            measure_due = step % cfg.measure_every == 0 or step == total
+            end_of_epoch = step % steps_per_epoch == 0
+            save_due = end_of_epoch or step == total or bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+            if step % check_every == 0 or measure_due or save_due:
+                _check_finite(losses[-check_every:], step, run_dir)
             warning = None
-            if step % cfg.measure_every == 0 or step == total:
+            if measure_due:
                 rec = _measure(model, probe, f1, cfg, device)
-                rec.update(step=step, epoch=step / steps_per_epoch, loss=float(np.mean(losses)),
+                rec.update(step=step, epoch=step / steps_per_epoch, loss=float(torch.stack(losses).double().mean()),
                            lr=opt.param_groups[0]["lr"], gamma=ema_gamma(cfg.ema, step, total, cfg.ema_schedule))
                 losses = []
                 auc_history.append(rec["auc"])
@@ -226,21 +280,24 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
                     warning = (f"collapse metric rose for {cfg.collapse_window} measurements in a row "
                                f"(AUC {auc_history[-cfg.collapse_window]:.4f} -> {rec['auc']:.4f}) at step {step}")
                     rec["warning"] = warning
-                _append(metrics_path, rec)
-            end_of_epoch = step % steps_per_epoch == 0
+                if d.main:
+                    _append(metrics_path, rec)
             knn_due = end_of_epoch and cfg.knn_every and (step // steps_per_epoch) % cfg.knn_every == 0
             if (knn_due or step == total) and data.num_classes > 1:
                 last_knn = _knn(model, data, cfg, device)
-                _append(metrics_path, {"step": step, "epoch": step / steps_per_epoch, "knn_acc": last_knn})
-            if end_of_epoch or step == total or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-                _save(run_dir, model, opt, sched, step, auc_history, losses, metrics_path)
-            if on_progress:
+                if d.main:
+                    _append(metrics_path, {"step": step, "epoch": step / steps_per_epoch, "knn_acc": last_knn})
+            if d.main and save_due:
+                _save(run_dir, model, opt, sched, step, auc_history, losses, metrics_path, feed)
+            if on_progress and (step % check_every == 0 or step == total or warning):
                 now = time.perf_counter()
                 rate = n_images / max(now - t_last, 1e-9)
-                shown = losses[-1] if losses else float(loss.detach())
+                shown = float(losses[-1]) if losses else float(rec["loss"])
                 on_progress(Progress(step, total, step // steps_per_epoch, shown, rate, knn=last_knn, warning=warning))
             if step >= total:
                 break
+    if not d.main:
+        return {}
     summary = summarize(metrics_path)
     from .io import save_json
 
@@ -248,9 +305,38 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
     return summary
 
 
+def _record_start(run_dir: Path, resolved: dict, step: int) -> None:
+    """Note a resume (its step and world size) in config.json's ``run`` block."""
+    from .io import save_json
+
+    path = run_dir / "config.json"
+    doc = json.loads(path.read_text())
+    starts = doc.get("run", {}).get("starts", [])
+    doc["run"] = {**resolved, "starts": [*starts, {"step": step, "world_size": resolved["world_size"]}]}
+    save_json(path, doc)
+
+
+def _check_finite(window: list[torch.Tensor], step: int, run_dir: Path) -> None:
+    """Raise TrainingDiverged naming the first non-finite loss among the last len(window) steps (ending at
+    ``step``, 1-based) and the checkpoint that is kept."""
+    finite = torch.isfinite(torch.stack(window))
+    if bool(finite.all()):
+        return
+    bad = int((~finite).nonzero()[0])
+    saved = checkpoint.load(run_dir)
+    where = f"step {saved['step']}" if saved else "none written yet"
+    raise TrainingDiverged(f"loss is {float(window[bad])} at step {step - len(window) + bad}: stopped; the last "
+                           f"good checkpoint ({where}) is kept in {run_dir}")
+
+
 def _measure(model: Model, probe, f1: torch.Tensor, cfg: TrainConfig, device: torch.device) -> dict:
+    """One record of the theory's quantities; under DDP the probe is extracted in shards and gathered, and f is
+    the global batch's, so every rank computes the same record."""
+    d = model.dist
     rec = predictor_metrics(model.corr.F, model.predictor.W_p())
-    feats, _ = extract(model.online.backbone, probe, device, batch_size=256)
+    feats, _ = extract(model.online.backbone, probe, device, batch_size=256, shard=(d.rank, d.world))
+    feats = all_gather_rows(feats.to(device) if device.type == "cuda" else feats, d).cpu()  # NCCL: device tensors
+    f1 = all_gather_rows(f1.detach(), d)
     c = collapse_auc(feats)
     with torch.no_grad():  # the same metric on the projector output f, where the ablations collapse first
         model.online.projector.eval()
@@ -270,18 +356,27 @@ def _linear_modes(model: Model) -> dict:
 
 
 def _knn(model: Model, data: DataBundle, cfg: TrainConfig, device: torch.device) -> float:
-    bank, bank_y = extract(model.online.backbone, data.train_eval, device)
-    query, query_y = extract(model.online.backbone, data.test_eval, device)
-    return knn_accuracy(bank, bank_y, query, query_y, k=cfg.knn_k, t=cfg.knn_t, num_classes=data.num_classes)
+    """kNN accuracy; under DDP the bank is extracted in shards and gathered, each rank classifies its shard of the
+    queries and the correct counts are summed."""
+    d, net = model.dist, model.online.backbone
+    on = device if device.type == "cuda" else torch.device("cpu")  # NCCL gathers device tensors, gloo CPU ones
+    bank, bank_y = extract(net, data.train_eval, device, shard=(d.rank, d.world))
+    bank, bank_y = all_gather_rows(bank.to(on), d).cpu(), all_gather_rows(bank_y.to(on), d).cpu()
+    query, query_y = extract(net, data.test_eval, device, shard=(d.rank, d.world))
+    counts = torch.tensor([knn_correct(bank, bank_y, query, query_y, k=cfg.knn_k, t=cfg.knn_t,
+                                       num_classes=data.num_classes) if len(query) else 0, len(query)],
+                          dtype=torch.float64, device=on)
+    counts = model.reduce(counts)
+    return float(counts[0] / counts[1])
 
 
 def _save(run_dir: Path, model: Model, opt, sched, step: int, auc_history: list, losses: list,
-          metrics_path: Path) -> None:
+          metrics_path: Path, feed) -> None:
     checkpoint.save(run_dir, {
         "modules": {k: m.state_dict() for k, m in model.modules().items()},
         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "corr": model.corr.state_dict(),
-        "step": step, "auc_history": list(auc_history), "pending_losses": list(losses), "rng": checkpoint.rng_state(),
-        "metrics_lines": _count_lines(metrics_path),
+        "step": step, "auc_history": list(auc_history), "pending_losses": [float(v) for v in losses],
+        "rng": checkpoint.rng_state(), "metrics_lines": _count_lines(metrics_path), "feed": feed.state_dict(),
     })
 
 

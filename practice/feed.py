@@ -1,0 +1,122 @@
+"""Where the training batches come from: two paths that yield the same global batches of two views.
+
+- ``loader``: a torch DataLoader over the dataset with the per-image torchvision pipeline (workers, pinned memory,
+  persistent workers); for ImageNet, folders and anything that does not fit in memory.
+- ``device``: the whole dataset held on the device (uint8 for CIFAR-10 / STL-10), indexed and augmented a batch at
+  a time by :mod:`.batch_augment`, whose parameters come from one CPU generator checkpointed with the run.
+
+Both follow the same global order, a permutation fixed by (seed, epoch); ``--batch-size`` is the global batch, and
+on a DDP run each rank takes its contiguous slice of every global batch (:meth:`Dist.shard`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .augment import view_specs
+from .batch_augment import BatchTwoViews
+from .config import TrainConfig
+from .distributed import Dist
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The global order of the n training items in an epoch: a permutation fixed by (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def rank_order(order: torch.Tensor, batch: int, start_batch: int, d: Dist) -> torch.Tensor:
+    """This rank's items, batch by batch, from global batch ``start_batch`` on (whole batches only)."""
+    steps = len(order) // batch
+    batches = order[: steps * batch].view(steps, batch)[start_batch:]
+    return batches[:, d.shard(batch)].reshape(-1)
+
+
+class RankSampler(Sampler[int]):
+    """The items of :func:`rank_order` for the epoch set by :meth:`set_epoch` (one sampler for the whole run, so
+    that persistent DataLoader workers survive from epoch to epoch)."""
+
+    def __init__(self, n: int, seed: int, batch: int, d: Dist) -> None:
+        self.n, self.seed, self.batch, self.d = n, seed, batch, d
+        self.items: list[int] = []
+
+    def set_epoch(self, epoch: int, start_batch: int) -> None:
+        self.items = rank_order(epoch_order(self.n, self.seed, epoch), self.batch, start_batch, self.d).tolist()
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class LoaderFeed:
+    """Batches from a DataLoader over ``ds`` (items ((v1, v2), label)), moved to ``device``."""
+
+    def __init__(self, cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist) -> None:
+        self.device = device
+        self.sampler = RankSampler(len(ds), cfg.seed, cfg.batch_size, d)
+        self.loader = DataLoader(ds, batch_size=cfg.batch_size // d.world, sampler=self.sampler, drop_last=True,
+                                 num_workers=cfg.workers, pin_memory=device.type == "cuda",
+                                 persistent_workers=cfg.workers > 0,
+                                 generator=torch.Generator().manual_seed(cfg.seed * 7919))
+
+    def epoch(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.sampler.set_epoch(epoch, start_batch)
+        for (x1, x2), _ in self.loader:
+            yield x1.to(self.device, non_blocking=True), x2.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def in_memory_images(ds: Dataset) -> torch.Tensor:
+    """(N, C, H, W) images of an in-memory dataset: uint8 for CIFAR-10 and STL-10, float in [0, 1] for digits."""
+    data = getattr(ds, "images", None)
+    if data is not None:  # DigitsDataset
+        return data
+    arr = torch.as_tensor(ds.data)
+    return arr.permute(0, 3, 1, 2).contiguous() if arr.shape[-1] == 3 else arr  # CIFAR-10 is NHWC, STL-10 NCHW
+
+
+class DeviceFeed:
+    """Batches indexed from the dataset held on ``device`` and augmented there, all views of a global batch drawn
+    at once from one generator (so every rank draws the same numbers and keeps its slice)."""
+
+    def __init__(self, cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist) -> None:
+        self.cfg, self.d, self.device = cfg, d, device
+        self.images = in_memory_images(ds).to(device)
+        self.aug = BatchTwoViews(view_specs(cfg.dataset, cfg.resolved_image_size), seed=cfg.seed * 31 + 17)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def epoch(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        B, (H, W) = self.cfg.batch_size, self.images.shape[-2:]
+        mine = self.d.shard(B)
+        idx = rank_order(epoch_order(len(self.images), self.cfg.seed, epoch), B, start_batch, self.d)
+        per = B // self.d.world
+        for k in range(len(idx) // per):
+            params = tuple({key: v[mine] for key, v in p.items()} for p in self.aug.params(B, H, W))
+            x = self.images[idx[k * per:(k + 1) * per].to(self.device, non_blocking=True)]
+            yield self.aug(x, params)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.aug.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "generator" in state:
+            self.aug.generator.set_state(state["generator"])
+
+
+def make_feed(cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist) -> LoaderFeed | DeviceFeed:
+    """The data path ``cfg`` resolves to on ``device``."""
+    if cfg.resolved_data_path(device.type) == "device":
+        return DeviceFeed(cfg, ds, device, d)
+    return LoaderFeed(cfg, ds, device, d)
