@@ -23,8 +23,10 @@ def make_target(online: nn.Module) -> nn.Module:
 @torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, gamma: float) -> None:
     """theta_a <- gamma theta_a + (1 - gamma) theta (parameters; buffers are copied, the target uses batch stats)."""
-    for pt, po in zip(target.parameters(), online.parameters(), strict=True):
-        pt.lerp_(po.detach(), 1.0 - gamma)
+    pt, po = list(target.parameters()), [p.detach() for p in online.parameters()]
+    if len(pt) != len(po):
+        raise ValueError(f"target has {len(pt)} parameter tensors, online {len(po)}: expected the same network")
+    torch._foreach_lerp_(pt, po, 1.0 - gamma)  # one fused launch per group instead of one per tensor
     for bt, bo in zip(target.buffers(), online.buffers(), strict=True):
         bt.copy_(bo)
 

@@ -1,0 +1,33 @@
+"""cProfile of one live measurement (``_measure``) on a BYOL ResNet-18 at CIFAR size: which calls take its time.
+
+    python bench/profile_measure.py [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+
+import torch
+from bench_throughput import Runner
+
+from ssltheory.practice.train import _measure
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a = ap.parse_args()
+    device = torch.device(a.device)
+    r = Runner("cifar10", "directpred", "bf16", "device", device, n=2_000, workers=0, measure=False, compile_=False)
+    r.block(3)
+    f = torch.randn(512, 128, device=device)
+    _measure(r.model, r.probe, f, r.cfg, device)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(3):
+        _measure(r.model, r.probe, f, r.cfg, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(22)
