@@ -83,13 +83,18 @@ def _top_block(W: np.ndarray, s: np.ndarray, U: np.ndarray, rel: float = TOP_MOD
 
 
 def collapse_auc(features: torch.Tensor | np.ndarray) -> dict:
-    """Collapse metric of (N, d) features: {auc, k_eq, sigma (descending), cumulative}. Centred, sigma not sigma^2."""
-    X = torch.as_tensor(features).detach().double().cpu()
+    """Collapse metric of (N, d) features: {auc, k_eq, sigma (descending), cumulative}. Centred, sigma not sigma^2.
+
+    Computed where the features are: float64 on the CPU, float32 on a GPU (a 512 x 512 float64 SVD on the CPU
+    cost a GPU step's time)."""
+    X = torch.as_tensor(features).detach()
+    X = X.float() if X.is_cuda else X.double()
     X = X - X.mean(0, keepdim=True)
     sigma = torch.linalg.svdvals(X)
     d = X.shape[1]
     if sigma.numel() < d:  # fewer samples than dimensions: the remaining singular values are zero
         sigma = torch.cat([sigma, sigma.new_zeros(d - sigma.numel())])
+    sigma = sigma.double().cpu()
     total = float(sigma.sum())
     if total <= 0:
         return {"auc": 1.0, "k_eq": 1.0, "sigma": sigma.tolist(), "cumulative": [1.0] * d}

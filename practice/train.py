@@ -84,8 +84,10 @@ class Model:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        self.forward = self.forward or Siamese(self.online, self.predictor)
-        self.target_forward = self.target_forward or self.target
+        if self.forward is None:  # (not `or`: a compiled module refuses bool())
+            self.forward = Siamese(self.online, self.predictor)
+        if self.target_forward is None:
+            self.target_forward = self.target
 
     def modules(self) -> dict:
         mods = {"online": self.online, "predictor": self.predictor}
@@ -335,7 +337,7 @@ def _measure(model: Model, probe, f1: torch.Tensor, cfg: TrainConfig, device: to
     d = model.dist
     rec = predictor_metrics(model.corr.F, model.predictor.W_p())
     feats, _ = extract(model.online.backbone, probe, device, batch_size=256, shard=(d.rank, d.world))
-    feats = all_gather_rows(feats.to(device) if device.type == "cuda" else feats, d).cpu()  # NCCL: device tensors
+    feats = all_gather_rows(feats.to(device), d)  # on CUDA the SVD of the collapse metric runs there, in fp32
     f1 = all_gather_rows(f1.detach(), d)
     c = collapse_auc(feats)
     with torch.no_grad():  # the same metric on the projector output f, where the ablations collapse first
