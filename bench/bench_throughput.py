@@ -1,15 +1,20 @@
 """Images/s of BYOL ResNet-18 training steps at CIFAR-10 (32 px) and STL-10 (96 px) sizes, on synthetic uint8
-images, through the trainer's own pieces (build_model, the two data paths, train_step, DirectPred, EMA, _measure).
+images, through the trainer's own pieces (build_model, the two data paths, optimizer_step with DirectPred and the
+EMA, the live measurements, the finiteness check every 10 steps).
 
-Every ratio comes from ONE process, the variants timed in interleaved blocks (A B A B ...), medians of the blocks:
+Every ratio comes from ONE process, the variants timed in interleaved blocks (A B A B ...), medians of the blocks
+(the DataLoader variant after the others, as its idle persistent workers would slow the host under the others):
 - device data path (dataset on the GPU, batched augmentation) vs the DataLoader path (per-image torchvision v2,
   ``--workers`` processes, pinned memory, persistent workers);
-- the full product step (DirectPred every step + a live measurement every 50 steps) vs a plain BYOL step (SGD-trained
-  linear predictor, no measurements): the overhead of the theory's measurements (target <= 2%);
-- bf16 autocast vs fp32; optionally ``--compile``.
+- the full product step (DirectPred every step + a live measurement every 50 steps) vs DirectPred without
+  measurements (the overhead of the theory's measurements, target <= 2%) vs a plain BYOL step (SGD-trained linear
+  predictor, no measurements: the overhead of DirectPred);
+- the step replayed from a CUDA graph (the default on CUDA) vs eager;
+- bf16 autocast vs fp32; optionally torch.compile modes (``--compile default,reduce-overhead``).
 Epoch seconds = dataset size (CIFAR-10 50,000; STL-10 train+unlabeled 105,000) / images per second.
 
-    python bench/bench_throughput.py [--device cuda] [--sizes cifar10,stl10] [--steps 40] [--workers 12] [--compile]
+    python bench/bench_throughput.py [--device cuda] [--sizes cifar10,stl10] [--steps 40] [--workers 12]
+                                     [--compile MODES] [--no-loader]
     python bench/bench_throughput.py --device cpu --quick        # a smoke run of the same code (no GPU)
 """
 
@@ -29,9 +34,9 @@ from ssltheory.practice.augment import TwoViews
 from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.distributed import Dist
 from ssltheory.practice.feed import DeviceFeed, LoaderFeed
+from ssltheory.practice.live import LiveMeasurer
 from ssltheory.practice.optim import make_optimizer
-from ssltheory.practice.target import ema_gamma, ema_update
-from ssltheory.practice.train import _measure, build_model, train_step
+from ssltheory.practice.train import build_model, optimizer_step
 
 SIZES = {"cifar10": (32, 512, 50_000), "stl10": (96, 256, 105_000)}  # px, batch, images per epoch
 
@@ -58,11 +63,11 @@ class Runner:
     """One configured model + data path; ``block(n)`` runs n steps and returns seconds."""
 
     def __init__(self, dataset: str, predictor: str, precision: str, path: str, device: torch.device, n: int,
-                 workers: int, measure: bool, compile_: bool) -> None:
+                 workers: int, measure: bool, compile_: str = "none", graph: str = "auto") -> None:
         size, batch, _ = SIZES[dataset]
         self.cfg = TrainConfig(dataset=dataset, predictor=predictor, precision=precision, data_path=path,
                                batch_size=batch, device=str(device), workers=workers, compile=compile_,
-                               measure_every=50)
+                               cuda_graph=graph, measure_every=50)
         self.device, self.measure = device, measure
         g = torch.Generator().manual_seed(0)
         imgs = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
@@ -75,7 +80,8 @@ class Runner:
         self.opt = make_optimizer(self.cfg, self.model.online, self.model.predictor)
         probe = imgs[:512].float() / 255
         self.probe = TensorDataset(probe, torch.zeros(len(probe), dtype=torch.long))
-        self.step, self.epoch, self.batches = 0, 0, iter(())
+        self.live = LiveMeasurer(self.probe, device, Dist(), background=device.type == "cuda") if measure else None
+        self.step, self.epoch, self.batches, self.losses = 0, 0, iter(()), []
 
     def _next(self):
         try:
@@ -86,22 +92,24 @@ class Runner:
             return next(self.batches)
 
     def block(self, n: int) -> float:
+        """Seconds for n training steps as the trainer runs them (measurements finished inside the block)."""
         sync(self.device)
         t = time.perf_counter()
-        cl = self.device.type == "cuda"
         for _ in range(n):
             x1, x2 = self._next()
-            if cl:
-                x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
-            loss, f1 = train_step(self.model, x1, x2, self.cfg)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            self.model.predictor.after_step(self.step, self.model.corr.F.to(self.device))
-            ema_update(self.model.target, self.model.online, ema_gamma(self.cfg.ema, self.step, 10**6))
+            loss, f1 = optimizer_step(self.model, self.opt, None, x1, x2, self.cfg, self.step, 10**6)
             self.step += 1
-            if self.measure and self.step % self.cfg.measure_every == 0:
-                _measure(self.model, self.probe, f1, self.cfg, self.device)
+            self.losses.append(loss.detach().clone())  # (a CUDA graph's output is rewritten by the next step)
+            if self.step % 10 == 0 and not bool(torch.isfinite(torch.stack(self.losses[-10:])).all()):
+                raise RuntimeError("loss is not finite")
+            if self.live is not None:
+                if self.step % self.cfg.measure_every == 0:
+                    self.live.submit(self.model, f1, torch.stack(self.losses).double().mean(), {"step": self.step})
+                    self.losses = []
+                self.live.ready()
+            self.losses = self.losses[-10:]
+        if self.live is not None:
+            self.live.ready(wait=True)
         sync(self.device)
         return time.perf_counter() - t
 
@@ -126,7 +134,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=12, help="DataLoader workers of the loader path")
     ap.add_argument("--images", type=int, default=20_000, help="synthetic images held (the epoch length is the "
                                                                    "real dataset's)")
-    ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to start)")
+    ap.add_argument("--compile", default="", help="also time these torch.compile modes, comma-separated (default, "
+                                                  "reduce-overhead, max-autotune; slow to start)")
+    ap.add_argument("--no-loader", action="store_true", help="skip the DataLoader variant")
     ap.add_argument("--quick", action="store_true", help="tiny run of the same code (CPU smoke test)")
     ap.add_argument("--json", default="", help="also write the numbers here")
     a = ap.parse_args()
@@ -140,30 +150,40 @@ def main() -> None:
     results = {"device": name, "torch": torch.__version__, "sizes": {}}
     for ds in a.sizes.split(","):
         size, batch, epoch_images = SIZES[ds]
-        mk = dict(device=device, n=a.images, workers=a.workers, compile_=False)
+        mk = dict(device=device, n=a.images, workers=a.workers)
         variants = {
             "device bf16 plain": Runner(ds, "linear", "bf16", "device", measure=False, **mk),
+            "device bf16 directpred": Runner(ds, "directpred", "bf16", "device", measure=False, **mk),
             "device bf16 full": Runner(ds, "directpred", "bf16", "device", measure=True, **mk),
+            "device bf16 full eager": Runner(ds, "directpred", "bf16", "device", measure=True, graph="off", **mk),
             "device fp32 full": Runner(ds, "directpred", "fp32", "device", measure=True, **mk),
-            "loader bf16 full": Runner(ds, "directpred", "bf16", "loader", measure=True, **mk),
         }
-        if a.compile:
-            variants["device bf16 full compiled"] = Runner(ds, "directpred", "bf16", "device", measure=True,
-                                                           **{**mk, "compile_": True})
+        modes = [m for m in a.compile.split(",") if m]
+        for mode in modes:
+            variants[f"device bf16 full {mode}"] = Runner(ds, "directpred", "bf16", "device", measure=True,
+                                                          compile_=mode, **mk)
         sec = interleaved(variants, a.steps, a.repeats, warmup=max(3, a.steps // 5))
+        if not a.no_loader:  # after the others: its persistent workers keep the host's cores busy between blocks
+            loader = Runner(ds, "directpred", "bf16", "loader", measure=True, **mk)
+            sec.update(interleaved({"loader bf16 full": loader}, a.steps, a.repeats, warmup=max(3, a.steps // 5)))
+            del loader
         rows = {k: {"ms_per_step": 1e3 * v, "images_per_s": batch / v, "epoch_s": epoch_images / (batch / v)}
                 for k, v in sec.items()}
-        ratios = {"measurement overhead (full / plain - 1)": sec["device bf16 full"] / sec["device bf16 plain"] - 1,
-                  "device path speed-up over loader": sec["loader bf16 full"] / sec["device bf16 full"],
-                  "bf16 speed-up over fp32": sec["device fp32 full"] / sec["device bf16 full"]}
-        if a.compile:
-            ratios["compile speed-up"] = sec["device bf16 full"] / sec["device bf16 full compiled"]
+        full, direct = sec["device bf16 full"], sec["device bf16 directpred"]
+        ratios = {"measurement overhead (full / directpred - 1)": full / direct - 1,
+                  "DirectPred overhead (directpred / plain - 1)": direct / sec["device bf16 plain"] - 1,
+                  "bf16 speed-up over fp32": sec["device fp32 full"] / full,
+                  "CUDA graph speed-up over eager": sec["device bf16 full eager"] / full}
+        if not a.no_loader:
+            ratios["device path speed-up over loader"] = sec["loader bf16 full"] / full
+        for mode in modes:
+            ratios[f"compile {mode} speed-up"] = full / sec[f"device bf16 full {mode}"]
         results["sizes"][ds] = {"image_px": size, "batch": batch, "epoch_images": epoch_images, "rows": rows,
                                 "ratios": ratios}
         print(f"\n{ds}: ResNet-18 BYOL, {size} px, batch {batch}, epoch = {epoch_images:,} images")
-        print(f"{'variant':28s} {'ms/step':>9s} {'images/s':>10s} {'epoch s':>8s}")
+        print(f"{'variant':30s} {'ms/step':>9s} {'images/s':>10s} {'epoch s':>8s}")
         for k, r in rows.items():
-            print(f"{k:28s} {r['ms_per_step']:9.1f} {r['images_per_s']:10.0f} {r['epoch_s']:8.2f}")
+            print(f"{k:30s} {r['ms_per_step']:9.1f} {r['images_per_s']:10.0f} {r['epoch_s']:8.2f}")
         for k, v in ratios.items():
             print(f"  {k}: {v:.3f}")
         del variants

@@ -29,6 +29,7 @@ import torch
 
 from ssltheory.practice import train as train_mod
 from ssltheory.practice.config import TrainConfig
+from ssltheory.practice.live import LiveMeasurer
 from ssltheory.practice.measure import RunningCorrelation
 from ssltheory.practice.predictors import DirectPredictor
 
@@ -70,7 +71,7 @@ def overhead_in_one_run(cfg: TrainConfig, skip: int = 10) -> tuple[float, dict[s
     def on_progress(p) -> None:
         marks[p.step] = (time.perf_counter(), dict(clock))
 
-    patched = [(RunningCorrelation, "update"), (DirectPredictor, "after_step"), (train_mod, "_measure")]
+    patched = [(RunningCorrelation, "update"), (DirectPredictor, "after_step"), (LiveMeasurer, "submit")]
     saved = [getattr(owner, name) for owner, name in patched]
     for (owner, name), fn in zip(patched, saved, strict=True):
         setattr(owner, name, clocked(fn, name, clock))

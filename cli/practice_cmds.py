@@ -59,7 +59,10 @@ def train(
                                                "[auto: device on CUDA]"),
     precision: str = typer.Option("auto", help="fp32 | bf16 (autocast; F̂, eigendecompositions and metrics stay "
                                                "fp32) [auto: bf16 on CUDA]"),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the step and the target's forward"),
+    cuda_graph: str = typer.Option("auto", help="auto | on | off: replay forward + backward from one CUDA graph "
+                                   "(auto: on CUDA with one process and no --compile)"),
+    compile: str = typer.Option("none", help="torch.compile the step and the target's forward: none | default | "
+                                "reduce-overhead (CUDA graphs) | max-autotune"),
     lr_scale: str = typer.Option("none", help="none [paper] | linear (lr × batch/256) | sqrt; the batch is the "
                                               "global batch over all torchrun ranks"),
     measure_every: int = typer.Option(50, help="steps between measurements of F̂, W_p and the collapse metric"),
@@ -104,7 +107,8 @@ def train(
                           knn_t=knn_t, knn_every=knn_every, checkpoint_every=checkpoint_every, max_steps=max_steps,
                           loss=loss, predictor_init=predictor_init, predictor_init_scale=predictor_init_scale,
                           sigma2=sigma2, input_dim=input_dim, synthetic_size=synthetic_size, data_path=data_path,
-                          precision=precision, compile=compile, lr_scale=lr_scale)
+                          precision=precision, compile=compile, cuda_graph=cuda_graph,
+                          lr_scale=lr_scale)
         run_dir = out or Path("runs") / f"{dataset}-{predictor}-{time.strftime('%Y%m%d-%H%M%S')}"
     run(cfg, run_dir, resume=resume is not None)
 

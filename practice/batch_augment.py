@@ -10,9 +10,13 @@ on a CPU generator so that CPU and GPU runs, and every rank of a DDP run, draw t
   box-filter antialias, where the CPU pipeline uses an antialiased bilinear or bicubic resize);
 - rotation (digits): uniform angle, nearest neighbour, zero fill; flip;
 - colour jitter with probability ``jitter_p``: brightness, contrast, saturation, hue factors uniform as in
-  ``ColorJitter`` and applied in a random order per image;
+  ``ColorJitter`` and applied in a random order per image (as six affine slots around one hue pass,
+  :func:`jitter_slots`);
 - grayscale, Gaussian blur (sigma uniform, reflect padding, the spec's kernel), solarize (threshold 128 / 255);
 - the dataset's normalisation.
+
+Both views of a batch go through one pass (:func:`apply_views`), their parameters as one pinned float32 plan copied
+without waiting, so that on a GPU the whole data path is queued ahead of the step that consumes it.
 
 Differences from the CPU pipeline that are not distributional: the CPU pipeline rounds to uint8 after each op on
 uint8 images, this path stays in float; crop borders read the neighbouring pixels instead of clamping at the crop.
@@ -20,6 +24,7 @@ uint8 images, this path stays in float; crop borders read the neighbouring pixel
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -89,16 +94,18 @@ def sample_params(spec: AugSpec, n: int, height: int, width: int, g: torch.Gener
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _const(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """A small constant (1, len, 1, 1) tensor made once per device (a fresh host-to-device copy would wait for the
+    device on every call)."""
+    return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+
+
 def _gray(x: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) luma of (B, C, H, W) images (C = 1 or 3)."""
     if x.shape[1] == 1:
         return x
-    w = torch.tensor(GRAY, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
-
-
-def _blend(x: torch.Tensor, other: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    return (f.view(-1, 1, 1, 1) * x + (1 - f.view(-1, 1, 1, 1)) * other).clamp(0, 1)
+    return (x * _const(GRAY, x.device)).sum(1, keepdim=True)
 
 
 def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
@@ -139,14 +146,29 @@ def _hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return _hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), dim=1))
 
 
-def _jitter_op(x: torch.Tensor, op: int, f: torch.Tensor) -> torch.Tensor:
-    if op == 0:
-        return (x * f.view(-1, 1, 1, 1)).clamp(0, 1)
-    if op == 1:
-        return _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), f)
-    if op == 2:
-        return x if x.shape[1] == 1 else _blend(x, _gray(x), f)
-    return _hue(x, f)
+def jitter_slots(order: torch.Tensor, factors: torch.Tensor, on: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colour jitter of each image as six affine slots around one hue shift: (a, kind), each (n, 6).
+
+    Brightness, contrast and saturation are all x -> clamp(a x + (1 - a) m) with m = 0, the mean luma, or the
+    pixel's luma (``kind`` 0, 1, 2); in an image's random order the ones before its hue shift fill slots 0-2, those
+    after it slots 3-5, in order, and a = 1 (the identity) fills the rest. So one pass of hue, not one per position.
+    """
+    n = order.shape[0]
+    seq = order[order != 3].view(n, 3)  # the three affine ops in the image's order
+    k = (order == 3).to(torch.int8).argmax(1)  # how many of them come before the hue shift
+    before = torch.arange(3)[None] < k[:, None]
+    f = factors.gather(1, seq)
+    one = torch.ones_like(f)
+    a = torch.cat([torch.where(before & on[:, None], f, one), torch.where(~before & on[:, None], f, one)], 1)
+    return a, torch.cat([seq, seq], 1)
+
+
+def _affine_slot(x: torch.Tensor, a: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
+    """One slot of :func:`jitter_slots`: clamp(a x + (1 - a) m) per image; a, kind (B,)."""
+    g = _gray(x)
+    m = torch.where(kind.view(-1, 1, 1, 1) == 1, g.mean(dim=(1, 2, 3), keepdim=True), g)
+    m = torch.where(kind.view(-1, 1, 1, 1) == 0, 0.0, m)
+    return torch.lerp(m, x, a.view(-1, 1, 1, 1)).clamp_(0, 1)
 
 
 def gaussian_kernels(sigma: torch.Tensor, k: int) -> torch.Tensor:
@@ -179,46 +201,80 @@ def _rotate(x: torch.Tensor, angle_deg: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
-def crop_resize(x: torch.Tensor, box: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, C, size, size): each image's box (i, j, h, w) resampled to size x size (bilinear, box-averaged)."""
+def crop_resize(x: torch.Tensor, box: torch.Tensor, size: int, image: torch.Tensor | None = None) -> torch.Tensor:
+    """(K, C, size, size): box k (i, j, h, w) of image ``image[k]`` (default k) of x (B, C, H, W) resampled to
+    size x size (bilinear, box-averaged)."""
     b = box.to(x.device, torch.float32)
-    rois = torch.stack([torch.arange(len(b), device=x.device, dtype=torch.float32), b[:, 1], b[:, 0],
-                        b[:, 1] + b[:, 3], b[:, 0] + b[:, 2]], dim=1)
+    idx = torch.arange(len(b), device=x.device, dtype=torch.float32) if image is None else image.to(torch.float32)
+    rois = torch.stack([idx, b[:, 1], b[:, 0], b[:, 1] + b[:, 3], b[:, 0] + b[:, 2]], dim=1)
     return roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
 
-def apply_view(images: torch.Tensor, params: dict[str, torch.Tensor], spec: AugSpec) -> torch.Tensor:
-    """One augmented view (B, C, size, size) float32 of ``images`` (B, C, H, W), uint8 in [0, 255] or float in
-    [0, 1], on the images' device, with ``params`` from :func:`sample_params`."""
+PLAN = ("i", "j", "h", "w", "angle", "flip", "gray", "blur", "sigma", "solarize", "hue_on", "hue",
+        *(f"a{s}" for s in range(6)), *(f"kind{s}" for s in range(6)))
+"""Columns of the per-image plan: everything :func:`apply_views` reads, in one float32 row per image."""
+COL = {name: k for k, name in enumerate(PLAN)}
+
+
+def plan_rows(params: dict[str, torch.Tensor], spec: AugSpec) -> torch.Tensor:
+    """(n, len(PLAN)) float32 on the CPU: one view's parameters (from :func:`sample_params`) as applied."""
+    n = params["box"].shape[0]
+    jitter = params["jitter"] & bool(spec.jitter_p and any(spec.jitter))
+    a, kind = jitter_slots(params["order"], params["factors"].float(), jitter)
+    hue_on = jitter & (params["factors"][:, 3] != 0)
+    cols = [params["box"].float(), params["angle"].float().view(n, 1)]
+    cols += [params[k].float().view(n, 1) for k in ("flip", "gray", "blur", "sigma", "solarize")]
+    cols += [hue_on.float().view(n, 1), params["factors"][:, 3:4].float(), a, kind.float()]
+    return torch.cat(cols, 1)
+
+
+def _layout(spec: AugSpec) -> tuple:
+    """What must agree for views to be augmented in one pass (the rest is per-image parameters)."""
+    return spec.size, spec.kernel, spec.mean, spec.std, spec.rotation
+
+
+def apply_views(images: torch.Tensor, params: list[dict[str, torch.Tensor]], specs: list[AugSpec]) -> torch.Tensor:
+    """The views of ``images`` (B, C, H, W), uint8 in [0, 255] or float in [0, 1], stacked: (V B, C, size, size)
+    float32 on the images' device, view v in rows v B .. (v + 1) B, with ``params[v]`` from :func:`sample_params`
+    for ``specs[v]``.
+
+    All views go through one pass of batched ops (an op with probability 0 in one spec is off for its images); the
+    parameters travel to the device as one pinned float32 plan, so nothing here waits for the device."""
+    if len({_layout(s) for s in specs}) > 1:
+        return torch.cat([apply_views(images, [p], [s]) for p, s in zip(params, specs, strict=True)])
+    spec, dev, B = specs[0], images.device, images.shape[0]
+    host = torch.cat([plan_rows(p, s) for p, s in zip(params, specs, strict=True)])
+    if dev.type == "cuda":
+        host = host.pin_memory()
+    plan = host.to(dev, non_blocking=True)
+    col = {name: plan[:, k] for name, k in COL.items()}
+    flag = {name: bool(host[:, COL[name]].any()) for name in ("flip", "gray", "blur", "solarize", "hue_on")}
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    dev = x.device
-    on = {k: v.to(dev, non_blocking=True) for k, v in params.items()}
-    x = crop_resize(x, on["box"], spec.size)
+    source = torch.arange(B, device=dev).repeat(len(specs))
+    x = crop_resize(x, plan[:, :4], spec.size, source)
     if spec.rotation:
-        x = _rotate(x, on["angle"])
-    if spec.flip_p:
-        x = torch.where(on["flip"].view(-1, 1, 1, 1), x.flip(-1), x)
-    if spec.jitter_p and any(spec.jitter):
-        neutral = torch.tensor([1.0, 1.0, 1.0, 0.0], device=dev)
-        fac = torch.where(on["jitter"][:, None], on["factors"].to(x.dtype), neutral)
-        for pos in range(4):
-            for op in range(4):
-                if spec.jitter[op] == 0:
-                    continue
-                chosen = on["order"][:, pos] == op
-                f = torch.where(chosen, fac[:, op], neutral[op])
-                x = torch.where(chosen.view(-1, 1, 1, 1), _jitter_op(x, op, f), x) if op == 3 else _jitter_op(x, op, f)
-    if spec.gray_p and x.shape[1] == 3:
-        x = torch.where(on["gray"].view(-1, 1, 1, 1), _gray(x).expand_as(x), x)
-    if spec.blur_p:
-        x = _blur(x, on["sigma"], on["blur"], spec.kernel)
-    if spec.solarize_p:
-        x = torch.where(on["solarize"].view(-1, 1, 1, 1) & (x >= 128 / 255), 1.0 - x, x)
+        x = _rotate(x, col["angle"])
+    if flag["flip"]:
+        x = torch.where(col["flip"].view(-1, 1, 1, 1) > 0, x.flip(-1), x)
+    for s in range(6):
+        if s == 3 and flag["hue_on"] and x.shape[1] == 3:
+            x = torch.where(col["hue_on"].view(-1, 1, 1, 1) > 0, _hue(x, col["hue"]), x)
+        if bool((host[:, COL[f"a{s}"]] != 1).any()):
+            x = _affine_slot(x, col[f"a{s}"], col[f"kind{s}"])
+    if flag["gray"] and x.shape[1] == 3:
+        x = torch.where(col["gray"].view(-1, 1, 1, 1) > 0, _gray(x).expand_as(x), x)
+    if flag["blur"]:
+        x = _blur(x, col["sigma"], col["blur"] > 0, spec.kernel)
+    if flag["solarize"]:
+        x = torch.where((col["solarize"].view(-1, 1, 1, 1) > 0) & (x >= 128 / 255), 1.0 - x, x)
     if spec.mean is not None:
-        m = torch.tensor(spec.mean, device=dev).view(1, -1, 1, 1)
-        s = torch.tensor(spec.std, device=dev).view(1, -1, 1, 1)
-        x = (x - m) / s
+        x = (x - _const(spec.mean, dev)) / _const(spec.std, dev)
     return x.contiguous()
+
+
+def apply_view(images: torch.Tensor, params: dict[str, torch.Tensor], spec: AugSpec) -> torch.Tensor:
+    """One augmented view (B, C, size, size) float32 of ``images`` (B, C, H, W) (see :func:`apply_views`)."""
+    return apply_views(images, [params], [spec])
 
 
 class BatchTwoViews:
@@ -236,4 +292,5 @@ class BatchTwoViews:
         """(v1, v2) of ``images`` (B, C, H, W); ``params`` (e.g. this rank's slice of the global batch's) or fresh."""
         if params is None:
             params = self.params(images.shape[0], images.shape[2], images.shape[3])
-        return tuple(apply_view(images, p, s) for p, s in zip(params, self.specs, strict=True))
+        both = apply_views(images, list(params), list(self.specs))
+        return both[: images.shape[0]], both[images.shape[0]:]

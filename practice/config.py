@@ -36,6 +36,8 @@ SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("sgd", "lars")
 DATA_PATHS = ("auto", "loader", "device")
 PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+CUDA_GRAPH = ("auto", "on", "off")
 LR_SCALES = ("none", "linear", "sqrt")
 IN_MEMORY = ("digits", "cifar10", "stl10")  # datasets the device data path holds whole (uint8) on the device
 LR_REFERENCE_BATCH = 256
@@ -94,7 +96,8 @@ class TrainConfig:
     synthetic_size: int = 8192  # synthetic: samples per epoch (each drawn fresh)
     data_path: str = "auto"  # loader (DataLoader, per-image torchvision) | device (batched); auto: device on CUDA
     precision: str = "auto"  # fp32 | bf16 (autocast; F̂, eigh and the metrics stay fp32/fp64); auto: bf16 on CUDA
-    compile: bool = False  # torch.compile the online and target encoders
+    compile: str = "none"  # torch.compile mode of the step and the target: none | default | reduce-overhead | ...
+    cuda_graph: str = "auto"  # replay forward + backward from one CUDA graph; auto: on CUDA, one process, no compile
     lr_scale: str = "none"  # lr used = lr x (batch / 256) (linear) or its square root (sqrt); batch is global
 
     def __post_init__(self) -> None:
@@ -109,6 +112,13 @@ class TrainConfig:
         check_choice("--predictor-init", self.predictor_init, PREDICTOR_INITS)
         check_choice("--data-path", self.data_path, DATA_PATHS)
         check_choice("--precision", self.precision, PRECISIONS)
+        if isinstance(self.compile, bool):  # configs written before the modes: true / false
+            object.__setattr__(self, "compile", "default" if self.compile else "none")
+        check_choice("--compile", self.compile, COMPILE_MODES)
+        check_choice("--cuda-graph", self.cuda_graph, CUDA_GRAPH)
+        if self.cuda_graph == "on" and self.compile != "none":
+            raise ConfigError(f"--cuda-graph on with --compile {self.compile} is not accepted: expected one of them "
+                              "(--compile reduce-overhead makes its own CUDA graphs)")
         check_choice("--lr-scale", self.lr_scale, LR_SCALES)
         if self.data_path == "device" and self.dataset not in IN_MEMORY:
             raise ConfigError(f"--data-path device with DATASET {self.dataset} is not accepted: expected one of "
@@ -215,6 +225,12 @@ class TrainConfig:
         if self.data_path != "auto":
             return self.data_path
         return "device" if device_type == "cuda" and self.dataset in IN_MEMORY else "loader"
+
+    def resolved_cuda_graph(self, device_type: str, world: int) -> bool:
+        """Whether the step is replayed from a CUDA graph: ``auto`` on CUDA, on one process, without --compile."""
+        if self.cuda_graph == "off" or device_type != "cuda" or world > 1 or self.compile != "none":
+            return False
+        return True
 
     def resolved_precision(self, device_type: str) -> str:
         """``bf16`` autocast on CUDA, ``fp32`` elsewhere, unless named."""

@@ -87,28 +87,57 @@ def in_memory_images(ds: Dataset) -> torch.Tensor:
 
 class DeviceFeed:
     """Batches indexed from the dataset held on ``device`` and augmented there, all views of a global batch drawn
-    at once from one generator (so every rank draws the same numbers and keeps its slice)."""
+    at once from one generator (so every rank draws the same numbers and keeps its slice).
+
+    One batch is made ahead: on CUDA on a side stream, so that indexing and augmenting batch k + 1 overlap the
+    training step of batch k. The checkpointed generator state is the one before the batch made ahead, so a resume
+    draws it again."""
 
     def __init__(self, cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist) -> None:
         self.cfg, self.d, self.device = cfg, d, device
         self.images = in_memory_images(ds).to(device)
         self.aug = BatchTwoViews(view_specs(cfg.dataset, cfg.resolved_image_size), seed=cfg.seed * 31 + 17)
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.state: torch.Tensor | None = None  # the generator before the batch made ahead (None: none is)
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def epoch(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _batches(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         B, (H, W) = self.cfg.batch_size, self.images.shape[-2:]
         mine = self.d.shard(B)
         idx = rank_order(epoch_order(len(self.images), self.cfg.seed, epoch), B, start_batch, self.d)
+        idx = idx.to(self.device)  # once per epoch
         per = B // self.d.world
         for k in range(len(idx) // per):
             params = tuple({key: v[mine] for key, v in p.items()} for p in self.aug.params(B, H, W))
-            x = self.images[idx[k * per:(k + 1) * per].to(self.device, non_blocking=True)]
-            yield self.aug(x, params)
+            yield self.aug(self.images[idx[k * per:(k + 1) * per]], params)
+
+    def _ahead(self, batches: Iterator) -> tuple | None:
+        """The next batch, made on the side stream on CUDA; remembers the generator state before it."""
+        self.state = self.aug.generator.get_state()
+        if self.stream is None:
+            return next(batches, None)
+        with torch.cuda.stream(self.stream):
+            return next(batches, None)
+
+    def epoch(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = self._batches(epoch, start_batch)
+        nxt = self._ahead(batches)
+        while nxt is not None:
+            cur = nxt
+            if self.stream is not None:
+                main = torch.cuda.current_stream(self.device)
+                main.wait_stream(self.stream)
+                for t in cur:  # made on the side stream, used and freed on the main one
+                    t.record_stream(main)
+            nxt = self._ahead(batches)
+            yield cur
+        self.state = None
 
     def state_dict(self) -> dict:
-        return {"generator": self.aug.generator.get_state()}
+        state = self.state if self.state is not None else self.aug.generator.get_state()
+        return {"generator": state.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         if "generator" in state:

@@ -38,7 +38,7 @@ class RunningCorrelation:
         """Fold in a batch f of shape (N, d); returns F̂ (kept on f's device). ``reduce`` sums a tensor over the
         ranks of a DDP run, so that F̂ is that of the global batch."""
         f = f.detach().to(torch.float64)
-        S = torch.cat([(f.T @ f).reshape(-1), torch.tensor([f.shape[0]], dtype=f.dtype, device=f.device)])
+        S = torch.cat([(f.T @ f).reshape(-1), f.new_full((1,), float(f.shape[0]))])  # (no host-to-device copy)
         if reduce is not None:
             S = reduce(S)
         d = f.shape[1]

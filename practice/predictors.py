@@ -78,7 +78,7 @@ def directpred_weight(F: torch.Tensor, eps: float, floor: float = 1e-4, inside: 
     s, U = torch.linalg.eigh(0.5 * (F + F.T).double())
     s = s.clamp(min=0)
     smax = s.max()
-    ratio = s / smax if smax > 0 else torch.zeros_like(s)
+    ratio = torch.where(smax > 0, s / smax.clamp(min=torch.finfo(s.dtype).tiny), torch.zeros_like(s))
     p = (ratio + eps).clamp(min=floor).sqrt() if inside else (ratio.sqrt() + eps).clamp(min=floor)
     return (U * p) @ U.T
 
@@ -102,14 +102,12 @@ class OptimalPredictor(LinearPredictor):
                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """Fold in a batch: targets z2 for f1 and z1 for f2, each (B, d); ``reduce`` sums over DDP ranks."""
         S = z2.double().T @ f1.double() + z1.double().T @ f2.double()
-        S = torch.cat([S.reshape(-1), torch.tensor([2.0 * f1.shape[0]], dtype=S.dtype, device=S.device)])
+        S = torch.cat([S.reshape(-1), S.new_full((1,), 2.0 * f1.shape[0])])
         if reduce is not None:
             S = reduce(S)
         C = (S[:-1].view_as(self.C_af) / S[-1]).to(self.C_af.device)
-        if int(self.seen) == 0:
-            self.C_af.copy_(C)
-        else:
-            self.C_af.mul_(self.rho).add_(C, alpha=1.0 - self.rho)
+        first = self.seen == 0  # a tensor test, so that nothing waits for the device
+        self.C_af.copy_(torch.where(first, C, self.rho * self.C_af + (1.0 - self.rho) * C))
         self.seen += 1
 
     @torch.no_grad()

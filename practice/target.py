@@ -27,8 +27,9 @@ def ema_update(target: nn.Module, online: nn.Module, gamma: float) -> None:
     if len(pt) != len(po):
         raise ValueError(f"target has {len(pt)} parameter tensors, online {len(po)}: expected the same network")
     torch._foreach_lerp_(pt, po, 1.0 - gamma)  # one fused launch per group instead of one per tensor
-    for bt, bo in zip(target.buffers(), online.buffers(), strict=True):
-        bt.copy_(bo)
+    bt, bo = list(target.buffers()), list(online.buffers())
+    if bt:
+        torch._foreach_copy_(bt, bo)
 
 
 def ema_gamma(gamma0: float, step: int, total_steps: int, schedule: str = "constant") -> float:

@@ -34,14 +34,12 @@ from .data import DataBundle, build_data, probe_subset
 from .distributed import Dist, all_gather_rows, all_reduce_sum, global_batchnorm, setup, teardown
 from .evaluate import extract, knn_correct
 from .feed import make_feed
+from .live import LiveMeasurer
 from .losses import symmetric_loss
 from .measure import (
     TOP_MODES,
     RunningCorrelation,
-    collapse_auc,
     linear_modes,
-    normalized_std,
-    predictor_metrics,
     rising,
 )
 from .models import Encoder, backbone, projector
@@ -70,6 +68,18 @@ class Siamese(nn.Module):
         return f1, f2, self.predictor(f1), self.predictor(f2)
 
 
+class Pair(nn.Module):
+    """The target encoder on both views in one call, (z1, z2): one compiled graph per step (a CUDA-graphed function
+    called twice in a step would overwrite its first outputs)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor):
+        return self.encoder(x1), self.encoder(x2)
+
+
 @dataclass
 class Model:
     """The trainable pieces of a run, and how a step runs them (DDP, compile, precision)."""
@@ -82,12 +92,13 @@ class Model:
     target_forward: Callable | None = None
     dist: Dist = field(default_factory=Dist)
     precision: str = "fp32"
+    graph: Callable | None = None  # a CapturedStep (--cuda-graph), set up on the first step
 
     def __post_init__(self) -> None:
         if self.forward is None:  # (not `or`: a compiled module refuses bool())
             self.forward = Siamese(self.online, self.predictor)
-        if self.target_forward is None:
-            self.target_forward = self.target
+        if self.target_forward is None and self.target is not None:
+            self.target_forward = Pair(self.target)
 
     def modules(self) -> dict:
         mods = {"online": self.online, "predictor": self.predictor}
@@ -142,32 +153,75 @@ def build_model(cfg: TrainConfig, in_channels: int, device: torch.device, d: Dis
 
         forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None,
                                           broadcast_buffers=False)
-    target_forward = target
-    if cfg.compile:
-        forward = torch.compile(forward)
-        target_forward = torch.compile(target) if target is not None else None
+    target_forward = Pair(target) if target is not None else None
+    if cfg.compile != "none":
+        forward = torch.compile(forward, mode=cfg.compile)
+        target_forward = torch.compile(target_forward, mode=cfg.compile) if target is not None else None
     return Model(online, predictor, target, RunningCorrelation(cfg.proj_dim, cfg.rho), forward, target_forward, d,
                  cfg.resolved_precision(device.type))
 
 
-def train_step(model: Model, x1: torch.Tensor, x2: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward both views and return (loss of this rank's batch, f1) with F̂ updated over the global batch; the
-    caller does backward and the updates. Under bf16 autocast the loss, F̂ and everything measured stay fp32/fp64."""
-    with torch.autocast(x1.device.type, dtype=torch.bfloat16, enabled=model.precision == "bf16"):
+def forward_loss(model: Model, x1: torch.Tensor, x2: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, ...]:
+    """Both branches on both views: (loss of this rank's batch, f1, f2, z1, z2), the features (B, d) in fp32. Under
+    bf16 autocast the loss and everything measured stay fp32/fp64. ``autocast_cache`` is off inside a CUDA graph."""
+    with torch.autocast(x1.device.type, dtype=torch.bfloat16, enabled=model.precision == "bf16",
+                        cache_enabled=not (x1.is_cuda and torch.cuda.is_current_stream_capturing())):
         f1, f2, p1, p2 = model.forward(x1, x2)
         if model.target is not None:
             with torch.no_grad():
-                z1, z2 = model.target_forward(x1), model.target_forward(x2)
+                z1, z2 = model.target_forward(x1, x2)
         elif cfg.stop_grad:
             z1, z2 = f1.detach(), f2.detach()
         else:
             z1, z2 = f1, f2
     f1, f2, p1, p2, z1, z2 = (t.float() for t in (f1, f2, p1, p2, z1, z2))
+    return symmetric_loss(p1, p2, z1, z2, cfg.resolved_loss), f1, f2, z1, z2
+
+
+def observe(model: Model, f1: torch.Tensor, f2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> None:
+    """Fold a step's features into F̂ (and the optimal predictor's statistics), over the global batch."""
     reduce = model.reduce if model.dist.active else None
     model.corr.update(torch.cat([f1, f2]), reduce)
     if hasattr(model.predictor, "observe"):  # the plug-in optimal predictor tracks E[f_a f^T]
         model.predictor.observe(f1.detach(), f2.detach(), z1.detach(), z2.detach(), reduce)
-    return symmetric_loss(p1, p2, z1, z2, cfg.resolved_loss), f1
+
+
+def train_step(model: Model, x1: torch.Tensor, x2: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward both views and return (loss of this rank's batch, f1) with F̂ updated over the global batch; the
+    caller does backward and the updates."""
+    loss, f1, f2, z1, z2 = forward_loss(model, x1, x2, cfg)
+    observe(model, f1, f2, z1, z2)
+    return loss, f1
+
+
+def optimizer_step(model: Model, opt, sched, x1: torch.Tensor, x2: torch.Tensor, cfg: TrainConfig, step: int,
+                   total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training iteration on views (B, C, H, W) at 0-based ``step`` of ``total``: forward, backward, optimizer
+    and lr steps, the predictor hook, the EMA; returns (loss, f1) as :func:`train_step`. Nothing in it waits for the
+    device."""
+    if x1.is_cuda and x1.dim() == 4:
+        x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
+    if model.graph is None and x1.is_cuda and cfg.resolved_cuda_graph("cuda", model.dist.world):
+        from .graphed import CapturedStep
+
+        opt.zero_grad(set_to_none=True)
+        model.graph = CapturedStep(lambda a, b: forward_loss(model, a, b, cfg), model.modules().values(), x1, x2)
+    if model.graph is not None:  # forward and backward replayed from one CUDA graph; grads land in place
+        loss, f1, f2, z1, z2 = model.graph(x1, x2)
+        observe(model, f1, f2, z1, z2)
+    else:
+        if cfg.compile in ("reduce-overhead", "max-autotune"):  # CUDA graphs: a new step may reuse their outputs
+            torch.compiler.cudagraph_mark_step_begin()
+        loss, f1 = train_step(model, x1, x2, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+    model.predictor.after_step(step, model.corr.F.to(x1.device))
+    if model.target is not None:
+        ema_update(model.target, model.online, ema_gamma(cfg.ema, step, total, cfg.ema_schedule))
+    return loss, f1
 
 
 def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
@@ -191,6 +245,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, on_progress, d: Dist, 
     if cfg.batch_size % d.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} does not split over {d.world} ranks: expected a multiple "
                           f"of {d.world} (the batch size is the global batch)")
+    if cfg.cuda_graph == "on" and (device.type != "cuda" or d.world > 1):
+        raise ConfigError(f"--cuda-graph on on {device.type} with {d.world} process(es) is not accepted: expected "
+                          "one CUDA process (or --cuda-graph auto / off)")
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     data = build_data(cfg)
@@ -209,6 +266,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, on_progress, d: Dist, 
     metrics_path = run_dir / METRICS
     resolved = {"device": str(device), "data_path": cfg.resolved_data_path(device.type),
                 "precision": cfg.resolved_precision(device.type), "world_size": d.world,
+                "cuda_graph": cfg.resolved_cuda_graph(device.type, d.world),
                 "per_rank_batch": cfg.batch_size // d.world, "global_batch": cfg.batch_size,
                 "lr_used": cfg.effective_lr, "lr_rule": f"lr x {cfg.lr_scale} scaling of batch {cfg.batch_size} / 256"
                 if cfg.lr_scale != "none" else "lr as given (batch size is global, so it does not depend on ranks)"}
@@ -247,57 +305,61 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, on_progress, d: Dist, 
         model.target.train()
     last_knn = None
     cuda = device.type == "cuda"
-    channels_last = cuda and cfg.resolved_backbone != "linear"
     check_every = 10 if cuda else 1  # a finiteness check waits for the device; on CUDA only every few steps
+    live = LiveMeasurer(probe, device, d, background=cuda, linear=cfg.resolved_backbone == "linear")
     t_last, n_images = time.perf_counter(), 0
-    while step < total:
-        epoch, start_batch = divmod(step, steps_per_epoch)
-        for x1, x2 in feed.epoch(epoch, start_batch):
-            if channels_last:
-                x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
-            loss, f1 = train_step(model, x1, x2, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            model.predictor.after_step(step, model.corr.F.to(device))
-            if model.target is not None:
-                ema_update(model.target, model.online, ema_gamma(cfg.ema, step, total, cfg.ema_schedule))
-            step += 1
-            losses.append(model.reduce(loss.detach()) / d.world)
-            n_images += x1.shape[0] * d.world
-            measure_due = step % cfg.measure_every == 0 or step == total
-            end_of_epoch = step % steps_per_epoch == 0
-            save_due = end_of_epoch or step == total or bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
-            if step % check_every == 0 or measure_due or save_due:
-                _check_finite(losses[-check_every:], step, run_dir)
-            warning = None
-            if measure_due:
-                rec = _measure(model, probe, f1, cfg, device)
-                rec.update(step=step, epoch=step / steps_per_epoch, loss=float(torch.stack(losses).double().mean()),
-                           lr=opt.param_groups[0]["lr"], gamma=ema_gamma(cfg.ema, step, total, cfg.ema_schedule))
-                losses = []
-                auc_history.append(rec["auc"])
-                if rising(auc_history, cfg.collapse_window):
-                    warning = (f"collapse metric rose for {cfg.collapse_window} measurements in a row "
-                               f"(AUC {auc_history[-cfg.collapse_window]:.4f} -> {rec['auc']:.4f}) at step {step}")
-                    rec["warning"] = warning
-                if d.main:
-                    _append(metrics_path, rec)
-            knn_due = end_of_epoch and cfg.knn_every and (step // steps_per_epoch) % cfg.knn_every == 0
-            if (knn_due or step == total) and data.num_classes > 1:
-                last_knn = _knn(model, data, cfg, device)
-                if d.main:
-                    _append(metrics_path, {"step": step, "epoch": step / steps_per_epoch, "knn_acc": last_knn})
-            if d.main and save_due:
-                _save(run_dir, model, opt, sched, step, auc_history, losses, metrics_path, feed)
-            if on_progress and (step % check_every == 0 or step == total or warning):
-                now = time.perf_counter()
-                rate = n_images / max(now - t_last, 1e-9)
-                shown = float(losses[-1]) if losses else float(rec["loss"])
-                on_progress(Progress(step, total, step // steps_per_epoch, shown, rate, knn=last_knn, warning=warning))
-            if step >= total:
-                break
+
+    def drain(wait: bool) -> str | None:
+        """Write the finished measurements (all with ``wait``); returns a collapse warning if one fired."""
+        warning = None
+        for rec in live.ready(wait):
+            auc_history.append(rec["auc"])
+            if rising(auc_history, cfg.collapse_window):
+                warning = (f"collapse metric rose for {cfg.collapse_window} measurements in a row "
+                           f"(AUC {auc_history[-cfg.collapse_window]:.4f} -> {rec['auc']:.4f}) at step {rec['step']}")
+                rec["warning"] = warning
+            if d.main:
+                _append(metrics_path, rec)
+        return warning
+
+    try:
+        while step < total:
+            epoch, start_batch = divmod(step, steps_per_epoch)
+            for x1, x2 in feed.epoch(epoch, start_batch):
+                loss, f1 = optimizer_step(model, opt, sched, x1, x2, cfg, step, total)
+                step += 1
+                losses.append(model.reduce(loss.detach()) / d.world)
+                n_images += x1.shape[0] * d.world
+                measure_due = step % cfg.measure_every == 0 or step == total
+                end_of_epoch = step % steps_per_epoch == 0
+                save_due = (end_of_epoch or step == total
+                            or bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0))
+                if step % check_every == 0 or measure_due or save_due:
+                    _check_finite(losses[-check_every:], step, run_dir)
+                if measure_due:
+                    mean_loss = torch.stack(losses).double().mean()
+                    live.submit(model, f1, mean_loss, {
+                        "step": step, "epoch": step / steps_per_epoch, "lr": opt.param_groups[0]["lr"],
+                        "gamma": ema_gamma(cfg.ema, step, total, cfg.ema_schedule)})
+                    losses = []
+                warning = drain(wait=save_due)
+                knn_due = end_of_epoch and cfg.knn_every and (step // steps_per_epoch) % cfg.knn_every == 0
+                if (knn_due or step == total) and data.num_classes > 1:
+                    last_knn = _knn(model, data, cfg, device)
+                    if d.main:
+                        _append(metrics_path, {"step": step, "epoch": step / steps_per_epoch, "knn_acc": last_knn})
+                if d.main and save_due:
+                    _save(run_dir, model, opt, sched, step, auc_history, losses, metrics_path, feed)
+                if on_progress and (step % check_every == 0 or step == total or warning):
+                    now = time.perf_counter()
+                    rate = n_images / max(now - t_last, 1e-9)
+                    shown = float(losses[-1]) if losses else float(mean_loss)
+                    on_progress(Progress(step, total, step // steps_per_epoch, shown, rate, knn=last_knn,
+                                         warning=warning))
+                if step >= total:
+                    break
+    finally:
+        live.close()
     if not d.main:
         return {}
     summary = summarize(metrics_path)
@@ -329,26 +391,6 @@ def _check_finite(window: list[torch.Tensor], step: int, run_dir: Path) -> None:
     where = f"step {saved['step']}" if saved else "none written yet"
     raise TrainingDiverged(f"loss is {float(window[bad])} at step {step - len(window) + bad}: stopped; the last "
                            f"good checkpoint ({where}) is kept in {run_dir}")
-
-
-def _measure(model: Model, probe, f1: torch.Tensor, cfg: TrainConfig, device: torch.device) -> dict:
-    """One record of the theory's quantities; under DDP the probe is extracted in shards and gathered, and f is
-    the global batch's, so every rank computes the same record."""
-    d = model.dist
-    rec = predictor_metrics(model.corr.F, model.predictor.W_p())
-    feats, _ = extract(model.online.backbone, probe, device, batch_size=256, shard=(d.rank, d.world))
-    feats = all_gather_rows(feats.to(device), d)  # on CUDA the SVD of the collapse metric runs there, in fp32
-    f1 = all_gather_rows(f1.detach(), d)
-    c = collapse_auc(feats)
-    with torch.no_grad():  # the same metric on the projector output f, where the ablations collapse first
-        model.online.projector.eval()
-        proj = collapse_auc(model.online.projector(feats.to(device)))
-        model.online.projector.train()
-    rec.update(auc=c["auc"], k_eq=c["k_eq"], auc_projector=proj["auc"], feature_std=normalized_std(f1),
-               feature_std_x_sqrt_d=normalized_std(f1) * f1.shape[1] ** 0.5)
-    if cfg.resolved_backbone == "linear":
-        rec.update(_linear_modes(model))
-    return rec
 
 
 def _linear_modes(model: Model) -> dict:

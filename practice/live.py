@@ -1,0 +1,136 @@
+"""The live measurement of a training run, kept off the training step's critical path.
+
+A measurement at step k has two halves:
+
+1. :func:`snapshot` (the training thread, at step k): queues on the device what depends on the model's state - the
+   probe set's backbone features in eval mode, their projector outputs, this batch's f, F̂, W_p (and for the linear
+   model its weights) - and copies them to host memory (pinned, without waiting, on CUDA) behind one event;
+2. :func:`record` (anywhere, later): waits for that event and computes the record on the CPU in float64 - spectra,
+   alignment and asymmetry (:func:`.measure.predictor_metrics`), the collapse AUC of the backbone and projector
+   features, the normalised std of f, the linear model's modes.
+
+:class:`LiveMeasurer` runs half 2 in one background thread on CUDA, so the step only pays for queueing half 1, and
+inline on the CPU (the same numbers, in the same order). Records come back in step order through :meth:`ready`;
+the trainer drains them before every checkpoint, so ``metrics.jsonl`` and the checkpoint agree.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import Dataset
+
+from .distributed import Dist, all_gather_rows
+from .measure import collapse_auc, linear_modes, normalized_std, predictor_metrics
+
+
+def probe_tensor(probe: Dataset, device: torch.device, d: Dist) -> torch.Tensor:
+    """This rank's share of the probe images (items rank, rank + world, ...), stacked (n_r, C, H, W) on ``device``
+    once, so that a measurement reads them without a DataLoader."""
+    rows = [probe[i][0] for i in range(d.rank, len(probe), d.world)]
+    if not rows:
+        return torch.zeros(0)
+    return torch.stack([torch.as_tensor(r) for r in rows]).float().to(device)
+
+
+def _host(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A host copy of ``t`` as it is now in the stream order: pinned and not waited for on CUDA, a clone on CPU."""
+    if t is None:
+        return None
+    t = t.detach()
+    if not t.is_cuda:
+        return t.clone()
+    buf = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    return buf.copy_(t, non_blocking=True)
+
+
+@dataclass
+class Snapshot:
+    """Host copies of what one measurement reads (valid once ``event`` has completed)."""
+
+    meta: dict
+    tensors: dict[str, torch.Tensor | None] = field(default_factory=dict)
+    event: torch.cuda.Event | None = None
+    linear: bool = False
+
+
+@torch.no_grad()
+def snapshot(model, probe_x: torch.Tensor, f1: torch.Tensor, loss: torch.Tensor, meta: dict, linear: bool = False,
+             batch_size: int = 256) -> Snapshot:
+    """Queue half 1 of a measurement of ``model`` (a :class:`.train.Model`) at this point of the step.
+
+    probe_x: this rank's probe images (n_r, C, H, W) on the model's device; f1: this rank's projector outputs
+    (B_r, d) of the step; loss: 0-d tensor, the mean loss since the last measurement; linear: the backbone is the
+    theory's W (its modes are recorded too). Under DDP the features and f
+    are gathered over ranks here (a collective), so every rank's record is the global one."""
+    d = model.dist
+    net, head = model.online.backbone, model.online.projector
+    was = net.training, head.training
+    net.eval()
+    head.eval()
+    feats = torch.cat([net(probe_x[i:i + batch_size]).float() for i in range(0, len(probe_x), batch_size)])
+    feats = all_gather_rows(feats, d)
+    proj = head(feats).float()
+    net.train(was[0])
+    head.train(was[1])
+    tensors = {"feats": feats, "proj": proj, "f": all_gather_rows(f1.detach().float(), d), "loss": loss,
+               "F": model.corr.F, "W_p": model.predictor.W_p()}
+    if linear:  # the linear model: its modes are read off the weights
+        tensors["W"] = net.weight
+        tensors["W_a"] = model.target.backbone.weight if model.target is not None else None
+    snap = Snapshot(meta, {k: _host(v) for k, v in tensors.items()}, linear=linear)
+    if feats.is_cuda:
+        snap.event = torch.cuda.Event()
+        snap.event.record()
+    return snap
+
+
+def record(snap: Snapshot) -> dict:
+    """Half 2: the measurement record of a snapshot, on the CPU in float64 (waits for the snapshot's copies)."""
+    if snap.event is not None:
+        snap.event.synchronize()
+    t = snap.tensors
+    rec = predictor_metrics(t["F"], t["W_p"])
+    c, proj = collapse_auc(t["feats"]), collapse_auc(t["proj"])
+    std = normalized_std(t["f"])
+    rec.update(auc=c["auc"], k_eq=c["k_eq"], auc_projector=proj["auc"], feature_std=std,
+               feature_std_x_sqrt_d=std * t["f"].shape[1] ** 0.5)
+    if snap.linear:
+        rec.update(linear_modes(t["W"], t["W_p"], t["W_a"]))
+    return {**rec, **snap.meta, "loss": float(t["loss"])}
+
+
+class LiveMeasurer:
+    """Measurements in step order: :meth:`submit` at the step, :meth:`ready` for the records that are done.
+
+    ``background`` (CUDA runs): half 2 runs in one worker thread; otherwise inline, at :meth:`submit`."""
+
+    def __init__(self, probe: Dataset, device: torch.device, d: Dist, background: bool, linear: bool = False) -> None:
+        self.probe_x, self.linear = probe_tensor(probe, device, d), linear
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="live-measure") if background else None
+        self.pending: deque[Future | dict] = deque()
+
+    def submit(self, model, f1: torch.Tensor, loss: torch.Tensor, meta: dict) -> None:
+        """Measure ``model`` now (``meta``: step, epoch, lr, ... copied into the record)."""
+        snap = snapshot(model, self.probe_x, f1, loss, meta, self.linear)
+        self.pending.append(self.pool.submit(record, snap) if self.pool else record(snap))
+
+    def ready(self, wait: bool = False) -> list[dict]:
+        """The finished records, oldest first (all of them with ``wait``)."""
+        out = []
+        while self.pending:
+            head = self.pending[0]
+            if isinstance(head, Future):
+                if not (wait or head.done()):
+                    break
+                head = head.result()
+            out.append(head)
+            self.pending.popleft()
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
