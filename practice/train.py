@@ -9,7 +9,8 @@ Per iteration, in the official DirectPred code's order (directpred.md §3):
 6. EMA update of the target.
 
 Every ``measure_every`` steps a line goes to ``metrics.jsonl`` (loss, spectra of F̂ and W_p, alignment, asymmetry,
-collapse AUC and k_eq of the probe set's backbone features, normalised std of f); after every epoch a line with the
+collapse AUC and k_eq of the probe set's backbone features, normalised std of f; queued at its step and computed by
+:mod:`.live`, on CUDA in a background thread); after every epoch a line with the
 kNN accuracy (and one at step 0, the random-init baseline). Checkpoints are atomic and hold the RNG states, the
 data position and the length of ``metrics.jsonl``, so a run killed at any step resumes to the same numbers.
 """

@@ -192,3 +192,15 @@ def test_a_ranks_slice_of_the_global_draw_is_what_a_single_process_draws():
         params = aug.params(8, 32, 32)
         mine = tuple({k: v[4 * r: 4 * r + 4] for k, v in p.items()} for p in params)
         assert torch.allclose(aug(x[4 * r: 4 * r + 4], mine)[0], one[4 * r: 4 * r + 4], atol=1e-6)
+
+
+def test_both_views_in_one_pass_equal_each_view_alone():
+    """BYOL's asymmetric views (blur 1.0 / 0.1, solarize 0 / 0.2) go through one batched pass; each view equals its
+    own pass (an op off in one spec is off for its images)."""
+    s1, s2 = view_specs("imagenet", 24)
+    x = (torch.rand(16, 3, 40, 40) * 255).to(torch.uint8)
+    aug = BatchTwoViews((s1, s2), seed=3)
+    p1, p2 = aug.params(16, 40, 40)
+    v1, v2 = aug(x, (p1, p2))
+    assert torch.allclose(v1, apply_view(x, p1, s1), atol=1e-6)
+    assert torch.allclose(v2, apply_view(x, p2, s2), atol=1e-6)

@@ -1,0 +1,81 @@
+"""The fast path's pieces that run anywhere: the live measurement's two halves, the CUDA-graph and compile settings,
+the captured step (on CUDA only)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from ssltheory.practice.config import TrainConfig
+from ssltheory.practice.distributed import Dist
+from ssltheory.practice.live import LiveMeasurer
+from ssltheory.practice.train import build_model, optimizer_step
+from ssltheory.theory.params import ConfigError
+
+
+def _model_and_probe():
+    cfg = TrainConfig(dataset="digits", predictor="directpred", batch_size=32)
+    model = build_model(cfg, 1, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    probe = TensorDataset(torch.rand(40, 1, 8, 8, generator=g), torch.zeros(40, dtype=torch.long))
+    return cfg, model, probe
+
+
+def test_background_measurements_equal_inline_ones_in_step_order():
+    """The record computed in the worker thread is the inline one, and records come back in submission order, with
+    the model's state at submission (a later change of W_p does not leak into an earlier record)."""
+    cfg, model, probe = _model_and_probe()
+    f1 = torch.randn(32, cfg.proj_dim, generator=torch.Generator().manual_seed(1))
+    loss = torch.tensor(0.5, dtype=torch.float64)
+    inline = LiveMeasurer(probe, torch.device("cpu"), Dist(), background=False)
+    background = LiveMeasurer(probe, torch.device("cpu"), Dist(), background=True)
+    try:
+        for step in (1, 2):
+            for live in (inline, background):
+                live.submit(model, f1, loss, {"step": step})
+            with torch.no_grad():
+                model.predictor.linear.weight.mul_(0.5)
+        a, b = inline.ready(), background.ready(wait=True)
+    finally:
+        background.close()
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2]
+    for ra, rb in zip(a, b, strict=True):
+        assert ra == rb
+    assert a[0]["p_sym"] != a[1]["p_sym"]  # each record saw W_p as it was at its step
+    assert a[0]["loss"] == 0.5 and 0.5 < a[0]["auc"] <= 1.0
+
+
+def test_cuda_graph_and_compile_settings():
+    """--cuda-graph auto is on only for one CUDA process without --compile; on + compile is refused in one line;
+    configs written with ``compile: true/false`` still load."""
+    cfg = TrainConfig(dataset="digits")
+    assert cfg.resolved_cuda_graph("cuda", 1) and not cfg.resolved_cuda_graph("cpu", 1)
+    assert not cfg.resolved_cuda_graph("cuda", 2)
+    assert not TrainConfig(dataset="digits", compile="default").resolved_cuda_graph("cuda", 1)
+    assert not TrainConfig(dataset="digits", cuda_graph="off").resolved_cuda_graph("cuda", 1)
+    with pytest.raises(ConfigError, match="--cuda-graph on with --compile default"):
+        TrainConfig(dataset="digits", cuda_graph="on", compile="default")
+    with pytest.raises(ConfigError, match="--compile"):
+        TrainConfig(dataset="digits", compile="fast")
+    assert TrainConfig(dataset="digits", compile=True).compile == "default"
+    assert TrainConfig(dataset="digits", compile=False).compile == "none"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (bench/check_cuda_graph.py)")
+def test_cuda_graph_step_follows_the_eager_trajectory():
+    """fp32, deterministic cuDNN: 5 steps replayed from the graph give the eager losses and weights."""
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    x = torch.rand(6, 2, 16, 1, 8, 8, device="cuda")
+    out = []
+    for graph in ("off", "on"):
+        cfg = TrainConfig(dataset="digits", predictor="directpred", batch_size=16, precision="fp32",
+                          cuda_graph=graph, device="cuda")
+        model = build_model(cfg, 1, torch.device("cuda"))
+        from ssltheory.practice.optim import make_optimizer
+
+        opt = make_optimizer(cfg, model.online, model.predictor)
+        losses = [float(optimizer_step(model, opt, None, a, b, cfg, k, 6)[0].detach()) for k, (a, b) in enumerate(x)]
+        out.append((losses, torch.cat([p.detach().flatten() for p in model.online.parameters()])))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-5)
+    assert torch.allclose(out[0][1], out[1][1], rtol=1e-4, atol=1e-6)
