@@ -68,7 +68,7 @@ class Runner:
         self.cfg = TrainConfig(dataset=dataset, predictor=predictor, precision=precision, data_path=path,
                                batch_size=batch, device=str(device), workers=workers, compile=compile_,
                                cuda_graph=graph, measure_every=50)
-        self.device, self.measure = device, measure
+        self.device = device
         g = torch.Generator().manual_seed(0)
         imgs = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
         if path == "device":
