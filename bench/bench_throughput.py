@@ -92,18 +92,22 @@ class Runner:
             return next(self.batches)
 
     def block(self, n: int) -> float:
-        """Seconds for n training steps as the trainer runs them (measurements finished inside the block)."""
+        """Seconds for n training steps as the trainer runs them, with a live measurement at the block's first step
+        and every ``measure_every`` steps after it (the trainer's rate). Its record is computed in the background
+        while the block goes on, as in the trainer, and the block waits for it at its end: a record that takes
+        longer than the rest of the block is charged to it (the trainer waits only before a checkpoint)."""
         sync(self.device)
         t = time.perf_counter()
-        for _ in range(n):
+        for i in range(n):
             x1, x2 = self._next()
-            loss, f1 = optimizer_step(self.model, self.opt, None, x1, x2, self.cfg, self.step, 10**6)
+            loss, f1 = optimizer_step(self.model, self.opt, None, x1, x2, self.cfg, self.step, 10**6,
+                                      self.feed.prefetch)
             self.step += 1
             self.losses.append(loss.detach().clone())  # (a CUDA graph's output is rewritten by the next step)
             if self.step % 10 == 0 and not bool(torch.isfinite(torch.stack(self.losses[-10:])).all()):
                 raise RuntimeError("loss is not finite")
             if self.live is not None:
-                if self.step % self.cfg.measure_every == 0:
+                if i % self.cfg.measure_every == 0:
                     self.live.submit(self.model, f1, torch.stack(self.losses).double().mean(), {"step": self.step})
                     self.losses = []
                 self.live.ready()

@@ -12,6 +12,7 @@ on a DDP run each rank takes its contiguous slice of every global batch (:meth:`
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -69,11 +70,17 @@ class LoaderFeed:
         for (x1, x2), _ in self.loader:
             yield x1.to(self.device, non_blocking=True), x2.to(self.device, non_blocking=True)
 
+    def prefetch(self) -> None:
+        """Nothing to do: the DataLoader's workers make batches ahead on their own."""
+
     def state_dict(self) -> dict:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+_NOT_MADE = object()  # DeviceFeed: no batch made ahead yet
 
 
 def in_memory_images(ds: Dataset) -> torch.Tensor:
@@ -89,15 +96,20 @@ class DeviceFeed:
     """Batches indexed from the dataset held on ``device`` and augmented there, all views of a global batch drawn
     at once from one generator (so every rank draws the same numbers and keeps its slice).
 
-    One batch is made ahead: on CUDA on a side stream, so that indexing and augmenting batch k + 1 overlap the
-    training step of batch k. The checkpointed generator state is the one before the batch made ahead, so a resume
-    draws it again."""
+    One batch is made ahead, on CUDA on a side stream. The consumer says when with :meth:`prefetch`: once its step's
+    device work is queued and before anything in the step waits for the device (DirectPred's eigendecomposition
+    does), so that the host's share of batch k + 1 (drawing its parameters, queueing its kernels) overlaps the
+    device's work on batch k instead of leaving the device idle after the wait. A consumer that never calls it gets
+    the batch made when it asks for it. The checkpointed generator state is the one before the batch made ahead, so
+    a resume draws it again."""
 
     def __init__(self, cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist) -> None:
         self.cfg, self.d, self.device = cfg, d, device
         self.images = in_memory_images(ds).to(device)
         self.aug = BatchTwoViews(view_specs(cfg.dataset, cfg.resolved_image_size), seed=cfg.seed * 31 + 17)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._batches_left: Iterator | None = None  # the epoch being served
+        self._ahead: tuple | None | object = _NOT_MADE  # the batch made ahead (None: the epoch has no more)
         self.state: torch.Tensor | None = None  # the generator before the batch made ahead (None: none is)
 
     def __len__(self) -> int:
@@ -113,27 +125,27 @@ class DeviceFeed:
             params = tuple({key: v[mine] for key, v in p.items()} for p in self.aug.params(B, H, W))
             yield self.aug(self.images[idx[k * per:(k + 1) * per]], params)
 
-    def _ahead(self, batches: Iterator) -> tuple | None:
-        """The next batch, made on the side stream on CUDA; remembers the generator state before it."""
+    def prefetch(self) -> None:
+        """Make the next batch now (on CUDA its kernels go to the side stream), unless it is made already."""
+        if self._ahead is not _NOT_MADE or self._batches_left is None:
+            return
         self.state = self.aug.generator.get_state()
-        if self.stream is None:
-            return next(batches, None)
-        with torch.cuda.stream(self.stream):
-            return next(batches, None)
+        with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
+            self._ahead = next(self._batches_left, None)
 
     def epoch(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        batches = self._batches(epoch, start_batch)
-        nxt = self._ahead(batches)
-        while nxt is not None:
-            cur = nxt
+        self._batches_left, self._ahead, self.state = self._batches(epoch, start_batch), _NOT_MADE, None
+        self.prefetch()
+        while self._ahead is not None:
+            cur, self._ahead, self.state = self._ahead, _NOT_MADE, None
             if self.stream is not None:
                 main = torch.cuda.current_stream(self.device)
                 main.wait_stream(self.stream)
                 for t in cur:  # made on the side stream, used and freed on the main one
                     t.record_stream(main)
-            nxt = self._ahead(batches)
             yield cur
-        self.state = None
+            self.prefetch()
+        self._batches_left, self._ahead, self.state = None, _NOT_MADE, None
 
     def state_dict(self) -> dict:
         state = self.state if self.state is not None else self.aug.generator.get_state()

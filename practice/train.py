@@ -196,10 +196,14 @@ def train_step(model: Model, x1: torch.Tensor, x2: torch.Tensor, cfg: TrainConfi
 
 
 def optimizer_step(model: Model, opt, sched, x1: torch.Tensor, x2: torch.Tensor, cfg: TrainConfig, step: int,
-                   total: int) -> tuple[torch.Tensor, torch.Tensor]:
+                   total: int, prefetch: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One training iteration on views (B, C, H, W) at 0-based ``step`` of ``total``: forward, backward, optimizer
-    and lr steps, the predictor hook, the EMA; returns (loss, f1) as :func:`train_step`. Nothing in it waits for the
-    device."""
+    and lr steps, the predictor hook, the EMA; returns (loss, f1) as :func:`train_step`.
+
+    ``prefetch`` (the feed's) is called once the step's device work is queued and before the predictor hook, the
+    one part that may wait for the device (DirectPred's eigendecomposition checks its result on the host): the host
+    makes the next batch while the device is busy, so that it has the next step to queue as soon as the wait ends.
+    """
     if x1.is_cuda and x1.dim() == 4:
         x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
     if model.graph is None and x1.is_cuda and cfg.resolved_cuda_graph("cuda", model.dist.world):
@@ -219,6 +223,8 @@ def optimizer_step(model: Model, opt, sched, x1: torch.Tensor, x2: torch.Tensor,
     opt.step()
     if sched is not None:
         sched.step()
+    if prefetch is not None:
+        prefetch()
     model.predictor.after_step(step, model.corr.F.to(x1.device))
     if model.target is not None:
         ema_update(model.target, model.online, ema_gamma(cfg.ema, step, total, cfg.ema_schedule))
@@ -327,7 +333,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, on_progress, d: Dist, 
         while step < total:
             epoch, start_batch = divmod(step, steps_per_epoch)
             for x1, x2 in feed.epoch(epoch, start_batch):
-                loss, f1 = optimizer_step(model, opt, sched, x1, x2, cfg, step, total)
+                loss, f1 = optimizer_step(model, opt, sched, x1, x2, cfg, step, total, feed.prefetch)
                 step += 1
                 losses.append(model.reduce(loss.detach()) / d.world)
                 n_images += x1.shape[0] * d.world

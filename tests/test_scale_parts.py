@@ -79,3 +79,54 @@ def test_cuda_graph_step_follows_the_eager_trajectory():
         out.append((losses, torch.cat([p.detach().flatten() for p in model.online.parameters()])))
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-5)
     assert torch.allclose(out[0][1], out[1][1], rtol=1e-4, atol=1e-6)
+
+
+def _digits_feed(predictor: str = "linear"):
+    from ssltheory.practice.data import DigitsDataset
+    from ssltheory.practice.feed import DeviceFeed
+
+    cfg = TrainConfig(dataset="digits", predictor=predictor, batch_size=200, data_path="device", device="cpu")
+    return cfg, DeviceFeed(cfg, DigitsDataset("train"), torch.device("cpu"), Dist())
+
+
+def test_device_feed_prefetch_keeps_the_batches_and_the_resume_point():
+    """Making the next batch early (as the trainer does, inside its step) yields the same batches as making it when
+    asked, and a checkpoint taken after either way resumes to the same next batch."""
+    _, lazy = _digits_feed()
+    _, eager = _digits_feed()
+    lazy_batches, states = [], []
+    for x1, _ in lazy.epoch(0, 0):
+        lazy_batches.append(x1)
+        states.append(lazy.state_dict())  # nothing made ahead: the generator as it is
+    eager_batches, eager_states = [], []
+    for x1, _ in eager.epoch(0, 0):
+        eager.prefetch()
+        eager.prefetch()  # a second call makes nothing more
+        eager_batches.append(x1)
+        eager_states.append(eager.state_dict())  # the generator before the batch made ahead
+    assert len(lazy_batches) == len(eager_batches) == 1297 // 200
+    for a, b in zip(lazy_batches, eager_batches, strict=True):
+        assert torch.equal(a, b)
+    k = 2
+    for state in (states[k], eager_states[k]):
+        _, resumed = _digits_feed()
+        resumed.load_state_dict(state)
+        x1, _ = next(iter(resumed.epoch(0, k + 1)))
+        assert torch.equal(x1, lazy_batches[k + 1])
+
+
+def test_the_next_batch_is_made_before_directpred_waits_for_the_device():
+    """optimizer_step calls the feed's prefetch after the forward and backward are queued and before the predictor
+    hook (DirectPred's eigendecomposition is the step's one wait for the device)."""
+    from ssltheory.practice.feed import _NOT_MADE
+    from ssltheory.practice.optim import make_optimizer
+
+    cfg, feed = _digits_feed("directpred")
+    model = build_model(cfg, 1, torch.device("cpu"))
+    opt = make_optimizer(cfg, model.online, model.predictor)
+    seen = []
+    hook = model.predictor.after_step
+    model.predictor.after_step = lambda step, F: (seen.append(feed._ahead is not _NOT_MADE), hook(step, F))
+    for step, (x1, x2) in enumerate(feed.epoch(0, 0)):
+        optimizer_step(model, opt, None, x1, x2, cfg, step, 6, feed.prefetch)
+    assert seen == [True] * 6
