@@ -43,6 +43,7 @@ experiments-smoke: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_modes.py
 	$(BIN)/python bench/bench_train_overhead.py
+	$(BIN)/python bench/bench_live_record.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

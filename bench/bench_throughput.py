@@ -8,7 +8,8 @@ Every ratio comes from ONE process, the variants timed in interleaved blocks (A 
   ``--workers`` processes, pinned memory, persistent workers);
 - the full product step (DirectPred every step + a live measurement every 50 steps) vs DirectPred without
   measurements (the overhead of the theory's measurements, target <= 2%) vs a plain BYOL step (SGD-trained linear
-  predictor, no measurements: the overhead of DirectPred);
+  predictor, no measurements: the overhead of DirectPred), DirectPred's W_p from Newton-Schulz (the CUDA default)
+  and from the eigendecomposition (which makes every step wait for the device);
 - the step replayed from a CUDA graph (the default on CUDA) vs eager;
 - bf16 autocast vs fp32; optionally torch.compile modes (``--compile default,reduce-overhead``).
 Epoch seconds = dataset size (CIFAR-10 50,000; STL-10 train+unlabeled 105,000) / images per second.
@@ -63,11 +64,12 @@ class Runner:
     """One configured model + data path; ``block(n)`` runs n steps and returns seconds."""
 
     def __init__(self, dataset: str, predictor: str, precision: str, path: str, device: torch.device, n: int,
-                 workers: int, measure: bool, compile_: str = "none", graph: str = "auto") -> None:
+                 workers: int, measure: bool, compile_: str = "none", graph: str = "auto",
+                 solver: str = "auto") -> None:
         size, batch, _ = SIZES[dataset]
         self.cfg = TrainConfig(dataset=dataset, predictor=predictor, precision=precision, data_path=path,
                                batch_size=batch, device=str(device), workers=workers, compile=compile_,
-                               cuda_graph=graph, measure_every=50)
+                               cuda_graph=graph, measure_every=50, directpred_solver=solver)
         self.device = device
         g = torch.Generator().manual_seed(0)
         imgs = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
@@ -158,6 +160,8 @@ def main() -> None:
         variants = {
             "device bf16 plain": Runner(ds, "linear", "bf16", "device", measure=False, **mk),
             "device bf16 directpred": Runner(ds, "directpred", "bf16", "device", measure=False, **mk),
+            "device bf16 directpred eigh": Runner(ds, "directpred", "bf16", "device", measure=False, solver="eigh",
+                                                  **mk),
             "device bf16 full": Runner(ds, "directpred", "bf16", "device", measure=True, **mk),
             "device bf16 full eager": Runner(ds, "directpred", "bf16", "device", measure=True, graph="off", **mk),
             "device fp32 full": Runner(ds, "directpred", "fp32", "device", measure=True, **mk),
@@ -176,6 +180,8 @@ def main() -> None:
         full, direct = sec["device bf16 full"], sec["device bf16 directpred"]
         ratios = {"measurement overhead (full / directpred - 1)": full / direct - 1,
                   "DirectPred overhead (directpred / plain - 1)": direct / sec["device bf16 plain"] - 1,
+                  "DirectPred eigh overhead (directpred eigh / plain - 1)":
+                      sec["device bf16 directpred eigh"] / sec["device bf16 plain"] - 1,
                   "bf16 speed-up over fp32": sec["device fp32 full"] / full,
                   "CUDA graph speed-up over eager": sec["device bf16 full eager"] / full}
         if not a.no_loader:

@@ -20,7 +20,7 @@ import torch
 from bench_throughput import SIZES, Runner, sync
 
 from ssltheory.practice.live import record, snapshot
-from ssltheory.practice.predictors import directpred_weight
+from ssltheory.practice.predictors import directpred_weight, directpred_weight_ns
 from ssltheory.practice.train import optimizer_step
 
 
@@ -59,6 +59,7 @@ def main() -> None:
     sample_s = per_call(lambda: r.feed.aug.params(batch, H, W), a.steps, device)
     F = r.model.corr.F.to(device)
     eigh_s = per_call(lambda: directpred_weight(F, 0.1), a.steps, device)
+    ns_s = per_call(lambda: directpred_weight_ns(F, 0.1), a.steps, device, host, "ns")
     model_s = per_call(lambda: optimizer_step(r.model, r.opt, None, x1, x2, r.cfg, 0, 10**6), a.steps, device, host,
                        "model")
     if r.model.graph is not None:
@@ -73,7 +74,8 @@ def main() -> None:
     print(f"{a.dataset} batch {batch}, {a.predictor}: full step {1e3 * full_s:.1f} ms (a measurement every "
           f"{r.cfg.measure_every}) | data path (index + 2 views) {1e3 * feed_s:.1f} ms, of which sampling parameters "
           f"on the CPU {1e3 * sample_s:.1f} ms | model step (fwd + bwd + SGD + predictor + EMA) {1e3 * model_s:.1f} "
-          f"ms | DirectPred eigh {1e3 * eigh_s:.2f} ms | measurement: queueing {1e3 * queue_s:.1f} ms, record on "
+          f"ms | DirectPred W_p: eigh {1e3 * eigh_s:.2f} ms, Newton-Schulz {1e3 * ns_s:.2f} ms (host "
+          f"{1e3 * host['ns']:.2f} ms) | measurement: queueing {1e3 * queue_s:.1f} ms, record on "
           f"the CPU (background) {1e3 * record_s:.1f} ms | host time of the data path {1e3 * host['feed']:.1f} ms, "
           f"of the model step {1e3 * host['model']:.1f} ms")
     if device.type != "cuda":

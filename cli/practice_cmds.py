@@ -28,6 +28,9 @@ def train(
     eps_inside: bool = typer.Option(False, help="DirectPred: p_j = sqrt(max(s_j / max s + ε, 1e-4)) instead; ε may "
                                                 "be negative (Table 7: ε = -c_j)"),
     freq: int = typer.Option(1, help="DirectPred / optimal: set W_p every N steps, SGD in between [paper: 1]"),
+    directpred_solver: str = typer.Option("auto", help="DirectPred: eigh (eigendecomposition of F̂) | newton-schulz "
+                                          "(the same W_p to ~1e-8 from matrix products, nothing waits for the GPU; "
+                                          "needs ε >= 1e-4) [auto: newton-schulz on CUDA, eigh otherwise]"),
     backbone: str = typer.Option("auto", "--backbone", "--model",
                                  help="resnet18 | resnet34 | resnet50 | convnet | linear [auto: convnet for digits, "
                                       "linear for synthetic, resnet18 otherwise]"),
@@ -97,7 +100,7 @@ def train(
                               "(or --resume RUN_DIR)")
         cfg = TrainConfig(dataset=dataset, data_dir=data_dir, download=download, image_size=image_size,
                           method=method, predictor=predictor, predictor_bias=predictor_bias, rho=rho, eps=eps,
-                          eps_inside=eps_inside,
+                          eps_inside=eps_inside, directpred_solver=directpred_solver,
                           freq=freq, backbone=backbone, proj_hidden=proj_hidden, proj_dim=proj_dim,
                           pred_hidden=pred_hidden, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                           weight_decay=weight_decay, predictor_weight_decay=predictor_weight_decay, alpha_p=alpha_p,

@@ -38,6 +38,9 @@ DATA_PATHS = ("auto", "loader", "device")
 PRECISIONS = ("auto", "fp32", "bf16")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 CUDA_GRAPH = ("auto", "on", "off")
+DIRECTPRED_SOLVERS = ("auto", "eigh", "newton-schulz")
+P_FLOOR = 1e-4
+"""DirectPred's floor on p_j (the official code's)."""
 LR_SCALES = ("none", "linear", "sqrt")
 IN_MEMORY = ("digits", "cifar10", "stl10")  # datasets the device data path holds whole (uint8) on the device
 LR_REFERENCE_BATCH = 256
@@ -99,6 +102,7 @@ class TrainConfig:
     compile: str = "none"  # torch.compile mode of the step and the target: none | default | reduce-overhead | ...
     cuda_graph: str = "auto"  # replay forward + backward from one CUDA graph; auto: on CUDA, one process, no compile
     lr_scale: str = "none"  # lr used = lr x (batch / 256) (linear) or its square root (sqrt); batch is global
+    directpred_solver: str = "auto"  # eigh | newton-schulz (matrix products, no wait); auto: newton-schulz on CUDA
 
     def __post_init__(self) -> None:
         check_choice("DATASET", self.dataset, DATASETS)
@@ -120,6 +124,11 @@ class TrainConfig:
             raise ConfigError(f"--cuda-graph on with --compile {self.compile} is not accepted: expected one of them "
                               "(--compile reduce-overhead makes its own CUDA graphs)")
         check_choice("--lr-scale", self.lr_scale, LR_SCALES)
+        check_choice("--directpred-solver", self.directpred_solver, DIRECTPRED_SOLVERS)
+        if self.directpred_solver == "newton-schulz" and self.predictor == "directpred" and self.eps < P_FLOOR:
+            raise ConfigError(f"--directpred-solver newton-schulz with --eps {self.eps} is not accepted: it computes "
+                              f"W_p as a matrix square root, which needs --eps >= {P_FLOOR} (below it the floor on "
+                              "p_j binds); expected --directpred-solver eigh or auto")
         if self.data_path == "device" and self.dataset not in IN_MEMORY:
             raise ConfigError(f"--data-path device with DATASET {self.dataset} is not accepted: expected one of "
                               f"{', '.join(IN_MEMORY)} (held whole in device memory), or --data-path loader")
@@ -231,6 +240,13 @@ class TrainConfig:
         if self.cuda_graph == "off" or device_type != "cuda" or world > 1 or self.compile != "none":
             return False
         return True
+
+    def resolved_directpred_solver(self, device_type: str) -> str:
+        """How DirectPred computes W_p: ``newton-schulz`` (matrix products only) on CUDA, where the eigendecomposition
+        makes every step wait for the device, when --eps >= the floor; ``eigh`` otherwise, unless named."""
+        if self.directpred_solver != "auto":
+            return self.directpred_solver
+        return "newton-schulz" if device_type == "cuda" and self.eps >= P_FLOOR else "eigh"
 
     def resolved_precision(self, device_type: str) -> str:
         """``bf16`` autocast on CUDA, ``fp32`` elsewhere, unless named."""

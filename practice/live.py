@@ -11,14 +11,20 @@ A measurement at step k has two halves:
 
 :class:`LiveMeasurer` runs half 2 in one background thread on CUDA, so the step only pays for queueing half 1, and
 inline on the CPU (the same numbers, in the same order). Records come back in step order through :meth:`ready`;
-the trainer drains them before every checkpoint, so ``metrics.jsonl`` and the checkpoint agree.
+the trainer drains them before every checkpoint, so ``metrics.jsonl`` and the checkpoint agree. The background
+thread does its linear algebra on one core (:func:`one_thread`): with the default thread pools a record kept every
+core busy (torch's SVDs on all of them, then numpy's idle OpenBLAS threads spinning) while the training thread needs
+one to keep the GPU fed.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
 from torch.utils.data import Dataset
@@ -103,10 +109,38 @@ def record(snap: Snapshot) -> dict:
     return {**rec, **snap.meta, "loss": float(t["loss"])}
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """The calling thread's CPU linear algebra on one core: torch's (its OpenMP and MKL settings are per thread;
+    the number ``torch.get_num_threads`` reports is shared, and is put back on exit) and numpy's / scipy's OpenBLAS
+    (a process-wide setting, through threadpoolctl: the training thread makes no BLAS calls on a CUDA run). Idle
+    OpenBLAS threads spin for about 0.1 s after each call, so a default-threaded record kept every core busy."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()  # (finding the loaded BLAS libraries takes a few ms: once)
+
+
+def record_on_one_core(snap: Snapshot) -> dict:
+    """:func:`record` with torch's CPU ops on one core (the background worker's)."""
+    with one_thread():
+        return record(snap)
+
+
 class LiveMeasurer:
     """Measurements in step order: :meth:`submit` at the step, :meth:`ready` for the records that are done.
 
-    ``background`` (CUDA runs): half 2 runs in one worker thread; otherwise inline, at :meth:`submit`."""
+    ``background`` (CUDA runs): half 2 runs in one worker thread, on one core; otherwise inline, at :meth:`submit`."""
 
     def __init__(self, probe: Dataset, device: torch.device, d: Dist, background: bool, linear: bool = False) -> None:
         self.probe_x, self.linear = probe_tensor(probe, device, d), linear
@@ -116,7 +150,7 @@ class LiveMeasurer:
     def submit(self, model, f1: torch.Tensor, loss: torch.Tensor, meta: dict) -> None:
         """Measure ``model`` now (``meta``: step, epoch, lr, ... copied into the record)."""
         snap = snapshot(model, self.probe_x, f1, loss, meta, self.linear)
-        self.pending.append(self.pool.submit(record, snap) if self.pool else record(snap))
+        self.pending.append(self.pool.submit(record_on_one_core, snap) if self.pool else record(snap))
 
     def ready(self, wait: bool = False) -> list[dict]:
         """The finished records, oldest first (all of them with ``wait``)."""

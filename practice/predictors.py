@@ -12,7 +12,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from .config import P_FLOOR, TrainConfig
+
+NS_ITERS = 40
+"""Newton-Schulz iterations of :func:`directpred_weight_ns` (converges eigenvalues down to ~1e-13 of the largest)."""
+NS_SQUARINGS = 20
+"""Repeated squarings that find max s in :func:`directpred_weight_ns` (F̂^(2^20))."""
 
 
 class LinearPredictor(nn.Module):
@@ -58,29 +63,66 @@ class DirectPredictor(LinearPredictor):
 
     Set at the end of every ``freq``-th step (the official code's order: the first forward uses the initial W_p).
     With freq > 1 W_p is trained by SGD in between (the paper's hybrid); with freq = 1 it is not trained.
+    ``solver``: ``eigh`` (:func:`directpred_weight`) or ``newton-schulz`` (:func:`directpred_weight_ns`, the same
+    W_p from matrix products alone, for eps >= the floor).
     """
 
-    def __init__(self, d: int, eps: float = 0.1, freq: int = 1, bias: bool = False, inside: bool = False) -> None:
+    def __init__(self, d: int, eps: float = 0.1, freq: int = 1, bias: bool = False, inside: bool = False,
+                 solver: str = "eigh") -> None:
         super().__init__(d, bias)
-        self.eps, self.freq, self.inside = eps, freq, inside
+        self.eps, self.freq, self.inside, self.solver = eps, freq, inside, solver
         self.trainable = freq > 1
 
     @torch.no_grad()
     def after_step(self, step: int, F: torch.Tensor) -> None:
         if (step + 1) % self.freq == 0:
-            W = directpred_weight(F, self.eps, inside=self.inside)
+            weight = directpred_weight_ns if self.solver == "newton-schulz" else directpred_weight
+            W = weight(F, self.eps, inside=self.inside)
             self.linear.weight.copy_(W.to(self.linear.weight.dtype))
 
 
-def directpred_weight(F: torch.Tensor, eps: float, floor: float = 1e-4, inside: bool = False) -> torch.Tensor:
+def directpred_weight(F: torch.Tensor, eps: float, floor: float = P_FLOOR, inside: bool = False) -> torch.Tensor:
     """U diag(p) U^T from the symmetrised F (float64): p_j = max(sqrt(s_j / max s) + eps, floor), or with ``inside``
-    p_j = sqrt(max(s_j / max s + eps, floor))."""
+    p_j = sqrt(max(s_j / max s + eps, floor)). On CUDA the eigendecomposition checks its result on the host, so the
+    calling thread waits for the device here."""
     s, U = torch.linalg.eigh(0.5 * (F + F.T).double())
     s = s.clamp(min=0)
     smax = s.max()
     ratio = torch.where(smax > 0, s / smax.clamp(min=torch.finfo(s.dtype).tiny), torch.zeros_like(s))
     p = (ratio + eps).clamp(min=floor).sqrt() if inside else (ratio.sqrt() + eps).clamp(min=floor)
     return (U * p) @ U.T
+
+
+def directpred_weight_ns(F: torch.Tensor, eps: float, inside: bool = False, iters: int = NS_ITERS,
+                         squarings: int = NS_SQUARINGS) -> torch.Tensor:
+    """The W_p of :func:`directpred_weight` for eps >= its floor, where the floor never binds and W_p is a matrix
+    function of F̂: sqrt(F̂ / max s) + eps I, or with ``inside`` sqrt(F̂ / max s + eps I). Computed from matrix
+    products alone (float64), so nothing waits for the device:
+
+    - max s = tr(F̂ B) with B = F̂^(2^squarings) / its trace (repeated squaring; relative error at most about
+      2^-squarings even when the top eigenvalues are nearly equal, far less otherwise);
+    - the square root by the coupled Newton-Schulz iteration Y <- Y T, Z <- T Z, T = (3 I - Z Y) / 2 from Y = A,
+      Z = I, which converges to A^(1/2) for eigenvalues of A in (0, 2) (A is scaled into (0, 1]); for a small
+      eigenvalue z y grows 2.25-fold per iteration until it nears 1, so ``iters`` = 40 converges every eigenvalue
+      above about 1e-13 max s, and below that p_j - eps is off by at most sqrt(s_j / max s) < 4e-7.
+
+    F: (d, d); returns (d, d) float64 on F's device. Agrees with the eigendecomposition to ~1e-8 (tests)."""
+    F = 0.5 * (F + F.T).double()
+    eye = torch.eye(F.shape[0], dtype=F.dtype, device=F.device)
+    tiny = torch.finfo(F.dtype).tiny
+    B = F / F.diagonal().sum().clamp(min=tiny)
+    for _ in range(squarings):
+        B = B @ B
+        B = B / B.diagonal().sum().clamp(min=tiny)
+    smax = (F * B.T).sum()  # tr(F B)
+    A = torch.where(smax > 0, F / smax.clamp(min=tiny), torch.zeros_like(F))
+    scale = 1.0 + max(eps, 0.0) if inside else 1.0  # eigenvalues of A + eps I lie in [eps, 1 + eps]
+    Y, Z = ((A + eps * eye) if inside else A) / scale, eye
+    for _ in range(iters):
+        T = 1.5 * eye - 0.5 * (Z @ Y)
+        Y, Z = Y @ T, T @ Z
+    Y = 0.5 * (Y + Y.T) * scale ** 0.5
+    return Y if inside else Y + eps * eye
 
 
 class OptimalPredictor(LinearPredictor):
@@ -160,14 +202,16 @@ class IdentityPredictor(nn.Module):
         pass
 
 
-def build_predictor(cfg: TrainConfig, d: int) -> nn.Module:
-    """The predictor named by ``cfg.predictor`` for inputs of width ``d`` (W_p = scale * I with identity init)."""
+def build_predictor(cfg: TrainConfig, d: int, device_type: str = "cpu") -> nn.Module:
+    """The predictor named by ``cfg.predictor`` for inputs of width ``d`` (W_p = scale * I with identity init), for
+    a run on ``device_type`` (DirectPred's solver depends on it)."""
     if cfg.predictor == "linear":
         pred = LinearPredictor(d, cfg.predictor_bias)
     elif cfg.predictor == "symmetric":
         pred = SymmetricPredictor(d, cfg.predictor_bias)
     elif cfg.predictor == "directpred":
-        pred = DirectPredictor(d, cfg.eps, cfg.freq, cfg.predictor_bias, cfg.eps_inside)
+        pred = DirectPredictor(d, cfg.eps, cfg.freq, cfg.predictor_bias, cfg.eps_inside,
+                               cfg.resolved_directpred_solver(device_type))
     elif cfg.predictor == "optimal":
         pred = OptimalPredictor(d, cfg.eps, cfg.freq, cfg.predictor_bias, cfg.rho)
     elif cfg.predictor == "mlp":

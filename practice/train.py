@@ -142,7 +142,7 @@ def build_model(cfg: TrainConfig, in_channels: int, device: torch.device, d: Dis
     net = backbone(cfg.resolved_backbone, in_channels, cfg.resolved_image_size, cfg.proj_dim)
     head = nn.Identity() if cfg.resolved_backbone == "linear" else projector(net.dim, cfg.proj_hidden, cfg.proj_dim)
     online = Encoder(net, head).to(device)
-    predictor = build_predictor(cfg, cfg.proj_dim).to(device)
+    predictor = build_predictor(cfg, cfg.proj_dim, device.type).to(device)
     if d.active:
         online, predictor = global_batchnorm(online, device), global_batchnorm(predictor, device)
     if device.type == "cuda" and cfg.resolved_backbone != "linear":
@@ -274,6 +274,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, on_progress, d: Dist, 
     resolved = {"device": str(device), "data_path": cfg.resolved_data_path(device.type),
                 "precision": cfg.resolved_precision(device.type), "world_size": d.world,
                 "cuda_graph": cfg.resolved_cuda_graph(device.type, d.world),
+                "directpred_solver": cfg.resolved_directpred_solver(device.type),
                 "per_rank_batch": cfg.batch_size // d.world, "global_batch": cfg.batch_size,
                 "lr_used": cfg.effective_lr, "lr_rule": f"lr x {cfg.lr_scale} scaling of batch {cfg.batch_size} / 256"
                 if cfg.lr_scale != "none" else "lr as given (batch size is global, so it does not depend on ranks)"}

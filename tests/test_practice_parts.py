@@ -140,6 +140,52 @@ def test_directpred_eps_inside_the_root_is_tables_7_form():
     assert torch.allclose(p_out, torch.sqrt(s / 4.0) + 0.1, atol=1e-12)
 
 
+def _psd(spectrum: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(len(spectrum), len(spectrum), dtype=torch.float64, generator=g))
+    return (Q * spectrum.double()) @ Q.T
+
+
+@pytest.mark.parametrize("name,F", [
+    ("spectrum 1 .. 1e-12", _psd(torch.logspace(0, -12, 128))),
+    ("top 5 eigenvalues within 4e-9", _psd(torch.cat([1 - 1e-9 * torch.arange(5.0), 0.5 * torch.rand(123)]))),
+    ("rank 40 of f f^T, scale 1e3", (lambda f: 1e3 * f.T @ f / 40)(torch.randn(40, 128, dtype=torch.float64))),
+    ("scale 1e-10", _psd(1e-10 * torch.rand(128))),
+    ("zero", torch.zeros(16, 16, dtype=torch.float64)),
+])
+@pytest.mark.parametrize("eps,inside", [(0.1, False), (1e-4, False), (0.1, True), (2.0, True)])
+def test_newton_schulz_directpred_is_the_eigendecomposition_one(name, F, eps, inside):
+    """Matrix products alone (no eigendecomposition, nothing that waits for a GPU) give DirectPred's W_p to ~1e-8
+    on spectra spanning 12 decades, nearly equal top eigenvalues, rank-deficient F̂ and any scale."""
+    from ssltheory.practice.predictors import directpred_weight_ns
+
+    W = directpred_weight(F, eps, inside=inside)
+    W_ns = directpred_weight_ns(F, eps, inside=inside)
+    assert float((W_ns - W).abs().max()) < 3e-8, name
+    assert torch.equal(W_ns, W_ns.T)
+
+
+def test_directpred_solver_settings():
+    """auto: newton-schulz on CUDA when eps >= the floor, eigh otherwise; newton-schulz with eps below the floor is
+    refused in one line; the predictor built for a CUDA run uses it."""
+    from ssltheory.practice.config import TrainConfig
+    from ssltheory.practice.predictors import build_predictor
+    from ssltheory.theory.params import ConfigError
+
+    cfg = TrainConfig(dataset="digits", predictor="directpred")
+    assert cfg.resolved_directpred_solver("cuda") == "newton-schulz"
+    assert cfg.resolved_directpred_solver("cpu") == "eigh"
+    neg = TrainConfig(dataset="digits", predictor="directpred", eps=-0.05, eps_inside=True)
+    assert neg.resolved_directpred_solver("cuda") == "eigh"
+    with pytest.raises(ConfigError, match="--directpred-solver newton-schulz with --eps -0.05"):
+        TrainConfig(dataset="digits", predictor="directpred", eps=-0.05, eps_inside=True,
+                    directpred_solver="newton-schulz")
+    with pytest.raises(ConfigError, match="--directpred-solver"):
+        TrainConfig(dataset="digits", directpred_solver="jacobi")
+    assert build_predictor(cfg, 8, "cuda").solver == "newton-schulz"
+    assert build_predictor(cfg, 8, "cpu").solver == "eigh"
+
+
 def test_optimal_predictor_solves_the_least_squares_equation():
     from ssltheory.practice.predictors import OptimalPredictor
 

@@ -23,8 +23,8 @@ def _model_and_probe():
 
 
 def test_background_measurements_equal_inline_ones_in_step_order():
-    """The record computed in the worker thread is the inline one, and records come back in submission order, with
-    the model's state at submission (a later change of W_p does not leak into an earlier record)."""
+    """The record computed in the worker thread (on one core) is the inline one, and records come back in submission
+    order, with the model's state at submission (a later change of W_p does not leak into an earlier record)."""
     cfg, model, probe = _model_and_probe()
     f1 = torch.randn(32, cfg.proj_dim, generator=torch.Generator().manual_seed(1))
     loss = torch.tensor(0.5, dtype=torch.float64)
@@ -40,10 +40,29 @@ def test_background_measurements_equal_inline_ones_in_step_order():
     finally:
         background.close()
     assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2]
-    for ra, rb in zip(a, b, strict=True):
-        assert ra == rb
+    for ra, rb in zip(a, b, strict=True):  # the same numbers (to the last bits: the worker's LAPACK runs on one core)
+        assert ra.keys() == rb.keys()
+        for key in ra:
+            assert rb[key] == pytest.approx(ra[key], rel=1e-9, abs=1e-12), key
     assert a[0]["p_sym"] != a[1]["p_sym"]  # each record saw W_p as it was at its step
     assert a[0]["loss"] == 0.5 and 0.5 < a[0]["auc"] <= 1.0
+
+
+def test_one_thread_limits_the_linear_algebra_pools_and_puts_them_back():
+    """Inside ``one_thread`` torch and every BLAS library loaded (numpy's / scipy's OpenBLAS) run one thread; on
+    exit the settings are the ones from before."""
+    from threadpoolctl import threadpool_info
+
+    from ssltheory.practice.live import one_thread
+
+    def blas() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before_torch, before_blas = torch.get_num_threads(), blas()
+    with one_thread():
+        assert torch.get_num_threads() == 1
+        assert blas() and set(blas()) == {1}
+    assert torch.get_num_threads() == before_torch and blas() == before_blas
 
 
 def test_cuda_graph_and_compile_settings():
@@ -130,3 +149,21 @@ def test_the_next_batch_is_made_before_directpred_waits_for_the_device():
     for step, (x1, x2) in enumerate(feed.epoch(0, 0)):
         optimizer_step(model, opt, None, x1, x2, cfg, step, 6, feed.prefetch)
     assert seen == [True] * 6
+
+
+def test_newton_schulz_directpred_trains_like_the_eigendecomposition():
+    """Six DirectPred steps with W_p from Newton-Schulz follow the eigh run: the same losses and W_p to 1e-6."""
+    from ssltheory.practice.optim import make_optimizer
+
+    x = torch.rand(6, 2, 32, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    out = []
+    for solver in ("eigh", "newton-schulz"):
+        cfg = TrainConfig(dataset="digits", predictor="directpred", batch_size=32, directpred_solver=solver)
+        model = build_model(cfg, 1, torch.device("cpu"))
+        assert model.predictor.solver == solver
+        opt = make_optimizer(cfg, model.online, model.predictor)
+        losses = [float(optimizer_step(model, opt, None, a, b, cfg, k, 6)[0].detach()) for k, (a, b) in enumerate(x)]
+        out.append((losses, model.predictor.W_p().detach().clone()))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-6)
+    assert torch.allclose(out[0][1], out[1][1], atol=1e-6)
+    assert not torch.allclose(out[1][1], torch.eye(out[1][1].shape[0]) * out[1][1][0, 0])  # W_p was set from F̂
