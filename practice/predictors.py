@@ -96,33 +96,43 @@ def directpred_weight(F: torch.Tensor, eps: float, floor: float = P_FLOOR, insid
 def directpred_weight_ns(F: torch.Tensor, eps: float, inside: bool = False, iters: int = NS_ITERS,
                          squarings: int = NS_SQUARINGS) -> torch.Tensor:
     """The W_p of :func:`directpred_weight` for eps >= its floor, where the floor never binds and W_p is a matrix
-    function of F̂: sqrt(F̂ / max s) + eps I, or with ``inside`` sqrt(F̂ / max s + eps I). Computed from matrix
-    products alone (float64), so nothing waits for the device:
-
-    - max s = tr(F̂ B) with B = F̂^(2^squarings) / its trace (repeated squaring; relative error at most about
-      2^-squarings even when the top eigenvalues are nearly equal, far less otherwise);
-    - the square root by the coupled Newton-Schulz iteration Y <- Y T, Z <- T Z, T = (3 I - Z Y) / 2 from Y = A,
-      Z = I, which converges to A^(1/2) for eigenvalues of A in (0, 2) (A is scaled into (0, 1]); for a small
-      eigenvalue z y grows 2.25-fold per iteration until it nears 1, so ``iters`` = 40 converges every eigenvalue
-      above about 1e-13 max s, and below that p_j - eps is off by at most sqrt(s_j / max s) < 4e-7.
+    function of F̂: sqrt(F̂ / max s) + eps I, or with ``inside`` sqrt(F̂ / max s + eps I), from matrix products
+    alone (float64: :func:`top_eigenvalue`, :func:`sqrt_psd`), so that nothing waits for the device.
 
     F: (d, d); returns (d, d) float64 on F's device. Agrees with the eigendecomposition to ~1e-8 (tests)."""
     F = 0.5 * (F + F.T).double()
     eye = torch.eye(F.shape[0], dtype=F.dtype, device=F.device)
-    tiny = torch.finfo(F.dtype).tiny
-    B = F / F.diagonal().sum().clamp(min=tiny)
+    smax = top_eigenvalue(F, squarings)
+    A = torch.where(smax > 0, F / smax.clamp(min=torch.finfo(F.dtype).tiny), torch.zeros_like(F))
+    if not inside:
+        return sqrt_psd(A, iters) + eps * eye
+    scale = 1.0 + max(eps, 0.0)  # the eigenvalues of A + eps I lie in [eps, 1 + eps]
+    return sqrt_psd((A + eps * eye) / scale, iters) * scale ** 0.5
+
+
+def top_eigenvalue(S: torch.Tensor, squarings: int = NS_SQUARINGS) -> torch.Tensor:
+    """Largest eigenvalue (0-d tensor) of a symmetric PSD S (d, d), from matrix products: tr(S B) with
+    B = S^(2^squarings) / its trace, by repeated squaring. Relative error at most about 2^-squarings when the top
+    eigenvalues are nearly equal, and far less otherwise; 0 for S = 0."""
+    tiny = torch.finfo(S.dtype).tiny
+    B = S / S.diagonal().sum().clamp(min=tiny)
     for _ in range(squarings):
         B = B @ B
         B = B / B.diagonal().sum().clamp(min=tiny)
-    smax = (F * B.T).sum()  # tr(F B)
-    A = torch.where(smax > 0, F / smax.clamp(min=tiny), torch.zeros_like(F))
-    scale = 1.0 + max(eps, 0.0) if inside else 1.0  # eigenvalues of A + eps I lie in [eps, 1 + eps]
-    Y, Z = ((A + eps * eye) if inside else A) / scale, eye
+    return (S * B.T).sum()
+
+
+def sqrt_psd(A: torch.Tensor, iters: int = NS_ITERS) -> torch.Tensor:
+    """A^(1/2) of a symmetric PSD A (d, d) with eigenvalues in [0, 1], by the coupled Newton-Schulz iteration
+    Y <- Y T, Z <- T Z, T = (3 I - Z Y) / 2 from Y = A, Z = I (converges for eigenvalues in (0, 2); Y -> A^(1/2),
+    Z -> A^(-1/2)). For a small eigenvalue z y grows 2.25-fold per iteration until it nears 1, so ``iters`` = 40
+    converges every eigenvalue above about 1e-13; a smaller one's root is off by at most its own size (< 4e-7)."""
+    eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
+    Y, Z = A, eye
     for _ in range(iters):
         T = 1.5 * eye - 0.5 * (Z @ Y)
         Y, Z = Y @ T, T @ Z
-    Y = 0.5 * (Y + Y.T) * scale ** 0.5
-    return Y if inside else Y + eps * eye
+    return 0.5 * (Y + Y.T)
 
 
 class OptimalPredictor(LinearPredictor):
@@ -156,10 +166,12 @@ class OptimalPredictor(LinearPredictor):
     def after_step(self, step: int, F: torch.Tensor) -> None:
         if (step + 1) % self.freq == 0:
             Fs = 0.5 * (F + F.T).double()
-            lam = self.ridge * torch.linalg.eigvalsh(Fs).max().clamp(min=1e-12)
+            lam = self.ridge * top_eigenvalue(Fs).clamp(min=1e-12)
             rhs = 0.5 * (self.C_af + self.C_af.T)
-            # W_p (F + lam I) = rhs  <=>  (F + lam I) W_p^T = rhs^T (F symmetric)
-            W = torch.linalg.solve(Fs + lam * torch.eye(Fs.shape[0], dtype=Fs.dtype, device=Fs.device), rhs.T).T
+            # W_p (F + lam I) = rhs  <=>  (F + lam I) W_p^T = rhs^T (F symmetric; F + lam I positive definite).
+            # solve_ex leaves its info unchecked, so nothing here waits for the device.
+            A = Fs + lam * torch.eye(Fs.shape[0], dtype=Fs.dtype, device=Fs.device)
+            W = torch.linalg.solve_ex(A, rhs.T)[0].T
             self.linear.weight.copy_(W.to(self.linear.weight.dtype))
 
 
