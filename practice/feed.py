@@ -98,10 +98,10 @@ class DeviceFeed:
 
     One batch is made ahead, on CUDA on a side stream. The consumer says when with :meth:`prefetch`: once its step's
     device work is queued and before anything in the step waits for the device (DirectPred's eigendecomposition
-    does), so that the host's share of batch k + 1 (drawing its parameters, queueing its kernels) overlaps the
-    device's work on batch k instead of leaving the device idle after the wait. A consumer that never calls it gets
-    the batch made when it asks for it. The checkpointed generator state is the one before the batch made ahead, so
-    a resume draws it again."""
+    with ``--directpred-solver eigh``), so that the host's share of batch k + 1 (drawing its parameters, queueing
+    its kernels) overlaps the device's work on batch k instead of leaving the device idle after the wait. A consumer
+    that never calls it gets the batch made when it asks for it. The checkpointed generator state is the one before
+    the batch made ahead, so a resume draws it again."""
 
     def __init__(self, cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist) -> None:
         self.cfg, self.d, self.device = cfg, d, device

@@ -132,7 +132,7 @@ def _blas_controller():
 
 
 def record_on_one_core(snap: Snapshot) -> dict:
-    """:func:`record` with torch's CPU ops on one core (the background worker's)."""
+    """:func:`record` with its linear algebra on one core (:func:`one_thread`; the background worker's)."""
     with one_thread():
         return record(snap)
 
