@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ssltheory.practice.io import save_json, write_atomic  # noqa: F401  (re-exported for the commands)
+from ssltheory.theory.io import save_figure, save_json, write_atomic  # noqa: F401  (re-exported for the commands)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -19,19 +19,6 @@ err_console = Console(stderr=True)
 def out_dir(path: Path) -> Path:
     """Create the output folder (and parents) and return it."""
     path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def save_figure(fig, path: Path, dpi: int = 130) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    write_atomic(path, buf.getvalue())
     return path
 
 

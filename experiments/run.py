@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from ssltheory.practice.io import save_json, write_atomic
+from ssltheory.theory.io import save_json, write_atomic
 from ssltheory.theory.params import check_choice
 
 from .recipes import RECIPES, SCALES, Recipe

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import write_atomic
+from ssltheory.theory.io import write_atomic
 
 CHECKPOINT = "checkpoint.pt"
 

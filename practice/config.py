@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssltheory.practice.io import save_json
+from ssltheory.theory.io import save_json
 from ssltheory.theory.params import ConfigError, check_choice, check_int, check_number
 
 DATASETS = ("digits", "stl10", "cifar10", "imagenet", "folder", "synthetic")

@@ -371,7 +371,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, on_progress, d: Dist, 
     if not d.main:
         return {}
     summary = summarize(metrics_path)
-    from .io import save_json
+    from ssltheory.theory.io import save_json
 
     save_json(run_dir / "summary.json", summary)
     return summary
@@ -379,7 +379,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, on_progress, d: Dist, 
 
 def _record_start(run_dir: Path, resolved: dict, step: int) -> None:
     """Note a resume (its step and world size) in config.json's ``run`` block."""
-    from .io import save_json
+    from ssltheory.theory.io import save_json
 
     path = run_dir / "config.json"
     doc = json.loads(path.read_text())

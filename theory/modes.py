@@ -29,17 +29,36 @@ from .params import ModeParams
 Array = np.ndarray
 
 
-def directpred_eigenvalues(s: Array, eps: float = 0.0, floor: float = 1e-4) -> Array:
-    """DirectPred's predictor eigenvalues p_j = max(sqrt(max(s_j, 0) / max_k s_k) + eps, floor).
+P_FLOOR = 1e-4
+"""DirectPred's floor on p_j (the official code's ``min_eig``)."""
 
-    ``s``: (..., d) eigenvalues of F; the max is over the last axis. Returns an array of the same shape.
-    This is the official code's form (``boost_scale``), not Eq. 18 as printed; see directpred.md §3.
-    A network whose F is exactly zero gets p_j = eps (or the floor): there is nothing to normalise by.
+
+def directpred_p(ratio, eps: float = 0.0, inside: bool = False, floor: float = P_FLOOR):
+    """DirectPred's rule for the predictor eigenvalues, the one home of p_j for the theory and the trainer.
+
+    ``ratio``: s_j / max_k s_k in [0, 1], a numpy array or a torch tensor of any shape (returned alike).
+    p_j = max(sqrt(ratio_j) + eps, floor) (the official code's ``boost_scale``, not Eq. 18 as printed; see
+    directpred.md §3), or with ``inside`` p_j = sqrt(max(ratio_j + eps, floor)) (its ``dyn_eps_inside``, Table 7:
+    eps = -c_j gives sqrt(max(s_j - c_j, 0))).
+    """
+    def sqrt(x):
+        return x.sqrt() if hasattr(x, "sqrt") else np.sqrt(x)
+
+    if inside:
+        return sqrt((ratio + eps).clip(min=floor))
+    return (sqrt(ratio) + eps).clip(min=floor)
+
+
+def directpred_eigenvalues(s: Array, eps: float = 0.0, floor: float = P_FLOOR, inside: bool = False) -> Array:
+    """DirectPred's predictor eigenvalues (:func:`directpred_p`) from the eigenvalues ``s`` (..., d) of F.
+
+    The max is over the last axis; returns an array of the same shape. A network whose F is exactly zero gets
+    p_j = eps (or the floor): there is nothing to normalise by.
     """
     s_pos = np.clip(s, 0.0, None)
     smax = np.max(s_pos, axis=-1, keepdims=True)
     ratio = np.divide(s_pos, smax, out=np.zeros_like(s_pos), where=smax > 0)
-    return np.maximum(np.sqrt(ratio) + eps, floor)
+    return directpred_p(ratio, eps, inside, floor)
 
 
 def mode_rates(p: Array, s: Array, tau: Array, params: ModeParams) -> tuple[Array, Array, Array]:

@@ -48,3 +48,16 @@ def save_json(path: Path, obj: Any) -> Path:
     """Save ``obj`` as indented JSON (numpy arrays and non-finite floats made portable), atomically."""
     write_atomic(path, (json.dumps(_jsonable(obj), indent=2) + "\n").encode())
     return path
+
+
+def save_figure(fig, path: Path, dpi: int = 130) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+    return path
