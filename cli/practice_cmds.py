@@ -235,8 +235,8 @@ def report(
     out: Path = typer.Option(None, help="HTML file to write [default: RUN_DIR/report.html]"),
 ) -> None:
     """One self-contained HTML page for a run: settings, its figures, the theory beside it, final numbers."""
-    from ssltheory.theory.io import write_atomic
     from ssltheory.practice.report import build_report
+    from ssltheory.theory.io import write_atomic
     from ssltheory.theory.params import check_int
 
     check_int("--modes", modes, low=1)
