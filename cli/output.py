@@ -8,12 +8,24 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ssltheory.theory.io import save_figure, save_json, write_atomic  # noqa: F401  (re-exported for the commands)
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def hint(text: str) -> str:
+    """Help text for a Typer option or argument, with its square-bracket hints kept in ``--help``.
+
+    Typer renders help as rich markup, which swallows ``[paper Fig. 5: 0.4]`` or ``[default: same as --eta]`` as
+    unknown tags. Wrap the whole finished help string once: ``typer.Option(..., help=hint("... [paper: 1]"))``.
+    Only tag-like brackets are escaped (``\\[``), so rich prints them as written; build the string first and do
+    not wrap twice (the escape would show).
+    """
+    return escape(text)
 
 
 def out_dir(path: Path) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import time
 from pathlib import Path
 
@@ -11,116 +13,94 @@ from rich.table import Table
 
 from ssltheory.theory.params import ConfigError
 
-from .output import console, err_console, save_figure, save_json, wrote
+from .output import console, err_console, hint, save_figure, save_json, wrote
 
 
-def train(
-    dataset: str = typer.Argument(None, help="digits | stl10 | cifar10 | imagenet | folder | synthetic (the "
-                                              "theory's Gaussian data, for --model linear)"),
-    resume: Path = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
-    method: str = typer.Option("byol", help="byol (EMA target) | simsiam (target = online net)"),
-    predictor: str = typer.Option("linear", help="linear | mlp | symmetric | directpred | optimal (least squares "
-                                                 "plugged in every --freq steps, Table 1) | none"),
-    predictor_bias: bool = typer.Option(False, help="bias in the linear predictor [paper: no bias]"),
-    rho: float = typer.Option(0.3, help="DirectPred: moving-average rate ρ of F̂ [paper: 0.3]"),
-    eps: float = typer.Option(0.1, help="DirectPred: ε in p_j = sqrt(s_j / max s) + ε [paper's best: 0.1]; "
-                                        "optimal: ridge λ = ε·max s_j"),
-    eps_inside: bool = typer.Option(False, help="DirectPred: p_j = sqrt(max(s_j / max s + ε, 1e-4)) instead; ε may "
-                                                "be negative (Table 7: ε = -c_j)"),
-    freq: int = typer.Option(1, help="DirectPred / optimal: set W_p every N steps, SGD in between [paper: 1]"),
-    directpred_solver: str = typer.Option("auto", help="DirectPred: eigh (eigendecomposition of F̂) | newton-schulz "
-                                          "(the same W_p to ~1e-8 from matrix products, nothing waits for the GPU; "
-                                          "needs ε >= 1e-4) [auto: newton-schulz on CUDA, eigh otherwise]"),
-    backbone: str = typer.Option("auto", "--backbone", "--model",
-                                 help="resnet18 | resnet34 | resnet50 | convnet | linear [auto: convnet for digits, "
-                                      "linear for synthetic, resnet18 otherwise]"),
-    epochs: int = typer.Option(100, help="epochs [paper: 100]"),
-    batch_size: int = typer.Option(128, help="global batch size, split over torchrun ranks [paper: 128]"),
-    lr: float = typer.Option(0.03, help="learning rate α of the online net [paper: 0.03]"),
-    momentum: float = typer.Option(None, help="SGD momentum [paper: 0.9; 0 for synthetic]"),
-    weight_decay: float = typer.Option(4e-4, help="weight decay of the trunk (torch SGD's; η = this in the ODE's "
-                                                  "time t = step × lr) [paper: 4e-4]"),
-    predictor_weight_decay: float = typer.Option(None, help="weight decay of the predictor [default: as trunk]"),
-    alpha_p: float = typer.Option(1.0, help="predictor learning-rate ratio α_p (lr of W_p = α_p × lr) [paper: 1]"),
-    ema: float = typer.Option(0.996, help="EMA rate γ_a of the target (BYOL) [paper: 0.996]"),
-    ema_schedule: str = typer.Option("constant", help="constant [paper] | cosine (γ_a → 1, BYOL)"),
-    stop_grad: bool = typer.Option(True, "--stop-grad/--no-stop-grad", help="stop-gradient on the target branch "
-                                                                           "(--no-stop-grad needs simsiam)"),
-    schedule: str = typer.Option("constant", help="lr schedule: constant [paper] | cosine (with warm-up)"),
-    warmup_epochs: int = typer.Option(0, help="linear warm-up epochs of the cosine schedule"),
-    optimizer: str = typer.Option("sgd", help="sgd [paper] | lars"),
-    proj_hidden: int = typer.Option(512, help="projector hidden width [paper: 512]"),
-    proj_dim: int = typer.Option(128, help="projector output width d of F̂ and W_p [paper: 128]"),
-    pred_hidden: int = typer.Option(512, help="hidden width of the mlp predictor [paper: 512]"),
-    image_size: int = typer.Option(0, help="input size in px [0: 8 digits, 96 stl10, 32 cifar10, 224 otherwise]"),
-    data_dir: str = typer.Option("data", help="where the dataset's files are"),
-    download: bool = typer.Option(False, help="download STL-10 / CIFAR-10 into --data-dir if missing"),
-    device: str = typer.Option("auto", help="cpu | cuda | cuda:N [auto: cuda when available]"),
-    workers: int = typer.Option(0, help="DataLoader worker processes (--data-path loader)"),
-    data_path: str = typer.Option("auto", help="loader (DataLoader, per-image torchvision) | device (dataset held on "
-                                               "the device, batched augmentation; digits, cifar10, stl10) "
-                                               "[auto: device on CUDA]"),
-    precision: str = typer.Option("auto", help="fp32 | bf16 (autocast; F̂, eigendecompositions and metrics stay "
-                                               "fp32) [auto: bf16 on CUDA]"),
-    cuda_graph: str = typer.Option("auto", help="auto | on | off: replay forward + backward from one CUDA graph "
-                                   "(auto: on CUDA with one process and no --compile)"),
-    compile: str = typer.Option("none", help="torch.compile the step and the target's forward: none | default | "
-                                "reduce-overhead (CUDA graphs) | max-autotune"),
-    lr_scale: str = typer.Option("none", help="none [paper] | linear (lr × batch/256) | sqrt; the batch is the "
-                                              "global batch over all torchrun ranks"),
-    measure_every: int = typer.Option(50, help="steps between measurements of F̂, W_p and the collapse metric"),
-    probe_size: int = typer.Option(512, help="images of the fixed probe set of the collapse metric"),
-    knn_k: int = typer.Option(200, help="kNN neighbours [200]"),
-    knn_t: float = typer.Option(0.1, help="kNN temperature [0.1]"),
-    knn_every: int = typer.Option(1, help="epochs between kNN evaluations [1; 0: only at start and end]"),
-    checkpoint_every: int = typer.Option(0, help="steps between checkpoints [0: every epoch]"),
-    max_steps: int = typer.Option(0, help="stop after this many steps [0: all epochs]"),
-    loss: str = typer.Option("auto", help="cosine [paper's nets] | l2 (Eq. 1) [auto: l2 for --model linear]"),
-    predictor_init: str = typer.Option("auto", help="random | identity (W_p = scale × I) [auto: identity for "
-                                                    "--model linear]"),
-    predictor_init_scale: float = typer.Option(0.5, help="p_j(0) of the identity predictor init"),
-    sigma2: float = typer.Option(0.5, help="synthetic: augmentation variance σ² of x = x0 + σ·noise [0.5]"),
-    input_dim: int = typer.Option(0, help="synthetic: input width n1 [0: --proj-dim]"),
-    synthetic_size: int = typer.Option(8192, help="synthetic: samples per epoch, each drawn fresh"),
-    seed: int = typer.Option(0, help="random seed"),
-    out: Path = typer.Option(None, help="run folder [default: runs/<dataset>-<predictor>-<time>]"),
-) -> None:
-    """Train BYOL or SimSiam with the theory's knobs, measuring F̂, W_p, alignment and collapse as it goes."""
-    from ssltheory.practice.config import TrainConfig
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user set option ``name`` (on the command line or through the environment), not its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
+
+def _train(ctx: typer.Context, dataset: str | None, config: Path | None, resume: Path | None, force: bool,
+           out: Path | None, **flags) -> None:
+    """Train with the theory's knobs, measuring F̂, W_p, alignment and collapse as it goes."""
+    from ssltheory.practice.config import TrainConfig, flag_of, load_settings
+    from ssltheory.practice.rundir import RunDir
+
+    given = {name: v for name, v in flags.items() if _given(ctx, name)}
+    if dataset is not None:
+        given["dataset"] = dataset
     if resume is not None:
-        if not (resume / "config.json").exists():
-            raise ConfigError(f"--resume {resume} has no config.json: expected the folder of a run started by "
-                              "ssltheory train")
-        cfg, run_dir = TrainConfig.load(resume / "config.json"), resume
-    else:
-        if dataset is None:
-            raise ConfigError("DATASET is missing: expected one of digits, stl10, cifar10, imagenet, folder, "
-                              "synthetic "
-                              "(or --resume RUN_DIR)")
-        cfg = TrainConfig(dataset=dataset, data_dir=data_dir, download=download, image_size=image_size,
-                          method=method, predictor=predictor, predictor_bias=predictor_bias, rho=rho, eps=eps,
-                          eps_inside=eps_inside, directpred_solver=directpred_solver,
-                          freq=freq, backbone=backbone, proj_hidden=proj_hidden, proj_dim=proj_dim,
-                          pred_hidden=pred_hidden, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                          weight_decay=weight_decay, predictor_weight_decay=predictor_weight_decay, alpha_p=alpha_p,
-                          ema=ema, ema_schedule=ema_schedule, stop_grad=stop_grad, schedule=schedule,
-                          warmup_epochs=warmup_epochs, optimizer=optimizer, device=device, seed=seed,
-                          workers=workers, measure_every=measure_every, probe_size=probe_size, knn_k=knn_k,
-                          knn_t=knn_t, knn_every=knn_every, checkpoint_every=checkpoint_every, max_steps=max_steps,
-                          loss=loss, predictor_init=predictor_init, predictor_init_scale=predictor_init_scale,
-                          sigma2=sigma2, input_dim=input_dim, synthetic_size=synthetic_size, data_path=data_path,
-                          precision=precision, compile=compile, cuda_graph=cuda_graph,
-                          lr_scale=lr_scale)
-        run_dir = out or Path("runs") / f"{dataset}-{predictor}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run(cfg, run_dir, resume=resume is not None)
+        extra = [flag_of(n) for n in given] + [f for f, v in (("--config", config), ("--out", out),
+                                                             ("--force", force)) if v]
+        if extra:
+            raise ConfigError(f"--resume {resume} continues the run with the settings in its config.json: "
+                              f"{', '.join(extra)} cannot change on resume (expected --resume alone, or a new run "
+                              "with --config " + str(resume / "config.json") + " and the changed flags)")
+        run(RunDir(resume).config(), resume, resume=True)
+        return
+    settings = {**(load_settings(config) if config is not None else {}), **given}
+    if "dataset" not in settings:
+        raise ConfigError("DATASET is missing: expected one of digits, stl10, cifar10, imagenet, folder, synthetic "
+                          "(or --config FILE, or --resume RUN_DIR)")
+    cfg = TrainConfig.from_settings(settings)
+    run_dir = out or Path("runs") / f"{cfg.dataset}-{cfg.method}-{cfg.predictor}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run(cfg, run_dir, force=force)
 
 
-def run(cfg, run_dir: Path, resume: bool = False) -> dict:
-    """Train with a rich progress bar, then draw the run's figure and print its summary."""
-    from ssltheory.practice import plots
+def _train_signature() -> inspect.Signature:
+    """The ``train`` command's parameters: DATASET, one option per config field (name, help text with the paper's
+    default, section), and the run's own options (--config, --resume, --force, --out)."""
+    from ssltheory.practice.config import TrainConfig, choices_of, field_types
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    types = field_types()
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        text = meta["help"] + (f" [paper: {meta['paper']}]" if meta.get("paper") else "")
+        if f.name == "dataset":
+            default = typer.Argument(None, help=hint(text), show_default=False)
+            params.append(inspect.Parameter("dataset", kw, default=default, annotation=str | None))
+            continue
+        choices = choices_of(meta)
+        if choices is not None and "|" not in text:
+            text = f"{text} ({' | '.join(choices)})"
+        default = typer.Option(f.default, help=hint(text), rich_help_panel=meta["section"])
+        params.append(inspect.Parameter(f.name, kw, default=default, annotation=types[f.name]))
+    for name, kind, help_text in (
+            ("config", Path | None, "settings file: a run's config.json, or JSON / YAML of {setting: value}; flags "
+                                    "given here override it"),
+            ("resume", Path | None, "continue the run in this folder from its last checkpoint, with its settings"),
+            ("force", bool, "replace the run in --out if the folder holds one (its files are removed first)"),
+            ("out", Path | None, "run folder [default: runs/<dataset>-<method>-<predictor>-<time>]")):
+        params.append(inspect.Parameter(name, kw, default=typer.Option(False if kind is bool else None,
+                                                                        help=hint(help_text), rich_help_panel="Run"),
+                                        annotation=kind))
+    return inspect.Signature(params)
+
+
+def _make_train():
+    def train(ctx: typer.Context, **kwargs) -> None:
+        """Train BYOL or SimSiam with the theory's knobs, measuring F̂, W_p, alignment and collapse as it goes.
+        Every setting is a flag; --config FILE reads them from a file and flags override it."""
+        _train(ctx, kwargs.pop("dataset"), kwargs.pop("config"), kwargs.pop("resume"), kwargs.pop("force"),
+               kwargs.pop("out"), **kwargs)
+
+    sig = _train_signature()
+    train.__signature__ = sig
+    train.__annotations__ = {p.name: p.annotation for p in sig.parameters.values()} | {"return": None}
+    return train
+
+
+train = _make_train()
+
+
+def run(cfg, run_dir: Path, resume: bool = False, force: bool = False) -> dict:
+    """Train with a rich progress bar, then print the run's summary and its files."""
     from ssltheory.practice.distributed import from_env
-    from ssltheory.practice.train import read_metrics
+    from ssltheory.practice.rundir import CHECKPOINT, CONFIG, FIGURE, METRICS, SUMMARY
     from ssltheory.practice.train import train as train_loop
 
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -139,21 +119,16 @@ def run(cfg, run_dir: Path, resume: bool = False) -> dict:
             bar.console.print(f"[yellow]warning:[/yellow] {p.warning}")
 
     try:
-        summary = train_loop(cfg, run_dir, resume=resume, on_progress=update)
+        summary = train_loop(cfg, run_dir, resume=resume, force=force, on_progress=update)
     finally:
         bar.stop()
-    if not from_env().main:  # torchrun: rank 0 draws and prints
+    if not from_env().main:  # torchrun: rank 0 prints
         return summary
-    records = read_metrics(run_dir / "metrics.jsonl")
-    fig = plots.run_figure(records, f"{cfg.dataset}, {cfg.method}, predictor={cfg.predictor}, lr={cfg.lr:g}, "
-                                    f"wd={cfg.weight_decay:g}, α_p={cfg.alpha_p:g}, γ_a={cfg.ema:g}")
-    paths = [save_figure(fig, run_dir / "dynamics.png"), run_dir / "metrics.jsonl", run_dir / "summary.json",
-             run_dir / "config.json", run_dir / "checkpoint.pt"]
     table = Table("measure", "value", title=f"run {run_dir}")
     for k, v in summary.items():
         table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     console.print(table)
-    wrote(paths)
+    wrote([run_dir / name for name in (FIGURE, METRICS, SUMMARY, CONFIG, CHECKPOINT)])
     return summary
 
 
@@ -167,18 +142,16 @@ def probe(
     out: Path = typer.Option(None, help="where probe.json goes [default: RUN_DIR]"),
 ) -> None:
     """Linear probe on frozen, standardised backbone features; reports the LAST epoch's test accuracy."""
-    from ssltheory.practice import checkpoint
-    from ssltheory.practice.config import TrainConfig
     from ssltheory.practice.data import build_data
     from ssltheory.practice.evaluate import extract, linear_probe
-    from ssltheory.practice.train import build_model, resolve_device
+    from ssltheory.practice.rundir import RunDir
+    from ssltheory.practice.step import build_model, resolve_device
 
-    if not (run_dir / "config.json").exists():
-        raise ConfigError(f"RUN_DIR {run_dir} has no config.json: expected the folder of a run of ssltheory train")
-    state = checkpoint.load(run_dir)
+    folder = RunDir(run_dir)
+    cfg = folder.config()
+    state = folder.load_checkpoint()
     if state is None:
         raise ConfigError(f"RUN_DIR {run_dir} has no checkpoint.pt: expected a run that finished at least one epoch")
-    cfg = TrainConfig.load(run_dir / "config.json")
     dev = resolve_device(device)
     data = build_data(cfg)
     if data.num_classes < 2:

@@ -7,12 +7,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ssltheory.theory import plots
-from ssltheory.theory.fixed_points import collapse_threshold, fixed_points, parabola_points
-from ssltheory.theory.params import ModeParams, SimulationConfig, parse_floats
-from ssltheory.theory.simulate import simulate as run_simulation
+from ssltheory.theory import outputs
+from ssltheory.theory.modes import P_FLOOR
+from ssltheory.theory.params import ModeParams, parse_floats
 
-from .output import console, out_dir, progress, save_figure, save_json, wrote
+from .output import console, hint, out_dir, progress, wrote
 
 ETA_HELP = "weight decay η of the flow (discrete decay = lr × η); comma list for panels side by side"
 ALPHA_P_HELP = "predictor learning-rate ratio α_p (lr of W_p / lr of W)"
@@ -21,111 +20,85 @@ SIGMA2_HELP = "augmentation variance σ² (X = I, X' = σ²I)"
 
 
 def phase_portrait(
-    eta: str = typer.Option("0,0.01,1", help=ETA_HELP + " [paper Fig. 3: 0,0.01,1]"),
-    alpha_p: float = typer.Option(1.0, help=ALPHA_P_HELP + " [paper: 1]"),
-    tau: float = typer.Option(1.0, help=TAU_HELP + " [paper Fig. 3: 1]"),
-    sigma2: float = typer.Option(0.5, help=SIGMA2_HELP + " [Fig. 3 does not state it; 0.5]"),
-    out: Path = typer.Option(Path("runs/phase-portrait"), help="output folder for PNG and JSON"),
+    eta: str = typer.Option("0,0.01,1", help=hint(ETA_HELP + " [paper Fig. 3: 0,0.01,1]")),
+    alpha_p: float = typer.Option(1.0, help=hint(ALPHA_P_HELP + " [paper: 1]")),
+    tau: float = typer.Option(1.0, help=hint(TAU_HELP + " [paper Fig. 3: 1]")),
+    sigma2: float = typer.Option(0.5, help=hint(SIGMA2_HELP + " [Fig. 3 does not state it; 0.5]")),
+    out: Path = typer.Option(Path("runs/phase-portrait"), help=hint("output folder for PNG and JSON")),
 ) -> None:
     """Phase portrait of (p_j, s_j) at fixed τ with the invariant parabola and fixed points (Fig. 3)."""
     etas = parse_floats("--eta", eta, low=0.0)
     params = [ModeParams(eta=e, alpha_p=alpha_p, sigma2=sigma2, tau_fixed=tau, ema=False) for e in etas]
-    folder = out_dir(out)
-    fig = plots.phase_portrait_figure(params, tau)
-    records = [{"eta": p.eta, "alpha_p": alpha_p, "tau": tau, "sigma2": sigma2,
-                "collapse_threshold_eta": collapse_threshold(tau, sigma2),
-                "fixed_points": [fp.to_dict() for fp in fixed_points(p, tau=tau)]} for p in params]
-    paths = [save_figure(fig, folder / "phase_portrait.png"),
-             save_json(folder / "fixed_points.json", {"panels": records}),
-             save_json(folder / "config.json", {"command": "phase-portrait", "eta": etas, "alpha_p": alpha_p,
-                                                "tau": tau, "sigma2": sigma2})]
+    done = outputs.phase_portrait(out_dir(out), params, tau)
     table = Table("η", "p", "s", "kind", title="fixed points (lines: p or s range)")
-    for rec in records:
+    for rec in done["records"]:
         for fp in rec["fixed_points"]:
             table.add_row(f"{rec['eta']:g}", _fmt(fp["p"]), _fmt(fp["s"]), fp["kind"])
     console.print(table)
-    wrote(paths)
+    wrote(done["paths"])
 
 
 def fixed_points_cmd(
-    eta: str = typer.Option("", help="weight decays η, comma list; default: 0, half and twice the collapse "
-                                     "threshold τ²/(4(1+σ²)) (the three regimes of Fig. 4)"),
-    tau: float = typer.Option(1.0, help=TAU_HELP + " [paper: 1]"),
-    sigma2: float = typer.Option(0.5, help=SIGMA2_HELP + " [0.5]"),
-    out: Path = typer.Option(Path("runs/fixed-points"), help="output folder for PNG and JSON"),
+    eta: str = typer.Option("", help=hint("weight decays η, comma list; default: 0, half and twice the collapse "
+                                          "threshold τ²/(4(1+σ²)) (the three regimes of Fig. 4)")),
+    tau: float = typer.Option(1.0, help=hint(TAU_HELP + " [paper: 1]")),
+    sigma2: float = typer.Option(0.5, help=hint(SIGMA2_HELP + " [0.5]")),
+    out: Path = typer.Option(Path("runs/fixed-points"), help=hint("output folder for PNG and JSON")),
 ) -> None:
     """p' on the invariant parabola against p for the three weight-decay regimes (Fig. 4)."""
-    ModeParams(sigma2=sigma2, tau_fixed=tau, ema=False)  # validates
-    thr = collapse_threshold(tau, sigma2)
-    etas = parse_floats("--eta", eta, low=0.0) if eta else [0.0, 0.5 * thr, 2.0 * thr]
-    folder = out_dir(out)
-    regimes = [{"eta": e, "regime": _regime(e, thr), "fixed_points": parabola_points(e, tau, sigma2)} for e in etas]
-    paths = [save_figure(plots.parabola_flow_figure(etas, tau, sigma2), folder / "parabola_flow.png"),
-             save_json(folder / "fixed_points.json", {"tau": tau, "sigma2": sigma2, "collapse_threshold_eta": thr,
-                                                      "regimes": regimes}),
-             save_json(folder / "config.json", {"command": "fixed-points", "eta": etas, "tau": tau,
-                                                "sigma2": sigma2})]
-    table = Table("η", "regime", "fixed points p (kind)", title=f"Eq. 16, collapse threshold η = {thr:.4g}")
-    for r in regimes:
+    ModeParams(sigma2=sigma2, tau_fixed=tau, ema=False)  # validates --tau, --sigma2 before --eta
+    etas = parse_floats("--eta", eta, low=0.0) if eta else None
+    done = outputs.fixed_points(out_dir(out), etas, tau=tau, sigma2=sigma2)
+    table = Table("η", "regime", "fixed points p (kind)",
+                  title=f"Eq. 16, collapse threshold η = {done['threshold']:.4g}")
+    for r in done["regimes"]:
         table.add_row(f"{r['eta']:.4g}", r["regime"],
                       ", ".join(f"{fp['p']:.4g} ({fp['kind']})" for fp in r["fixed_points"]))
     console.print(table)
-    wrote(paths)
+    wrote(done["paths"])
 
 
 def simulate(
-    model: str = typer.Option("modes", help="modes (decoupled Eqs. 11-13) | matrix (Lemma 1) | sgd (finite batch) | "
-                                            "reduced ((W_p, F) at fixed τ: Eq. 62, or Eq. 67 with symmetric)"),
-    tau: float = typer.Option(None, help="fix τ instead of integrating Eq. 13 (modes; reduced: default 1)"),
-    ema: bool = typer.Option(True, "--ema/--no-ema", help="EMA target (BYOL) or target = online net (SimSiam)"),
-    beta: str = typer.Option("0.4", help="EMA rate β relative to lr, lr·β = 1 − γ_a; comma list sweeps "
-                                         "[paper Fig. 5: 0.4]"),
-    eta: str = typer.Option("0.04", help=ETA_HELP.replace("panels side by side", "a sweep, one row each")
-                            + " [paper Fig. 5: 0.04]"),
-    eta_p: float | None = typer.Option(None, help="weight decay of the predictor [default: same as --eta]"),
-    alpha_p: float = typer.Option(1.0, help=ALPHA_P_HELP + " [paper: 1]"),
-    sigma2: float = typer.Option(0.5, help=SIGMA2_HELP + " [0.5]"),
-    stop_grad: bool = typer.Option(True, "--stop-grad/--no-stop-grad", help="stop-gradient on the target branch"),
-    predictor: str = typer.Option("linear", help="linear | symmetric | directpred | none"),
-    eps: float = typer.Option(0.0, help="DirectPred's ε in p_j = sqrt(s_j / max s) + ε"),
-    dim: int = typer.Option(8, help="n1 = n2 of the matrix and sgd models"),
-    steps: int = typer.Option(100_000, help="number of steps of size --lr [paper Fig. 5: 1e5]"),
-    lr: float = typer.Option(0.01, help="Euler step α = online learning rate [paper Fig. 5: 0.01]"),
-    method: str = typer.Option("euler", help="euler (the discrete process) | rk45 | dop853 | lsoda"),
-    p0: str = typer.Option("0.01,0.05,0.1,0.2,0.3", help="initial p_j of the modes, one per mode"),
-    s0: str = typer.Option("", help="initial s_j per mode [default: on the parabola, p0²/α_p]"),
-    tau0: float = typer.Option(0.0, help="initial τ with EMA [paper Fig. 5: 0]"),
-    batch: int = typer.Option(1024, help="batch size of the sgd model"),
-    rho: float = typer.Option(0.3, help="DirectPred's moving-average rate ρ of F̂ (sgd model) [paper: 0.3]"),
-    init_scale: float = typer.Option(0.3, help="scale of the random W, W_p at t = 0 (matrix, sgd)"),
-    seed: int = typer.Option(0, help="random seed"),
-    samples: int = typer.Option(400, help="time samples kept in the JSON and figures"),
-    out: Path = typer.Option(Path("runs/simulate"), help="output folder for PNG and JSON"),
+    model: str = typer.Option("modes", help=hint("modes (decoupled Eqs. 11-13) | matrix (Lemma 1) | sgd (finite "
+                                                 "batch) | reduced ((W_p, F) at fixed τ: Eq. 62, or Eq. 67 with "
+                                                 "symmetric)")),
+    tau: float = typer.Option(None, help=hint("fix τ instead of integrating Eq. 13 (modes; reduced: default 1)")),
+    ema: bool = typer.Option(True, "--ema/--no-ema",
+                             help=hint("EMA target (BYOL) or target = online net (SimSiam)")),
+    beta: str = typer.Option("0.4", help=hint("EMA rate β relative to lr, lr·β = 1 − γ_a; comma list sweeps "
+                                              "[paper Fig. 5: 0.4]")),
+    eta: str = typer.Option("0.04", help=hint(ETA_HELP.replace("panels side by side", "a sweep, one row each")
+                                              + " [paper Fig. 5: 0.04]")),
+    eta_p: float | None = typer.Option(None, help=hint("weight decay of the predictor [default: same as --eta]")),
+    alpha_p: float = typer.Option(1.0, help=hint(ALPHA_P_HELP + " [paper: 1]")),
+    sigma2: float = typer.Option(0.5, help=hint(SIGMA2_HELP + " [0.5]")),
+    stop_grad: bool = typer.Option(True, "--stop-grad/--no-stop-grad",
+                                   help=hint("stop-gradient on the target branch")),
+    predictor: str = typer.Option("linear", help=hint("linear | symmetric | directpred | none")),
+    eps: float = typer.Option(0.0, help=hint(f"DirectPred's ε in p_j = max(sqrt(s_j / max s) + ε, {P_FLOOR:g})")),
+    dim: int = typer.Option(8, help=hint("n1 = n2 of the matrix and sgd models")),
+    steps: int = typer.Option(100_000, help=hint("number of steps of size --lr [paper Fig. 5: 1e5]")),
+    lr: float = typer.Option(0.01, help=hint("Euler step α = online learning rate [paper Fig. 5: 0.01]")),
+    integrator: str = typer.Option("euler", help=hint("euler (the discrete process) | rk45 | dop853 | lsoda")),
+    p0: str = typer.Option("0.01,0.05,0.1,0.2,0.3", help=hint("initial p_j of the modes, one per mode")),
+    s0: str = typer.Option("", help=hint("initial s_j per mode [default: on the parabola, p0²/α_p]")),
+    tau0: float = typer.Option(0.0, help=hint("initial τ with EMA [paper Fig. 5: 0]")),
+    batch: int = typer.Option(1024, help=hint("batch size of the sgd model")),
+    rho: float = typer.Option(0.3, help=hint("DirectPred's moving-average rate ρ of F̂ (sgd model) [paper: 0.3]")),
+    init_scale: float = typer.Option(0.3, help=hint("scale of the random W, W_p at t = 0 (matrix, sgd)")),
+    seed: int = typer.Option(0, help=hint("random seed")),
+    samples: int = typer.Option(400, help=hint("time samples kept in the JSON and figures")),
+    out: Path = typer.Option(Path("runs/simulate"), help=hint("output folder for PNG and JSON")),
 ) -> None:
     """Integrate the decoupled, full-matrix or SGD dynamics; with the defaults it reproduces Fig. 5."""
-    etas = parse_floats("--eta", eta, low=0.0)
-    betas = parse_floats("--beta", beta, low=0.0, high=1.0, low_open=True)
-    p0s = tuple(parse_floats("--p0", p0))
-    s0s = tuple(parse_floats("--s0", s0, low=0.0)) if s0 else None
-    configs = [SimulationConfig(model=model, params=ModeParams(alpha_p=alpha_p, eta=e, eta_p=eta_p, sigma2=sigma2,
-                                                               beta=b, ema=ema, stop_grad=stop_grad,
-                                                               predictor=predictor, eps=eps, tau_fixed=tau),
-                                lr=lr, steps=steps, method=method, p0=p0s, s0=s0s, tau0=tau0, dim=dim,
-                                init_scale=init_scale, batch=batch, rho=rho, seed=seed, samples=samples)
-               for b in betas for e in etas]
-    folder = out_dir(out)
-    results = []
-    for i, cfg in enumerate(configs):
-        with progress(f"{model} {i + 1}/{len(configs)} η={cfg.params.eta:g} β={cfg.params.beta:g}") as update:
-            results.append(run_simulation(cfg, on_progress=update))
-    fig = {"modes": plots.modes_figure, "reduced": plots.reduced_figure}.get(model, plots.matrix_figure)(results)
-    paths = [save_figure(fig, folder / "trajectories.png"),
-             save_json(folder / "trajectories.json",
-                       {"runs": [{"eta": r.config.params.eta, "beta": r.config.params.beta, "t": r.t,
-                                  "series": r.series, "summary": r.summary} for r in results]}),
-             save_json(folder / "config.json", {"command": "simulate", "runs": [c.to_dict() for c in configs]})]
-    _print_summary(results)
-    wrote(paths)
+    configs = outputs.simulation_configs(model=model, eta=eta, beta=beta, alpha_p=alpha_p, sigma2=sigma2, ema=ema,
+                                         stop_grad=stop_grad, predictor=predictor, eps=eps, eta_p=eta_p, tau=tau,
+                                         lr=lr, steps=steps, integrator=integrator, p0=p0, s0=s0, tau0=tau0,
+                                         dim=dim, init_scale=init_scale, batch=batch, rho=rho, seed=seed,
+                                         samples=samples)
+    done = outputs.simulate(out_dir(out), configs, progress=progress)
+    _print_summary(done["results"])
+    wrote(done["paths"])
 
 
 def _print_summary(results) -> None:
@@ -156,14 +129,6 @@ def _print_summary(results) -> None:
                           f"{s['final_asymmetry']:.3g}", f"{s['max_theorem1_residual']:.3g}",
                           f"{s['collapsed_modes']}/{r.config.dim}")
     console.print(table)
-
-
-def _regime(eta: float, thr: float) -> str:
-    if eta == 0:
-        return "eta = 0: 0 semi-stable (saddle), tau/(1+sigma^2) stable"
-    if eta <= thr:
-        return "0 < eta <= threshold: 0 stable, p*- unstable, p*+ stable"
-    return "eta > threshold: collapse"
 
 
 def _fmt(v) -> str:

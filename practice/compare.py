@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from ssltheory.theory import integrate, modes
+from ssltheory.theory.fixed_points import parabola_offset_decay
 from ssltheory.theory.params import ConfigError, ModeParams
 
 from .config import TrainConfig
-from .measure import TOP_MODES
-from .train import read_metrics
+from .measure import leading_modes
+from .rundir import RunDir
 
 FINAL_P_TOL, TRAJECTORY_TOL = 0.05, 0.10
 """The agreement the bridge claims on synthetic linear runs: final p_j within 5%, trajectories within 10%."""
@@ -73,8 +74,8 @@ def ode_constants(cfg: TrainConfig, sigma2: float) -> tuple[ModeParams, float]:
                           "--predictor mlp, which has no eigenvalues p_j")
     alpha = cfg.effective_lr / (1.0 - cfg.resolved_momentum)
     predictor = {"symmetric": "linear"}.get(cfg.predictor, cfg.predictor)
-    ema = cfg.uses_ema
-    beta = (1.0 - cfg.ema) / alpha if ema else 1.0
+    ema = cfg.target_mode == "ema"
+    beta = (1.0 - cfg.gamma_a) / alpha if ema else 1.0
     if ema and not 0.0 < beta <= 1.0:
         raise ConfigError(f"the run's EMA maps to beta = (1 - gamma_a) / alpha = {beta:g}, outside (0, 1] where the "
                           f"modes are defined: expected gamma_a in [{max(0.0, 1.0 - alpha):g}, 1)")
@@ -105,7 +106,7 @@ def measured_modes(records: list[dict], alpha: float, sigma2: float, n_modes: in
     align_rows = [r for r in records if "alignment" in r]
     if align_rows:
         s_last = np.asarray(align_rows[-1]["s"])
-        k = max(1, int(np.sum(s_last > TOP_MODES * s_last[0])))
+        k = max(1, int(np.sum(leading_modes(s_last))))
         alignment = np.array([r["alignment"][:k] for r in align_rows], float)
         t_align = alpha * np.array([r["step"] for r in align_rows], float)
     else:
@@ -143,7 +144,7 @@ def qualitative(params: ModeParams, meas: Measured) -> dict:
     """What holds without a quantitative match: alignment, and s_j against p_j^2 / alpha_p at the end."""
     p, s = meas.p[-1], meas.s[-1]
     pos = (p > 0) & (s > 0)
-    out: dict = {"offset_left": float(np.exp(-2.0 * params.eta * (meas.t[-1] - meas.t[0])))}
+    out: dict = {"offset_left": float(parabola_offset_decay(1.0, params.eta, meas.t[-1] - meas.t[0]))}
     if pos.sum() >= 3:
         x, y = np.log(p[pos] ** 2), np.log(s[pos])
         slope, _ = np.polyfit(x, y, 1)
@@ -169,7 +170,7 @@ def assumptions(cfg: TrainConfig, meas: Measured) -> list[dict]:
         ("isotropic data and augmentation (X = I, X' = sigma^2 I)", cfg.dataset == "synthetic",
          "synthetic Gaussian data" if cfg.dataset == "synthetic" else
          f"{cfg.dataset} images: sigma^2 is an assumed constant, X is not isotropic"),
-        ("constant learning rate", cfg.schedule == "constant", cfg.schedule),
+        ("constant learning rate", cfg.lr_schedule == "constant", cfg.lr_schedule),
     ]
     if meas.alignment is not None:
         a0 = float(np.mean(meas.alignment[0]))
@@ -180,14 +181,11 @@ def assumptions(cfg: TrainConfig, meas: Measured) -> list[dict]:
 
 def compare_run(run_dir: Path, n_modes: int = 8, sigma2: float | None = None) -> Comparison:
     """Read ``run_dir`` (config.json, metrics.jsonl), predict its modes and score the agreement."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists() or not (run_dir / "metrics.jsonl").exists():
-        raise ConfigError(f"RUN_DIR {run_dir} has no config.json and metrics.jsonl: expected the folder of a run of "
-                          "ssltheory train")
-    cfg = TrainConfig.load(run_dir / "config.json")
+    folder = RunDir(run_dir)
+    cfg = folder.config()
     sig2 = cfg.sigma2 if sigma2 is None and cfg.dataset == "synthetic" else (0.5 if sigma2 is None else sigma2)
     params, alpha = ode_constants(cfg, sig2)
-    meas = measured_modes(read_metrics(run_dir / "metrics.jsonl"), alpha, sig2, n_modes)
+    meas = measured_modes(folder.records(), alpha, sig2, n_modes)
     p_pred, s_pred, tau_pred = predict(params, meas)
     agree = {"p": agreement(meas.p, p_pred, floor=0.1), "s": agreement(meas.s, s_pred)}
     agree["within_claim"] = bool(agree["p"]["max_final_rel_err"] <= FINAL_P_TOL

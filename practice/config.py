@@ -1,130 +1,170 @@
 """One configuration object per training run, validated, saved as ``config.json`` in the run folder.
 
+Every setting is declared once, as a field of :class:`TrainConfig` with its metadata (:func:`setting`): the section
+it belongs to, its help text, the paper's default and the range or choices it accepts. The ``train`` command's
+flags, their ``--help``, the validation of a settings file (``--config FILE``) and of the experiment recipes are all
+made from these fields, so a new knob is one edit here (and, if it does something new, the code that reads it).
+
 Defaults follow the DirectPred paper's STL-10/CIFAR-10 protocol and its official code (directpred.md §4):
 SGD lr 0.03, momentum 0.9, weight decay 4e-4 on trunk and predictor, batch 128, EMA gamma_a = 0.996, constant lr,
 projector 512 -> 512 -> 128, DirectPred rho = 0.3, eps = 0.1 (the paper's best STL-10 setting), freq = 1.
 Names map to the theory (``practice/compare.py`` has the mapping): ``weight_decay`` is torch SGD's coupled decay, so
 eta = weight_decay in the ODE's time t = step * lr (the paper writes eta_bar = alpha * eta for a per-step shrink);
-``alpha_p`` is the predictor's learning-rate ratio; ``ema`` is gamma_a = 1 - alpha * beta.
+``alpha_p`` is the predictor's learning-rate ratio; ``gamma_a`` is 1 - alpha * beta.
 
 ``synthetic`` is the theory's own setting: x0 ~ N(0, I_n1) drawn fresh for every sample, views x0 + sigma * noise,
-the two-layer linear network (``--model linear``: W of shape (n2, n1), no projector, W_p of shape (n2, n2)) trained
-with the L2 loss of Eq. 1 by plain SGD (momentum 0), W_p starting at ``predictor_init_scale`` * I so that it stays
-aligned with F and the decoupled modes (Eqs. 11-13) hold.
+the two-layer linear network (``--backbone linear``: W of shape (n2, n1), no projector, W_p of shape (n2, n2))
+trained with the L2 loss of Eq. 1 by plain SGD (momentum 0), W_p starting at ``predictor_init_scale`` * I so that it
+stays aligned with F and the decoupled modes (Eqs. 11-13) hold.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import json
 import platform
 import subprocess
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ssltheory.theory.io import save_json
+from ssltheory.theory.modes import P_FLOOR
 from ssltheory.theory.params import ConfigError, check_choice, check_int, check_number
 
-DATASETS = ("digits", "stl10", "cifar10", "imagenet", "folder", "synthetic")
-METHODS = ("byol", "simsiam")
-PREDICTORS = ("linear", "mlp", "symmetric", "directpred", "optimal", "none")
-BACKBONES = ("auto", "resnet18", "resnet34", "resnet50", "convnet", "linear")
-LOSSES = ("auto", "cosine", "l2")
-PREDICTOR_INITS = ("auto", "random", "identity")
-SCHEDULES = ("constant", "cosine")
-OPTIMIZERS = ("sgd", "lars")
-DATA_PATHS = ("auto", "loader", "device")
-PRECISIONS = ("auto", "fp32", "bf16")
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
-CUDA_GRAPH = ("auto", "on", "off")
-DIRECTPRED_SOLVERS = ("auto", "eigh", "newton-schulz")
-P_FLOOR = 1e-4
-"""DirectPred's floor on p_j (the official code's)."""
-LR_SCALES = ("none", "linear", "sqrt")
-IN_MEMORY = ("digits", "cifar10", "stl10")  # datasets the device data path holds whole (uint8) on the device
-LR_REFERENCE_BATCH = 256
+from .methods import METHODS
+from .predictors import PREDICTORS
+from .schedule import SCHEDULES
 
+DATASETS = ("digits", "stl10", "cifar10", "imagenet", "folder", "synthetic")
+IN_MEMORY = ("digits", "cifar10", "stl10")  # datasets the device data path holds whole (uint8) on the device
 IMAGE_SIZE = {"digits": 8, "stl10": 96, "cifar10": 32, "imagenet": 224, "folder": 224, "synthetic": 1}
+LR_REFERENCE_BATCH = 256
+SECTIONS = ("Data", "Model", "Method", "Optimisation", "Measurement", "Speed")
+
+
+def setting(default: Any, help: str, section: str, *, paper: str | None = None, choices: Any = None,
+            low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False,
+            flag: str | None = None) -> Any:
+    """A config field with what the CLI and the validation need: ``help`` (the flag's text), ``section`` (its
+    panel in ``--help``), ``paper`` (the paper's value, shown as "[paper: ...]"), ``choices`` (a tuple, or a dict
+    / callable whose keys are the choices: a registry), numeric bounds, and ``flag`` (the spelling, if not
+    ``--field-name``)."""
+    assert section in SECTIONS, section
+    meta = {"help": help, "section": section, "paper": paper, "choices": choices, "low": low, "high": high,
+            "low_open": low_open, "high_open": high_open, "flag": flag}
+    return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclass
 class TrainConfig:
-    """Every setting of a run. See ``ssltheory train --help`` for the meaning of each flag."""
+    """Every setting of a run. ``ssltheory train --help`` lists them by section with the paper's defaults."""
 
-    dataset: str = "digits"
-    data_dir: str = "data"
-    download: bool = False
-    image_size: int = 0  # 0: the dataset's default (IMAGE_SIZE)
-    method: str = "byol"
-    predictor: str = "linear"
-    predictor_bias: bool = False
-    rho: float = 0.3
-    eps: float = 0.1
-    eps_inside: bool = False  # DirectPred: p_j = sqrt(max(s_j / max s + eps, 1e-4)) (the code's dyn_eps_inside)
-    freq: int = 1
-    backbone: str = "auto"
-    proj_hidden: int = 512
-    proj_dim: int = 128
-    pred_hidden: int = 512
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 0.03
-    momentum: float | None = None  # None: 0.9 (the paper's), 0 for synthetic (the ODE is plain gradient flow)
-    weight_decay: float = 4e-4
-    predictor_weight_decay: float | None = None
-    alpha_p: float = 1.0
-    ema: float = 0.996
-    ema_schedule: str = "constant"
-    stop_grad: bool = True
-    schedule: str = "constant"
-    warmup_epochs: int = 0
-    optimizer: str = "sgd"
-    device: str = "auto"
-    seed: int = 0
-    workers: int = 0
-    measure_every: int = 50
-    probe_size: int = 512
-    knn_k: int = 200
-    knn_t: float = 0.1
-    knn_every: int = 1  # epochs between kNN evaluations; 0 = only at the start and the end
-    checkpoint_every: int = 0  # steps; 0 = at the end of every epoch
-    max_steps: int = 0  # stop after this many steps in total (0 = run all epochs)
-    collapse_window: int = 5
-    loss: str = "auto"  # cosine (the paper's nets) | l2 (Eq. 1, the linear model); auto picks by backbone
-    predictor_init: str = "auto"  # random | identity (W_p = scale * I); auto: identity for the linear model
-    predictor_init_scale: float = 0.5
-    sigma2: float = 0.5  # synthetic: augmentation variance sigma^2 of x = x0 + sigma * noise
-    input_dim: int = 0  # synthetic: n1 (0: the same as --proj-dim, n2)
-    synthetic_size: int = 8192  # synthetic: samples per epoch (each drawn fresh)
-    data_path: str = "auto"  # loader (DataLoader, per-image torchvision) | device (batched); auto: device on CUDA
-    precision: str = "auto"  # fp32 | bf16 (autocast; F̂, eigh and the metrics stay fp32/fp64); auto: bf16 on CUDA
-    compile: str = "none"  # torch.compile mode of the step and the target: none | default | reduce-overhead | ...
-    cuda_graph: str = "auto"  # replay forward + backward from one CUDA graph; auto: on CUDA, one process, no compile
-    lr_scale: str = "none"  # lr used = lr x (batch / 256) (linear) or its square root (sqrt); batch is global
-    directpred_solver: str = "auto"  # eigh | newton-schulz (matrix products, no wait); auto: newton-schulz on CUDA
+    # Data
+    dataset: str = setting("digits", "digits | stl10 | cifar10 | imagenet | folder | synthetic (the theory's "
+                           "Gaussian data, for --backbone linear)", "Data", choices=DATASETS, flag="DATASET")
+    data_dir: str = setting("data", "where the dataset's files are", "Data")
+    download: bool = setting(False, "download STL-10 / CIFAR-10 into --data-dir if missing", "Data")
+    image_size: int = setting(0, "input size in px [0: 8 digits, 96 stl10, 32 cifar10, 224 otherwise]", "Data",
+                              low=0)
+    data_schedule: str = setting("iid", "which items each epoch sees: iid (every item once per epoch, reshuffled)",
+                                 "Data", choices=lambda: SCHEDULES)
+    sigma2: float = setting(0.5, "synthetic: augmentation variance σ² of x = x0 + σ·noise", "Data", low=0.0)
+    input_dim: int = setting(0, "synthetic: input width n1 [0: --proj-dim]", "Data", low=0)
+    synthetic_size: int = setting(8192, "synthetic: samples per epoch, each drawn fresh", "Data", low=2)
+    workers: int = setting(0, "DataLoader worker processes (--data-path loader)", "Data", low=0)
+    data_path: str = setting("auto", "loader (DataLoader, per-image torchvision) | device (dataset held on the "
+                             "device, batched augmentation; digits, cifar10, stl10) [auto: device on CUDA]", "Data",
+                             choices=("auto", "loader", "device"))
+    # Model
+    backbone: str = setting("auto", "resnet18 | resnet34 | resnet50 | convnet | linear [auto: convnet for digits, "
+                            "linear for synthetic, resnet18 otherwise]", "Model",
+                            choices=("auto", "resnet18", "resnet34", "resnet50", "convnet", "linear"))
+    proj_hidden: int = setting(512, "projector hidden width", "Model", paper="512", low=1)
+    proj_dim: int = setting(128, "projector output width d of F̂ and W_p", "Model", paper="128", low=1)
+    pred_hidden: int = setting(512, "hidden width of the mlp predictor", "Model", paper="512", low=1)
+    # Method
+    method: str = setting("byol", "byol (EMA target) | simsiam (target = online net)", "Method",
+                          choices=lambda: METHODS)
+    predictor: str = setting("linear", "linear | mlp | symmetric | directpred | optimal (least squares plugged in "
+                             "every --freq steps, Table 1) | none", "Method", paper="linear",
+                             choices=lambda: PREDICTORS)
+    predictor_bias: bool = setting(False, "bias in the linear predictor", "Method", paper="no bias")
+    predictor_init: str = setting("auto", "random | identity (W_p = scale × I) [auto: identity for --backbone "
+                                  "linear]", "Method", choices=("auto", "random", "identity"))
+    predictor_init_scale: float = setting(0.5, "p_j(0) of the identity predictor init", "Method")
+    rho: float = setting(0.3, "DirectPred / optimal: moving-average rate ρ of F̂", "Method", paper="0.3",
+                         low=0.0, high=1.0, high_open=True)
+    eps: float = setting(0.1, "DirectPred: ε in p_j = sqrt(s_j / max s) + ε", "Method", paper="best 0.1")
+    eps_inside: bool = setting(False, "DirectPred: p_j = sqrt(max(s_j / max s + ε, 1e-4)) instead; ε may be "
+                               "negative (Table 7: ε = -c_j)", "Method")
+    ridge: float = setting(0.1, "optimal predictor: ridge λ = ridge × max s_j of the least-squares W_p", "Method",
+                           low=0.0, low_open=True)
+    freq: int = setting(1, "DirectPred / optimal: set W_p every N steps, SGD in between", "Method", paper="1",
+                        low=1)
+    directpred_solver: str = setting("auto", "DirectPred: eigh (eigendecomposition of F̂) | newton-schulz (the "
+                                     "same W_p to ~1e-8 from matrix products, nothing waits for the GPU; needs "
+                                     "ε >= 1e-4) [auto: newton-schulz on CUDA, eigh otherwise]", "Method",
+                                     choices=("auto", "eigh", "newton-schulz"))
+    loss: str = setting("auto", "cosine (the paper's nets) | l2 (Eq. 1) [auto: l2 for --backbone linear]",
+                        "Method", choices=("auto", "cosine", "l2"))
+    stop_grad: bool = setting(True, "stop-gradient on the target branch (--no-stop-grad needs simsiam)", "Method",
+                              paper="on")
+    gamma_a: float = setting(0.996, "EMA rate γ_a of the target network (byol): θ_a ← γ_a θ_a + (1 − γ_a) θ",
+                             "Method", paper="0.996", low=0.0, high=1.0)
+    ema_schedule: str = setting("constant", "schedule of γ_a: constant (the paper) | cosine (γ_a → 1, BYOL)",
+                                "Method", paper="constant", choices=("constant", "cosine"))
+    # Optimisation
+    epochs: int = setting(100, "epochs", "Optimisation", paper="100", low=1)
+    batch_size: int = setting(128, "global batch size, split over torchrun ranks", "Optimisation", paper="128",
+                              low=2)
+    lr: float = setting(0.03, "learning rate α of the online net", "Optimisation", paper="0.03", low=0.0,
+                        low_open=True)
+    momentum: float | None = setting(None, "SGD momentum [default: 0.9 (the paper's); 0 for synthetic]",
+                                     "Optimisation", low=0.0, high=1.0, high_open=True)
+    weight_decay: float = setting(4e-4, "weight decay of the trunk (torch SGD's; η = this in the ODE's time "
+                                  "t = step × lr)", "Optimisation", paper="4e-4", low=0.0)
+    predictor_weight_decay: float | None = setting(None, "weight decay of the predictor [default: as trunk]",
+                                                   "Optimisation", low=0.0)
+    alpha_p: float = setting(1.0, "predictor learning-rate ratio α_p (lr of W_p = α_p × lr)", "Optimisation",
+                             paper="1", low=0.0, low_open=True)
+    lr_schedule: str = setting("constant", "lr schedule: constant | cosine (with warm-up)", "Optimisation",
+                               paper="constant", choices=("constant", "cosine"))
+    warmup_epochs: int = setting(0, "linear warm-up epochs of the cosine lr schedule", "Optimisation", low=0)
+    optimizer: str = setting("sgd", "sgd | lars", "Optimisation", paper="sgd", choices=("sgd", "lars"))
+    lr_scale: str = setting("none", "none | linear (lr × batch/256) | sqrt; the batch is the global batch over all "
+                            "torchrun ranks", "Optimisation", paper="none", choices=("none", "linear", "sqrt"))
+    max_steps: int = setting(0, "stop after this many steps [0: all epochs]", "Optimisation", low=0)
+    seed: int = setting(0, "random seed", "Optimisation", low=0)
+    # Measurement
+    measure_every: int = setting(50, "steps between measurements of F̂, W_p and the collapse metric",
+                                 "Measurement", low=1)
+    probe_size: int = setting(512, "images of the fixed probe set of the collapse metric", "Measurement", low=2)
+    knn_k: int = setting(200, "kNN neighbours", "Measurement", paper="200", low=1)
+    knn_t: float = setting(0.1, "kNN temperature", "Measurement", paper="0.1", low=0.0, low_open=True)
+    knn_every: int = setting(1, "epochs between kNN evaluations [0: only at start and end]", "Measurement", low=0)
+    checkpoint_every: int = setting(0, "steps between checkpoints [0: every epoch]", "Measurement", low=0)
+    collapse_window: int = setting(5, "measurements of rising collapse AUC in a row that raise a warning",
+                                   "Measurement", low=2)
+    # Speed
+    device: str = setting("auto", "cpu | cuda | cuda:N [auto: cuda when available]", "Speed")
+    precision: str = setting("auto", "fp32 | bf16 (autocast; F̂, eigendecompositions and metrics stay fp32) "
+                             "[auto: bf16 on CUDA]", "Speed", choices=("auto", "fp32", "bf16"))
+    cuda_graph: str = setting("auto", "auto | on | off: replay forward + backward from one CUDA graph (auto: on "
+                              "CUDA with one process and no --compile)", "Speed", choices=("auto", "on", "off"))
+    compile: str = setting("none", "torch.compile the step and the target's forward: none | default | "
+                           "reduce-overhead (CUDA graphs) | max-autotune", "Speed",
+                           choices=("none", "default", "reduce-overhead", "max-autotune"))
 
     def __post_init__(self) -> None:
-        check_choice("DATASET", self.dataset, DATASETS)
-        check_choice("--method", self.method, METHODS)
-        check_choice("--predictor", self.predictor, PREDICTORS)
-        check_choice("--backbone", self.backbone, BACKBONES)
-        check_choice("--schedule", self.schedule, SCHEDULES)
-        check_choice("--ema-schedule", self.ema_schedule, SCHEDULES)
-        check_choice("--optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("--loss", self.loss, LOSSES)
-        check_choice("--predictor-init", self.predictor_init, PREDICTOR_INITS)
-        check_choice("--data-path", self.data_path, DATA_PATHS)
-        check_choice("--precision", self.precision, PRECISIONS)
-        if isinstance(self.compile, bool):  # configs written before the modes: true / false
-            object.__setattr__(self, "compile", "default" if self.compile else "none")
-        check_choice("--compile", self.compile, COMPILE_MODES)
-        check_choice("--cuda-graph", self.cuda_graph, CUDA_GRAPH)
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _checked(f, getattr(self, f.name)))
         if self.cuda_graph == "on" and self.compile != "none":
             raise ConfigError(f"--cuda-graph on with --compile {self.compile} is not accepted: expected one of them "
                               "(--compile reduce-overhead makes its own CUDA graphs)")
-        check_choice("--lr-scale", self.lr_scale, LR_SCALES)
-        check_choice("--directpred-solver", self.directpred_solver, DIRECTPRED_SOLVERS)
         if self.directpred_solver == "newton-schulz" and self.predictor == "directpred" and self.eps < P_FLOOR:
             raise ConfigError(f"--directpred-solver newton-schulz with --eps {self.eps} is not accepted: it computes "
                               f"W_p as a matrix square root, which needs --eps >= {P_FLOOR} (below it the floor on "
@@ -132,56 +172,36 @@ class TrainConfig:
         if self.data_path == "device" and self.dataset not in IN_MEMORY:
             raise ConfigError(f"--data-path device with DATASET {self.dataset} is not accepted: expected one of "
                               f"{', '.join(IN_MEMORY)} (held whole in device memory), or --data-path loader")
-        check_number("--sigma2", self.sigma2, low=0.0)
-        check_number("--predictor-init-scale", self.predictor_init_scale)
-        for name, value in (("--lr", self.lr), ("--alpha-p", self.alpha_p)):
-            check_number(name, value, low=0.0, low_open=True)
-        check_number("--weight-decay", self.weight_decay, low=0.0)
-        if self.predictor_weight_decay is not None:
-            check_number("--predictor-weight-decay", self.predictor_weight_decay, low=0.0)
-        if self.momentum is not None:
-            check_number("--momentum", self.momentum, low=0.0, high=1.0, high_open=True)
-        check_number("--ema", self.ema, low=0.0, high=1.0)
-        check_number("--rho", self.rho, low=0.0, high=1.0, high_open=True)
-        if not self.eps_inside:
-            check_number("--eps", self.eps, low=0.0)
+        check_number("--eps", self.eps, low=None if self.eps_inside else 0.0)
         if self.eps_inside and self.predictor != "directpred":
             raise ConfigError(f"--eps-inside is only for --predictor directpred (got --predictor {self.predictor!r})")
-        check_number("--knn-t", self.knn_t, low=0.0, low_open=True)
-        for name, value, low in (("--freq", self.freq, 1), ("--epochs", self.epochs, 1),
-                                 ("--batch-size", self.batch_size, 2), ("--proj-hidden", self.proj_hidden, 1),
-                                 ("--proj-dim", self.proj_dim, 1), ("--pred-hidden", self.pred_hidden, 1),
-                                 ("--measure-every", self.measure_every, 1), ("--probe-size", self.probe_size, 2),
-                                 ("--knn-k", self.knn_k, 1), ("--workers", self.workers, 0),
-                                 ("--knn-every", self.knn_every, 0),
-                                 ("--warmup-epochs", self.warmup_epochs, 0), ("--image-size", self.image_size, 0),
-                                 ("--checkpoint-every", self.checkpoint_every, 0), ("--max-steps", self.max_steps, 0),
-                                 ("--collapse-window", self.collapse_window, 2), ("--seed", self.seed, 0),
-                                 ("--input-dim", self.input_dim, 0), ("--synthetic-size", self.synthetic_size, 2)):
-            check_int(name, value, low=low)
         if self.freq != 1 and self.predictor not in ("directpred", "optimal"):
             raise ConfigError(f"--freq {self.freq} is only for --predictor directpred or optimal (got --predictor "
                               f"{self.predictor!r}): expected --freq 1 or one of those")
-        if not self.stop_grad and self.method != "simsiam":
-            raise ConfigError("--no-stop-grad with --method byol is not accepted: expected --method simsiam, "
-                              "whose target is the online network (W_a = W) that gradients can flow through")
+        if not self.stop_grad and self.target_mode != "online":
+            online = [m for m, spec in METHODS.items() if spec.target(self) == "online"]
+            raise ConfigError(f"--no-stop-grad with --method {self.method} is not accepted: expected --method "
+                              f"{' or '.join(online)}, whose target is the online network (W_a = W) that gradients "
+                              "can flow through")
         linear = self.resolved_backbone == "linear"
         if linear != (self.dataset == "synthetic"):
-            raise ConfigError(f"--model {self.backbone} with DATASET {self.dataset} is not accepted: expected "
-                              "--model linear with synthetic (the theory's two-layer linear network) and an image "
+            raise ConfigError(f"--backbone {self.backbone} with DATASET {self.dataset} is not accepted: expected "
+                              "--backbone linear with synthetic (the theory's two-layer linear network) and an image "
                               "backbone (resnet18|resnet34|resnet50|convnet) with image datasets")
         if self.synthetic_size < self.batch_size and self.dataset == "synthetic":
             raise ConfigError(f"--synthetic-size {self.synthetic_size} is below --batch-size {self.batch_size}: "
                               "expected at least one batch per epoch")
-        if self.predictor == "optimal" and self.eps <= 0:
-            raise ConfigError(f"--eps {self.eps} with --predictor optimal is not accepted: expected eps > 0, the "
-                              "ridge of the least-squares predictor (lambda = eps * max s_j)")
         if self.predictor_init == "identity" and self.predictor in ("mlp", "none"):
             raise ConfigError(f"--predictor-init identity with --predictor {self.predictor} is not accepted: "
                               "expected --predictor linear, symmetric or directpred")
-        if self.warmup_epochs >= self.epochs and self.schedule == "cosine":
+        if self.warmup_epochs >= self.epochs and self.lr_schedule == "cosine":
             raise ConfigError(f"--warmup-epochs {self.warmup_epochs} is out of range: expected fewer than "
                               f"--epochs {self.epochs}")
+
+    @property
+    def target_mode(self) -> str:
+        """How the method makes its targets with these settings: ``ema``, ``stop-grad`` or ``online``."""
+        return METHODS[self.method].target(self)
 
     @property
     def resolved_image_size(self) -> int:
@@ -190,7 +210,7 @@ class TrainConfig:
 
     @property
     def resolved_backbone(self) -> str:
-        """``convnet`` for digits, ``resnet18`` otherwise, unless a backbone was named."""
+        """``convnet`` for digits, ``linear`` for synthetic, ``resnet18`` otherwise, unless a backbone was named."""
         if self.backbone != "auto":
             return self.backbone
         return {"digits": "convnet", "synthetic": "linear"}.get(self.dataset, "resnet18")
@@ -228,6 +248,11 @@ class TrainConfig:
         ratio = self.batch_size / LR_REFERENCE_BATCH
         return self.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio ** 0.5}[self.lr_scale]
 
+    @property
+    def pred_weight_decay(self) -> float:
+        """Weight decay of the predictor (the trunk's unless set)."""
+        return self.weight_decay if self.predictor_weight_decay is None else self.predictor_weight_decay
+
     def resolved_data_path(self, device_type: str) -> str:
         """``device`` (batched augmentation of the whole dataset held on the device) on CUDA for in-memory datasets,
         ``loader`` otherwise, unless named."""
@@ -237,9 +262,7 @@ class TrainConfig:
 
     def resolved_cuda_graph(self, device_type: str, world: int) -> bool:
         """Whether the step is replayed from a CUDA graph: ``auto`` on CUDA, on one process, without --compile."""
-        if self.cuda_graph == "off" or device_type != "cuda" or world > 1 or self.compile != "none":
-            return False
-        return True
+        return not (self.cuda_graph == "off" or device_type != "cuda" or world > 1 or self.compile != "none")
 
     def resolved_directpred_solver(self, device_type: str) -> str:
         """How DirectPred computes W_p: ``newton-schulz`` (matrix products only) on CUDA, where the eigendecomposition
@@ -254,23 +277,46 @@ class TrainConfig:
             return self.precision
         return "bf16" if device_type == "cuda" else "fp32"
 
-    @property
-    def pred_weight_decay(self) -> float:
-        """Weight decay of the predictor (the trunk's unless set)."""
-        return self.weight_decay if self.predictor_weight_decay is None else self.predictor_weight_decay
-
-    @property
-    def uses_ema(self) -> bool:
-        """BYOL keeps an EMA target network; SimSiam's target is the online network."""
-        return self.method == "byol"
+    def resolved(self, device, world: int) -> dict[str, Any]:
+        """What a run of these settings resolves to on ``device`` with ``world`` ranks (config.json's ``run``)."""
+        t = device.type
+        return {"device": str(device), "data_path": self.resolved_data_path(t), "precision": self.resolved_precision(t),
+                "world_size": world, "cuda_graph": self.resolved_cuda_graph(t, world),
+                "directpred_solver": self.resolved_directpred_solver(t), "per_rank_batch": self.batch_size // world,
+                "global_batch": self.batch_size, "lr_used": self.effective_lr,
+                "lr_rule": f"lr x {self.lr_scale} scaling of batch {self.batch_size} / 256" if self.lr_scale != "none"
+                else "lr as given (batch size is global, so it does not depend on ranks)"}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+    def from_settings(cls, settings: dict[str, Any]) -> TrainConfig:
+        """A config from ``{name: value}`` (names as fields, ``predictor_bias``, or as flags, ``predictor-bias``);
+        an unknown name is a one-line :class:`ConfigError` naming it and the nearest known ones. The same
+        validation as the command line's: settings files and experiment recipes come through here."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        kw = {}
+        for key, value in settings.items():
+            name = str(key).lstrip("-").replace("-", "_")
+            if name not in known:
+                near = difflib.get_close_matches(name, sorted(known), n=3)
+                hint = f" (did you mean {', '.join(flag_of(n) for n in near)}?)" if near else ""
+                raise ConfigError(f"setting {key!r} is not known{hint}: expected one of the flags of "
+                                  "'ssltheory train --help'")
+            kw[name] = value
+        return cls(**kw)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config saved in a run's ``config.json`` (of this or an earlier version, see :func:`migrate`)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in migrate(d).items() if k in known})
+
+    def changes(self) -> dict[str, Any]:
+        """The settings that differ from the defaults, ``{name: value}``."""
+        base = {f.name: f.default for f in dataclasses.fields(self)}
+        return {k: v for k, v in self.to_dict().items() if v != base[k] or k == "dataset"}
 
     def save(self, path: Path, run: dict[str, Any] | None = None) -> None:
         """Write the config with library versions, the git commit and ``run`` (what was resolved at start: device,
@@ -280,6 +326,86 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text())["config"])
+
+
+def migrate(d: dict[str, Any]) -> dict[str, Any]:
+    """Settings saved by earlier versions under today's names: ``ema`` is now ``gamma_a``, ``schedule``
+    ``lr_schedule``; the optimal predictor's ridge was ``eps``; ``compile`` was true / false."""
+    d = dict(d)
+    for old, new in (("ema", "gamma_a"), ("schedule", "lr_schedule")):
+        if old in d and new not in d:
+            d[new] = d.pop(old)
+    if d.get("predictor") == "optimal" and "ridge" not in d and "eps" in d:
+        d["ridge"] = d["eps"]
+    if isinstance(d.get("compile"), bool):
+        d["compile"] = "default" if d["compile"] else "none"
+    return d
+
+
+def load_settings(path: Path) -> dict[str, Any]:
+    """The settings in a file, ``{name: value}``: a run's saved ``config.json`` (its ``config`` block), or a JSON
+    or YAML file a person wrote (names as fields or flags: ``alpha_p`` or ``alpha-p``). Checked when a config is made
+    from them (:meth:`TrainConfig.from_settings`); a file that cannot be read is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path} is not a file: expected a JSON or YAML file of settings")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            doc = yaml.safe_load(text)
+        else:
+            doc = json.loads(text)
+    except Exception as e:  # a parse error of either format
+        raise ConfigError(f"--config {path} cannot be parsed ({' '.join(str(e).split())[:160]}): expected JSON, or "
+                          "YAML for .yaml / .yml") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"--config {path} holds a {type(doc).__name__}: expected a mapping of settings")
+    if isinstance(doc.get("config"), dict):  # a saved config.json
+        doc = migrate(doc["config"])
+    return doc
+
+
+def flag_of(name: str) -> str:
+    """How the command line spells field ``name`` (``--alpha-p``; ``DATASET`` for the argument)."""
+    meta = TrainConfig.__dataclass_fields__[name].metadata
+    return meta.get("flag") or "--" + name.replace("_", "-")
+
+
+def choices_of(meta: Any) -> tuple[str, ...] | None:
+    """The accepted values of a field (its registry's names, for a registry), or None."""
+    c = meta.get("choices")
+    c = c() if callable(c) else c
+    return tuple(c) if c is not None else None
+
+
+@functools.lru_cache(maxsize=1)
+def field_types() -> dict[str, Any]:
+    """The resolved type of each field (``float | None`` for optional numbers)."""
+    return typing.get_type_hints(TrainConfig)
+
+
+def _checked(f: dataclasses.Field, value: Any) -> Any:
+    """``value`` of field ``f`` checked against its type, choices and bounds (numbers coerced), or ConfigError."""
+    if value is None and f.default is None:
+        return None
+    meta, kind, flag = f.metadata, field_types()[f.name], flag_of(f.name)
+    choices = choices_of(meta)
+    if choices is not None:
+        return check_choice(flag, value, choices)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{flag} {value!r} is not a boolean: expected true or false")
+        return value
+    bounds = {k: meta[k] for k in ("low", "high", "low_open", "high_open")}
+    if kind is int:
+        return check_int(flag, value, low=int(meta["low"] or 0))
+    if kind is float or float in typing.get_args(kind):
+        return check_number(flag, value, **bounds)
+    if not isinstance(value, str):
+        raise ConfigError(f"{flag} {value!r} is not text: expected a string")
+    return value
 
 
 def environment() -> dict[str, str]:

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .distributed import Dist, all_gather_rows, all_reduce_sum
+
 
 @torch.no_grad()
 def extract(model: nn.Module, ds: Dataset, device: torch.device, batch_size: int = 256, workers: int = 0,
@@ -52,6 +54,20 @@ def knn_correct(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tens
         votes = torch.zeros(q.shape[0], num_classes).scatter_add_(1, bank_labels[idx], (sim / t).exp())
         correct += int((votes.argmax(1) == query_labels[i:i + chunk]).sum())
     return correct
+
+
+def knn_monitor(net: nn.Module, bank_ds: Dataset, query_ds: Dataset, device: torch.device, d: Dist, k: int,
+                t: float, num_classes: int) -> float:
+    """kNN accuracy of backbone ``net`` (bank: ``bank_ds``, queries: ``query_ds``). Under DDP the bank is extracted
+    in shards and gathered, each rank classifies its shard of the queries and the correct counts are summed."""
+    on = device if device.type == "cuda" else torch.device("cpu")  # NCCL gathers device tensors, gloo CPU ones
+    bank, bank_y = extract(net, bank_ds, device, shard=(d.rank, d.world))
+    bank, bank_y = all_gather_rows(bank.to(on), d).cpu(), all_gather_rows(bank_y.to(on), d).cpu()
+    query, query_y = extract(net, query_ds, device, shard=(d.rank, d.world))
+    counts = torch.tensor([knn_correct(bank, bank_y, query, query_y, k=k, t=t, num_classes=num_classes)
+                           if len(query) else 0, len(query)], dtype=torch.float64, device=on)
+    counts = all_reduce_sum(counts, d)
+    return float(counts[0] / counts[1])
 
 
 def knn_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,

@@ -5,8 +5,9 @@
 - ``device``: the whole dataset held on the device (uint8 for CIFAR-10 / STL-10), indexed and augmented a batch at
   a time by :mod:`.batch_augment`, whose parameters come from one CPU generator checkpointed with the run.
 
-Both follow the same global order, a permutation fixed by (seed, epoch); ``--batch-size`` is the global batch, and
-on a DDP run each rank takes its contiguous slice of every global batch (:meth:`Dist.shard`).
+Both follow the same global order, the data schedule's (:mod:`.schedule`; by default a permutation fixed by (seed,
+epoch)); ``--batch-size`` is the global batch, and on a DDP run each rank takes its contiguous slice of every global
+batch (:meth:`Dist.shard`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,7 @@ from .augment import view_specs
 from .batch_augment import BatchTwoViews
 from .config import TrainConfig
 from .distributed import Dist
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The global order of the n training items in an epoch: a permutation fixed by (seed, epoch)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)
+from .schedule import Schedule
 
 
 def rank_order(order: torch.Tensor, batch: int, start_batch: int, d: Dist) -> torch.Tensor:
@@ -40,12 +36,13 @@ class RankSampler(Sampler[int]):
     """The items of :func:`rank_order` for the epoch set by :meth:`set_epoch` (one sampler for the whole run, so
     that persistent DataLoader workers survive from epoch to epoch)."""
 
-    def __init__(self, n: int, seed: int, batch: int, d: Dist) -> None:
-        self.n, self.seed, self.batch, self.d = n, seed, batch, d
+    def __init__(self, schedule: Schedule, d: Dist) -> None:
+        self.schedule, self.d = schedule, d
         self.items: list[int] = []
 
     def set_epoch(self, epoch: int, start_batch: int) -> None:
-        self.items = rank_order(epoch_order(self.n, self.seed, epoch), self.batch, start_batch, self.d).tolist()
+        order = self.schedule.order(epoch)
+        self.items = rank_order(order, self.schedule.batch, start_batch, self.d).tolist()
 
     def __iter__(self):
         return iter(self.items)
@@ -57,9 +54,9 @@ class RankSampler(Sampler[int]):
 class LoaderFeed:
     """Batches from a DataLoader over ``ds`` (items ((v1, v2), label)), moved to ``device``."""
 
-    def __init__(self, cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist) -> None:
+    def __init__(self, cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist, schedule: Schedule) -> None:
         self.device = device
-        self.sampler = RankSampler(len(ds), cfg.seed, cfg.batch_size, d)
+        self.sampler = RankSampler(schedule, d)
         self.loader = DataLoader(ds, batch_size=cfg.batch_size // d.world, sampler=self.sampler, drop_last=True,
                                  num_workers=cfg.workers, pin_memory=device.type == "cuda",
                                  persistent_workers=cfg.workers > 0,
@@ -103,8 +100,8 @@ class DeviceFeed:
     that never calls it gets the batch made when it asks for it. The checkpointed generator state is the one before
     the batch made ahead, so a resume draws it again."""
 
-    def __init__(self, cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist) -> None:
-        self.cfg, self.d, self.device = cfg, d, device
+    def __init__(self, cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist, schedule: Schedule) -> None:
+        self.cfg, self.d, self.device, self.schedule = cfg, d, device, schedule
         self.images = in_memory_images(ds).to(device)
         self.aug = BatchTwoViews(view_specs(cfg.dataset, cfg.resolved_image_size), seed=cfg.seed * 31 + 17)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -118,7 +115,7 @@ class DeviceFeed:
     def _batches(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         B, (H, W) = self.cfg.batch_size, self.images.shape[-2:]
         mine = self.d.shard(B)
-        idx = rank_order(epoch_order(len(self.images), self.cfg.seed, epoch), B, start_batch, self.d)
+        idx = rank_order(self.schedule.order(epoch), B, start_batch, self.d)
         idx = idx.to(self.device)  # once per epoch
         per = B // self.d.world
         for k in range(len(idx) // per):
@@ -156,8 +153,8 @@ class DeviceFeed:
             self.aug.generator.set_state(state["generator"])
 
 
-def make_feed(cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist) -> LoaderFeed | DeviceFeed:
-    """The data path ``cfg`` resolves to on ``device``."""
-    if cfg.resolved_data_path(device.type) == "device":
-        return DeviceFeed(cfg, ds, device, d)
-    return LoaderFeed(cfg, ds, device, d)
+def make_feed(cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist,
+              schedule: Schedule) -> LoaderFeed | DeviceFeed:
+    """The data path ``cfg`` resolves to on ``device``, serving ``schedule``'s epochs."""
+    cls = DeviceFeed if cfg.resolved_data_path(device.type) == "device" else LoaderFeed
+    return cls(cfg, ds, device, d, schedule)

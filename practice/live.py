@@ -66,7 +66,7 @@ class Snapshot:
 @torch.no_grad()
 def snapshot(model, probe_x: torch.Tensor, f1: torch.Tensor, loss: torch.Tensor, meta: dict, linear: bool = False,
              batch_size: int = 256) -> Snapshot:
-    """Queue half 1 of a measurement of ``model`` (a :class:`.train.Model`) at this point of the step.
+    """Queue half 1 of a measurement of ``model`` (a :class:`.step.Model`) at this point of the step.
 
     probe_x: this rank's probe images (n_r, C, H, W) on the model's device; f1: this rank's projector outputs
     (B_r, d) of the step; loss: 0-d tensor, the mean loss since the last measurement; linear: the backbone is the
@@ -86,7 +86,7 @@ def snapshot(model, probe_x: torch.Tensor, f1: torch.Tensor, loss: torch.Tensor,
                "F": model.corr.F, "W_p": model.predictor.W_p()}
     if linear:  # the linear model: its modes are read off the weights
         tensors["W"] = net.weight
-        tensors["W_a"] = model.target.backbone.weight if model.target is not None else None
+        tensors["W_a"] = model.target.network.backbone.weight if model.target.network is not None else None
     snap = Snapshot(meta, {k: _host(v) for k, v in tensors.items()}, linear=linear)
     if feats.is_cuda:
         snap.event = torch.cuda.Event()

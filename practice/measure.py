@@ -25,6 +25,13 @@ TOP_MODES = 1e-3
 """Modes of F̂ with s_j > TOP_MODES * s_1 count as the leading ones (where alignment and symmetry are judged)."""
 
 
+def leading_modes(s, rel: float = TOP_MODES) -> np.ndarray:
+    """Boolean mask of the leading modes of a spectrum ``s`` (d,) sorted descending: s_j > rel * s_1 (none when
+    s_1 <= 0). The one definition of "leading modes" for measurements, summaries, plots and compare."""
+    s = np.asarray(s, float)
+    return s > rel * s[0] if len(s) and s[0] > 0 else np.zeros(len(s), bool)
+
+
 class RunningCorrelation:
     """Exponential moving average of the (d, d) correlation of the predictor's inputs, in float64."""
 
@@ -75,10 +82,9 @@ def predictor_metrics(F: torch.Tensor, W_p: torch.Tensor | None) -> dict:
     return out
 
 
-def _top_block(W: np.ndarray, s: np.ndarray, U: np.ndarray, rel: float = TOP_MODES) -> np.ndarray:
-    """W restricted to the span of F̂'s leading modes (s_j > rel * s_1): U_k^T W U_k."""
-    top = s > rel * s[0] if s[0] > 0 else np.zeros(len(s), bool)
-    Uk = U[:, top]
+def _top_block(W: np.ndarray, s: np.ndarray, U: np.ndarray) -> np.ndarray:
+    """W restricted to the span of F̂'s leading modes (:func:`leading_modes`): U_k^T W U_k."""
+    Uk = U[:, leading_modes(s)]
     return Uk.T @ W @ Uk
 
 
@@ -135,3 +141,25 @@ def linear_modes(W: torch.Tensor, W_p: torch.Tensor | None, W_a: torch.Tensor | 
         num = torch.einsum("ij,ik,kj->j", U, W_a.detach().double().cpu() @ W.T, U)
         tau = torch.where(s > 0, num / s.clamp(min=1e-300), torch.ones_like(s))
     return {"s_model": s.tolist(), "p_model": p.tolist(), "tau_model": tau.tolist()}
+
+
+SUMMARY_KEYS = ("loss", "auc", "k_eq", "auc_projector", "feature_std", "feature_std_x_sqrt_d", "asymmetry",
+                "asymmetry_top")
+"""What the summary takes from a run's last measurement."""
+
+
+def summarize(records: list[dict]) -> dict:
+    """Final numbers of a run from its metrics records: kNN at init and at the end, and the last measurement (with
+    the mean alignment over F̂'s leading modes)."""
+    knn = [r for r in records if "knn_acc" in r]
+    meas = [r for r in records if "auc" in r]
+    out = {"knn_acc_init": knn[0]["knn_acc"] if knn else None, "knn_acc_final": knn[-1]["knn_acc"] if knn else None,
+           "steps": records[-1]["step"] if records else 0}
+    if meas:
+        last = meas[-1]
+        out.update({k: last[k] for k in SUMMARY_KEYS if k in last})
+        if "alignment" in last:
+            top = leading_modes(last["s"])
+            out["mean_alignment_top_modes"] = float(np.mean(np.asarray(last["alignment"])[top])) if top.any() else None
+            out["top_modes"] = int(top.sum())
+    return out

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
+from .predictors import Predictor
+from .schedule import Schedule
 
 
 class LARS(torch.optim.Optimizer):
@@ -45,13 +47,13 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def make_optimizer(cfg: TrainConfig, online: nn.Module, predictor: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, online: nn.Module, predictor: Predictor) -> torch.optim.Optimizer:
     """One optimizer with two groups: online (lr, weight_decay) and predictor (lr * alpha_p, its decay); lr is
     ``cfg.effective_lr`` (``--lr`` after ``--lr-scale``)."""
     groups = [{"params": list(online.parameters()), "lr": cfg.effective_lr, "weight_decay": cfg.weight_decay,
                "name": "online"}]
-    pred_params = [p for p in predictor.parameters() if p.requires_grad]
-    if getattr(predictor, "trainable", True) and pred_params:
+    pred_params = predictor.trainable_parameters()
+    if pred_params:
         groups.append({"params": pred_params, "lr": cfg.effective_lr * cfg.alpha_p,
                        "weight_decay": cfg.pred_weight_decay, "name": "predictor"})
     if cfg.optimizer == "lars":
@@ -69,7 +71,8 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
-    """torch's LambdaLR over :func:`lr_factor`, stepped once per iteration."""
-    total, warm = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, cfg.schedule))
+def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, schedule: Schedule):
+    """torch's LambdaLR over :func:`lr_factor`, stepped once per iteration; the run's and the warm-up's lengths in
+    steps come from the data schedule (its epochs may differ in length)."""
+    total, warm = schedule.epoch_start(cfg.epochs), schedule.epoch_start(cfg.warmup_epochs)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, cfg.lr_schedule))

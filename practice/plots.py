@@ -11,7 +11,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .measure import TOP_MODES  # noqa: E402
+from .measure import leading_modes  # noqa: E402
+
+
+def run_title(cfg) -> str:
+    """The figure title of a run: dataset, method, predictor and the knobs of the theory (gamma_a only for an EMA
+    target)."""
+    ema = f", γ_a={cfg.gamma_a:g}" if cfg.target_mode == "ema" else ""
+    return (f"{cfg.dataset}, {cfg.method}, predictor={cfg.predictor}, lr={cfg.lr:g}, wd={cfg.weight_decay:g}, "
+            f"α_p={cfg.alpha_p:g}{ema}")
 
 
 def run_figure(records: list[dict], title: str = "") -> Figure:
@@ -27,7 +35,7 @@ def run_figure(records: list[dict], title: str = "") -> Figure:
         if "p_sym" in meas[0]:
             ax[0, 1].plot(t, np.array([r["p_sym"] for r in meas]), lw=0.8)
             align = np.array([r["alignment"] for r in meas])
-            top = s[-1] > TOP_MODES * s[-1][0]
+            top = leading_modes(s[-1])
             ax[0, 2].plot(t, align[:, top], lw=0.8)
             ax[0, 2].set_ylim(-1.05, 1.05)
             ax[1, 0].plot(t, [r["asymmetry"] for r in meas], color="tab:purple", label="whole $W_p$")

@@ -1,18 +1,23 @@
-"""Predictors, one small class each: linear, mlp, symmetric, directpred, none (identity).
+"""Predictors, one small class each, on one base class (:class:`Predictor`) with the hooks a step calls.
 
-All map the projector output f (B, d) to a prediction (B, d). ``W_p()`` gives the linear predictor's matrix (None
-for the MLP), so that the same measurements apply to all; ``after_step(step, F)`` is called after each optimizer
-step with the running correlation F̂ (d, d) of the predictor's inputs.
+All map the projector output f (B, d) to a prediction (B, d). The step calls, in order:
+``observe(f1, f2, z1, z2, reduce)`` with the step's features (the optimal predictor tracks E[f_a f^T]);
+``after_step(step, F)`` after each optimizer step with the running correlation F̂ (d, d) of the predictor's inputs
+(DirectPred sets W_p from it); ``trainable_parameters()`` is what the optimizer's predictor group trains.
+``W_p()`` gives the linear predictor's matrix (None for the MLP), so that the same measurements apply to all.
+
+:data:`PREDICTORS` maps each ``--predictor`` name to its builder; adding one is a class and a registry line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from .config import P_FLOOR, TrainConfig
+from ssltheory.theory.modes import P_FLOOR, directpred_p
 
 NS_ITERS = 40
 """Newton-Schulz iterations of :func:`directpred_weight_ns` (converges eigenvalues down to ~1e-13 of the largest)."""
@@ -20,10 +25,29 @@ NS_SQUARINGS = 20
 """Repeated squarings that find max s in :func:`directpred_weight_ns` (F̂^(2^20))."""
 
 
-class LinearPredictor(nn.Module):
-    """W_p trained by gradient (the paper's 'regular W_p')."""
+class Predictor(nn.Module):
+    """The hooks of a predictor, as no-ops. ``trainable``: whether SGD trains its parameters."""
 
     trainable = True
+
+    def W_p(self) -> torch.Tensor | None:
+        """The (d, d) matrix of a linear predictor (None for a nonlinear one)."""
+        return None
+
+    def observe(self, f1: torch.Tensor, f2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
+                reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """See a step's detached features f1, f2 and targets z1, z2, each (B, d); ``reduce`` sums over ranks."""
+
+    def after_step(self, step: int, F: torch.Tensor) -> None:
+        """After the optimizer's step ``step`` (0-based), with the running correlation F̂ (d, d)."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimizer's predictor group trains (none when ``trainable`` is False)."""
+        return [p for p in self.parameters() if p.requires_grad] if self.trainable else []
+
+
+class LinearPredictor(Predictor):
+    """W_p trained by gradient (the paper's 'regular W_p')."""
 
     def __init__(self, d: int, bias: bool = False) -> None:
         super().__init__()
@@ -34,10 +58,6 @@ class LinearPredictor(nn.Module):
 
     def W_p(self) -> torch.Tensor | None:
         return self.linear.weight
-
-    @torch.no_grad()
-    def after_step(self, step: int, F: torch.Tensor) -> None:
-        pass
 
 
 class SymmetricPredictor(LinearPredictor):
@@ -58,8 +78,8 @@ class SymmetricPredictor(LinearPredictor):
 
 
 class DirectPredictor(LinearPredictor):
-    """DirectPred: W_p = U diag(p) U^T from F̂ = U diag(s) U^T, p_j = max(sqrt(s_j / max s) + eps, 1e-4), or with
-    ``inside`` p_j = sqrt(max(s_j / max s + eps, 1e-4)) (Table 7: eps = -c_j gives sqrt(max(s_j - c_j, 0))).
+    """DirectPred: W_p = U diag(p) U^T from F̂ = U diag(s) U^T, p_j by :func:`~ssltheory.theory.modes.directpred_p`
+    (max(sqrt(s_j / max s) + eps, floor), or with ``inside`` sqrt(max(s_j / max s + eps, floor))).
 
     Set at the end of every ``freq``-th step (the official code's order: the first forward uses the initial W_p).
     With freq > 1 W_p is trained by SGD in between (the paper's hybrid); with freq = 1 it is not trained.
@@ -82,15 +102,14 @@ class DirectPredictor(LinearPredictor):
 
 
 def directpred_weight(F: torch.Tensor, eps: float, floor: float = P_FLOOR, inside: bool = False) -> torch.Tensor:
-    """U diag(p) U^T from the symmetrised F (float64): p_j = max(sqrt(s_j / max s) + eps, floor), or with ``inside``
-    p_j = sqrt(max(s_j / max s + eps, floor)). On CUDA the eigendecomposition checks its result on the host, so the
+    """U diag(p) U^T from the symmetrised F (float64), p_j by :func:`~ssltheory.theory.modes.directpred_p`. On
+    CUDA the eigendecomposition checks its result on the host, so the
     calling thread waits for the device here."""
     s, U = torch.linalg.eigh(0.5 * (F + F.T).double())
     s = s.clamp(min=0)
     smax = s.max()
     ratio = torch.where(smax > 0, s / smax.clamp(min=torch.finfo(s.dtype).tiny), torch.zeros_like(s))
-    p = (ratio + eps).clamp(min=floor).sqrt() if inside else (ratio.sqrt() + eps).clamp(min=floor)
-    return (U * p) @ U.T
+    return (U * directpred_p(ratio, eps, inside, floor)) @ U.T
 
 
 def directpred_weight_ns(F: torch.Tensor, eps: float, inside: bool = False, iters: int = NS_ITERS,
@@ -175,10 +194,8 @@ class OptimalPredictor(LinearPredictor):
             self.linear.weight.copy_(W.to(self.linear.weight.dtype))
 
 
-class MLPPredictor(nn.Module):
+class MLPPredictor(Predictor):
     """Two layers, Linear(d, h) -> BN(affine=False) -> ReLU -> Linear(h, d) (the paper's 2-layer predictor)."""
-
-    trainable = True
 
     def __init__(self, d: int, hidden: int = 512) -> None:
         super().__init__()
@@ -188,14 +205,8 @@ class MLPPredictor(nn.Module):
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.net(f)
 
-    def W_p(self) -> torch.Tensor | None:
-        return None
 
-    def after_step(self, step: int, F: torch.Tensor) -> None:
-        pass
-
-
-class IdentityPredictor(nn.Module):
+class IdentityPredictor(Predictor):
     """No predictor, W_p = I (the collapse ablation of Theorem 2)."""
 
     trainable = False
@@ -210,27 +221,24 @@ class IdentityPredictor(nn.Module):
     def W_p(self) -> torch.Tensor | None:
         return self.eye
 
-    def after_step(self, step: int, F: torch.Tensor) -> None:
-        pass
+
+PREDICTORS: dict[str, Callable[[Any, int, str], Predictor]] = {
+    "linear": lambda cfg, d, dev: LinearPredictor(d, cfg.predictor_bias),
+    "mlp": lambda cfg, d, dev: MLPPredictor(d, cfg.pred_hidden),
+    "symmetric": lambda cfg, d, dev: SymmetricPredictor(d, cfg.predictor_bias),
+    "directpred": lambda cfg, d, dev: DirectPredictor(d, cfg.eps, cfg.freq, cfg.predictor_bias, cfg.eps_inside,
+                                                      cfg.resolved_directpred_solver(dev)),
+    "optimal": lambda cfg, d, dev: OptimalPredictor(d, cfg.ridge, cfg.freq, cfg.predictor_bias, cfg.rho),
+    "none": lambda cfg, d, dev: IdentityPredictor(d),
+}
+"""Every predictor by name (``--predictor``): a builder (cfg, d, device type) -> :class:`Predictor`."""
 
 
-def build_predictor(cfg: TrainConfig, d: int, device_type: str = "cpu") -> nn.Module:
+def build_predictor(cfg, d: int, device_type: str = "cpu") -> Predictor:
     """The predictor named by ``cfg.predictor`` for inputs of width ``d`` (W_p = scale * I with identity init), for
     a run on ``device_type`` (DirectPred's solver depends on it)."""
-    if cfg.predictor == "linear":
-        pred = LinearPredictor(d, cfg.predictor_bias)
-    elif cfg.predictor == "symmetric":
-        pred = SymmetricPredictor(d, cfg.predictor_bias)
-    elif cfg.predictor == "directpred":
-        pred = DirectPredictor(d, cfg.eps, cfg.freq, cfg.predictor_bias, cfg.eps_inside,
-                               cfg.resolved_directpred_solver(device_type))
-    elif cfg.predictor == "optimal":
-        pred = OptimalPredictor(d, cfg.eps, cfg.freq, cfg.predictor_bias, cfg.rho)
-    elif cfg.predictor == "mlp":
-        return MLPPredictor(d, cfg.pred_hidden)
-    else:
-        return IdentityPredictor(d)
-    if cfg.resolved_predictor_init == "identity":
+    pred = PREDICTORS[cfg.predictor](cfg, d, device_type)
+    if cfg.resolved_predictor_init == "identity" and isinstance(pred, LinearPredictor):
         with torch.no_grad():
             pred.linear.weight.copy_(cfg.predictor_init_scale * torch.eye(d))
             if pred.linear.bias is not None:

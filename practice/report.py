@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ssltheory.theory.params import ConfigError, RunError
 
-from .config import TrainConfig
+from .rundir import FIGURE, RunDir
 
 
 def _png(data: bytes, alt: str) -> str:
@@ -46,9 +46,7 @@ def build_report(run_dir: Path, n_modes: int = 8) -> str:
     from .plots import compare_figure
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise ConfigError(f"RUN_DIR {run_dir} has no config.json: expected the folder of a run of ssltheory train")
-    cfg = TrainConfig.load(run_dir / "config.json")
+    cfg = RunDir(run_dir).config()
     parts = [f"<h1>ssltheory run {html.escape(run_dir.name)}</h1>",
              f"<p>{html.escape(cfg.dataset)}, {html.escape(cfg.method)}, predictor {html.escape(cfg.predictor)}</p>"]
     summary = run_dir / "summary.json"
@@ -58,12 +56,8 @@ def build_report(run_dir: Path, n_modes: int = 8) -> str:
     if probe.exists():
         parts.append(_table(json.loads(probe.read_text()), "linear probe (last epoch)"))
     pngs = sorted(run_dir.glob("*.png"))
-    if not any(p.name == "dynamics.png" for p in pngs) and (run_dir / "metrics.jsonl").exists():
-        from .plots import run_figure
-        from .train import read_metrics
-
-        parts.append(_png(_fig_bytes(run_figure(read_metrics(run_dir / "metrics.jsonl"), run_dir.name)),
-                          "dynamics (drawn from metrics.jsonl)"))
+    if not (run_dir / FIGURE).exists():
+        parts.append(f"<p>no {FIGURE}: the run has not finished (training writes it at its end)</p>")
     for png in pngs:
         parts.append(_png(png.read_bytes(), png.name))
     parts.append("<h2>theory beside the run</h2>")

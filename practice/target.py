@@ -1,4 +1,14 @@
-"""The target branch: an EMA copy of the online encoder (BYOL) or the online encoder itself (SimSiam)."""
+"""The target branch: how the targets z1, z2 of a step are made from the two views.
+
+- ``ema`` (:class:`MomentumEncoder`): a copy of the online encoder updated as an exponential moving average,
+  theta_a <- gamma_a theta_a + (1 - gamma_a) theta, run under no_grad (BYOL); gamma_a constant or on BYOL's cosine
+  schedule to 1 (:func:`ema_gamma`);
+- ``stop-grad`` (:class:`StopGradient`): the online encoder's own outputs, detached (SimSiam);
+- ``online`` (:class:`Online`): the online outputs with gradient (SimSiam without stop-gradient, Theorem 2).
+
+A branch is called inside the step's autocast with the views and the online outputs; ``after_step`` runs once the
+optimizer has stepped; ``record`` adds what a measurement should note about the target.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +19,86 @@ import torch
 from torch import nn
 
 
-def make_target(online: nn.Module) -> nn.Module:
-    """An exact copy of the online encoder that gradients never reach (BYOL's target at step 0).
+class TargetBranch:
+    """Base of the target branches: ``network`` is a network of its own (checkpointed as ``target``), or None."""
+
+    mode = ""
+    network: nn.Module | None = None
+
+    def __call__(self, x1: torch.Tensor, x2: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor):
+        """(z1, z2), each (B, d), for views (B, C, H, W) whose online outputs are f1, f2."""
+        raise NotImplementedError
+
+    def after_step(self, online: nn.Module, step: int, total: int) -> None:
+        """After the optimizer's step ``step`` (0-based) of ``total``."""
+
+    def record(self, step: int, total: int) -> dict:
+        """What a measurement at ``step`` notes about the target (e.g. gamma_a)."""
+        return {}
+
+
+class StopGradient(TargetBranch):
+    mode = "stop-grad"
+
+    def __call__(self, x1, x2, f1, f2):
+        return f1.detach(), f2.detach()
+
+
+class Online(TargetBranch):
+    mode = "online"
+
+    def __call__(self, x1, x2, f1, f2):
+        return f1, f2
+
+
+class Pair(nn.Module):
+    """An encoder on both views in one call, (z1, z2): one compiled graph per step (a CUDA-graphed function
+    called twice in a step would overwrite its first outputs)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor):
+        return self.encoder(x1), self.encoder(x2)
+
+
+class MomentumEncoder(TargetBranch):
+    """BYOL's target: an exact copy of the online encoder at step 0, then its EMA (rate gamma_a, ``schedule``).
 
     The official DirectPred code starts the target from its own random init; we start it as a copy, as BYOL does.
-    """
+    ``forward`` (both views in one call) is what ``--compile`` compiles."""
+
+    mode = "ema"
+
+    def __init__(self, online: nn.Module, gamma_a: float, schedule: str = "constant") -> None:
+        self.network = make_target(online)
+        self.forward: nn.Module = Pair(self.network)
+        self.gamma_a, self.schedule = gamma_a, schedule
+
+    def __call__(self, x1, x2, f1, f2):
+        with torch.no_grad():
+            return self.forward(x1, x2)
+
+    def after_step(self, online: nn.Module, step: int, total: int) -> None:
+        ema_update(self.network, online, self.gamma(step, total))
+
+    def gamma(self, step: int, total: int) -> float:
+        return ema_gamma(self.gamma_a, step, total, self.schedule)
+
+    def record(self, step: int, total: int) -> dict:
+        return {"gamma": self.gamma(step, total)}
+
+
+def make_branch(mode: str, online: nn.Module, cfg) -> TargetBranch:
+    """The target branch ``mode`` (``ema``, ``stop-grad``, ``online``) for the online encoder of a run."""
+    if mode == "ema":
+        return MomentumEncoder(online, cfg.gamma_a, cfg.ema_schedule)
+    return {"stop-grad": StopGradient, "online": Online}[mode]()
+
+
+def make_target(online: nn.Module) -> nn.Module:
+    """An exact copy of the online encoder that gradients never reach."""
     target = copy.deepcopy(online)
     for p in target.parameters():
         p.requires_grad_(False)

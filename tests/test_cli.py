@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -28,6 +29,8 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     (["phase-portrait", "--eta", "0,,1"], "--eta"),
     (["phase-portrait", "--eta", "-0.1"], "--eta -0.1"),
     (["simulate", "--no-such-flag"], "--no-such-flag"),
+    (["simulate", "--integrator", "heun"], "'heun'"),
+    (["simulate", "--model", "sgd", "--integrator", "rk45"], "--integrator 'rk45'"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     r = cli(*args, "--out", str(tmp_path))
@@ -45,6 +48,41 @@ def test_help_lists_every_command_and_version_works():
         assert name in r.stdout
     v = cli("--version")
     assert v.returncode == 0 and v.stdout.startswith("ssltheory ")
+
+
+def test_help_keeps_the_bracketed_hints():
+    """Rich markup would eat "[paper Fig. 5: 0.4]"; cli.output.hint escapes it."""
+    env = {**os.environ, "COLUMNS": "400"}
+    r = subprocess.run([sys.executable, "-m", "ssltheory.cli.main", "simulate", "--help"], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for text in ("[paper Fig. 5: 0.4]", "[default: same as --eta]", "[paper: 0.3]", "--integrator"):
+        assert text in r.stdout
+    assert "\\[" not in r.stdout
+    r = subprocess.run([sys.executable, "-m", "ssltheory.cli.main", "phase-portrait", "--help"], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert "[paper Fig. 3: 0,0.01,1]" in r.stdout and "[Fig. 3 does not state it; 0.5]" in r.stdout
+
+
+def test_config_saved_with_method_still_loads():
+    """Configs saved before ``method`` became ``integrator`` load unchanged."""
+    from ssltheory.theory.params import SimulationConfig
+
+    old = SimulationConfig(integrator="rk45").to_dict()
+    old["method"] = old.pop("integrator")
+    assert SimulationConfig.from_dict(old).integrator == "rk45"
+
+
+def test_simulation_configs_sweeps_and_names_unknown_settings():
+    from ssltheory.theory.outputs import simulation_configs
+    from ssltheory.theory.params import ConfigError, ModeParams, SimulationConfig
+
+    cfgs = simulation_configs(eta="0,0.1", beta=(0.3, 0.5), tau=1.0, p0=(0.1, 0.2), lr=0.02)
+    assert [(c.params.beta, c.params.eta) for c in cfgs] == [(0.3, 0.0), (0.3, 0.1), (0.5, 0.0), (0.5, 0.1)]
+    assert cfgs[0].params.tau_fixed == 1.0 and cfgs[0].p0 == (0.1, 0.2) and cfgs[0].lr == 0.02
+    assert cfgs[0].steps == SimulationConfig().steps and cfgs[0].params.sigma2 == ModeParams().sigma2
+    with pytest.raises(ConfigError, match="'methd'"):
+        simulation_configs(methd="rk45")
 
 
 def test_phase_portrait_writes_figure_and_fixed_points(tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .fixed_points import parabola_offset_decay
 from .matrix import Shapes, effective_predictor, unpack
 from .params import ModeParams
 
@@ -84,7 +85,7 @@ def theorem1_residual(W: Array, W_p: Array, t: float, C: Array, params: ModePara
     A = W @ W.T
     B = W_p.T @ W_p / params.alpha_p
     scale = np.linalg.norm(A) + np.linalg.norm(B)
-    r = np.linalg.norm(A - B - np.exp(-2.0 * params.eta * t) * C)
+    r = np.linalg.norm(A - B - parabola_offset_decay(C, params.eta, t))
     return float(r / scale) if scale > 0 else float(r)
 
 

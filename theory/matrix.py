@@ -13,7 +13,7 @@ Variants, chosen by :class:`~ssltheory.theory.params.ModeParams`:
 - ``predictor="none"``: W_p = I (held fixed).
 - ``predictor="symmetric"``: the W_p flow is symmetrised, (W_p' + W_p'^T) / 2 (Eq. 7 when W_p(0) is symmetric).
 - ``predictor="directpred"``: W_p = U diag(p) U^T from the eigendecomposition F = W X W^T = U diag(s) U^T with
-  p_j = sqrt(s_j / max s) + eps (the official code's form); W_p has no flow of its own.
+  DirectPred's p_j (:func:`~ssltheory.theory.modes.directpred_p`); W_p has no flow of its own.
 
 The three matrices travel as one flat vector (:func:`pack` / :func:`unpack`) so that the generic integrators
 in :mod:`ssltheory.theory.integrate` apply.
@@ -66,7 +66,7 @@ def isotropic_data(n1: int, sigma2: float) -> tuple[Array, Array]:
 
 
 def directpred_matrix(F: Array, eps: float = 0.0) -> Array:
-    """DirectPred's predictor U diag(p) U^T for a correlation F (n2 x n2), p_j = sqrt(s_j / max s) + eps."""
+    """DirectPred's predictor U diag(p) U^T for a correlation F (n2 x n2), p from :func:`directpred_eigenvalues`."""
     s, U = np.linalg.eigh(0.5 * (F + F.T))
     p = directpred_eigenvalues(s, eps)
     return (U * p) @ U.T

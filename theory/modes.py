@@ -13,7 +13,7 @@ whole grid of initial conditions is one call.
 Variants (``ModeParams``):
 - ``ema=False`` (SimSiam) or ``tau_fixed``: tau is a constant (1 for SimSiam); tau' = 0.
 - ``predictor="none"``: W_p = I, so p_j = 1 is held and only s_j moves.
-- ``predictor="directpred"``: p_j = sqrt(s_j / max_k s_k) + eps, set from F (across the last axis,
+- ``predictor="directpred"``: p_j from s_j / max_k s_k by :func:`directpred_p` (across the last axis,
   the modes of one network), as the official code does; p_j has no flow of its own.
 - ``stop_grad=False`` (needs W_a = W): the Theorem 2 flow
   s_j' = -2 s_j [(p_j^2 + 1) sigma^2 + (p_j - 1)^2 + eta], which collapses every mode.

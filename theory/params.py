@@ -27,7 +27,7 @@ PREDICTORS = ("linear", "symmetric", "directpred", "none")
 MODELS = ("modes", "matrix", "sgd", "reduced")
 """Levels of description: decoupled eigen-modes, full-matrix ODE (Lemma 1), finite-batch SGD."""
 
-METHODS = ("euler", "rk45", "dop853", "lsoda")
+INTEGRATORS = ("euler", "rk45", "dop853", "lsoda")
 """Integrators: fixed-step Euler of step alpha (the discrete process) or a scipy ``solve_ivp`` method."""
 
 
@@ -161,7 +161,7 @@ class SimulationConfig:
     params: ModeParams = field(default_factory=ModeParams)
     lr: float = 0.01
     steps: int = 100_000
-    method: str = "euler"
+    integrator: str = "euler"
     p0: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.3)
     s0: tuple[float, ...] | None = None
     tau0: float = 0.0
@@ -174,7 +174,7 @@ class SimulationConfig:
 
     def __post_init__(self) -> None:
         check_choice("--model", self.model, MODELS)
-        check_choice("--method", self.method, METHODS)
+        check_choice("--integrator", self.integrator, INTEGRATORS)
         check_number("--lr", self.lr, low=0.0, low_open=True)
         check_int("--steps", self.steps, low=1)
         check_int("--dim", self.dim, low=1)
@@ -197,8 +197,8 @@ class SimulationConfig:
                                   "expected one s0 per mode")
             for v in self.s0:
                 check_number("--s0", v, low=0.0)
-        if self.model == "sgd" and self.method != "euler":
-            raise ConfigError(f"--method {self.method!r} does not apply to --model sgd: expected euler")
+        if self.model == "sgd" and self.integrator != "euler":
+            raise ConfigError(f"--integrator {self.integrator!r} does not apply to --model sgd: expected euler")
 
     @property
     def t_end(self) -> float:
@@ -211,8 +211,10 @@ class SimulationConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SimulationConfig:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; also reads configs saved before the rename of ``method`` to ``integrator``."""
         d = dict(d)
+        if "method" in d:
+            d.setdefault("integrator", d.pop("method"))
         d["params"] = ModeParams(**d.get("params", {}))
         for key in ("p0", "s0"):
             if d.get(key) is not None:

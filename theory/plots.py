@@ -23,6 +23,7 @@ from .fixed_points import (  # noqa: E402
     invariant_parabola,
     parabola_fixed_points,
     parabola_flow,
+    parabola_offset_decay,
     parabola_points,
 )
 from .modes import mode_rates  # noqa: E402
@@ -145,7 +146,7 @@ def modes_figure(results: list[SimulationResult]) -> Figure:
             top = max(top, float(np.max(off)))
             row[3].semilogy(t, np.maximum(off, 1e-300), color=c)
             if off[0] > 0:
-                row[3].semilogy(t, np.maximum(off[0] * np.exp(-2 * a.eta * t), 1e-300), ":", color=c)
+                row[3].semilogy(t, np.maximum(parabola_offset_decay(off[0], a.eta, t), 1e-300), ":", color=c)
         for val, name in ((pp, r"$p^*_+$"), (pm, r"$p^*_-$")):
             if math.isfinite(val) and val > 0:
                 row[0].axhline(val, ls="--", color="tab:red" if name == r"$p^*_+$" else "tab:green", lw=1,
@@ -156,7 +157,7 @@ def modes_figure(results: list[SimulationResult]) -> Figure:
         row[3].set_ylabel(r"$|s_j - p_j^2/\alpha_p|$")
         row[3].set_ylim(1e-12, 10 * top)
         row[0].legend(fontsize=7, loc="best")
-        label = param_label(a) + f", α={res.config.lr:g}, {res.config.method}"
+        label = param_label(a) + f", α={res.config.lr:g}, {res.config.integrator}"
         row[0].set_title(r"predictor eigenvalue $p_j$" + "\n" + label, fontsize=9)
         row[1].set_title(r"eigenvalue $s_j$ of $F$", fontsize=9)
         row[2].set_title(r"EMA ratio $\tau_j$ (Eq. 13)", fontsize=9)

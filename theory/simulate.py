@@ -55,7 +55,7 @@ def _simulate_reduced(config: SimulationConfig, on_progress) -> SimulationResult
     tau = 1.0 if a.tau_fixed is None else a.tau_fixed
     y0 = reduced.reduced_init(config.dim, a, scale=config.init_scale, seed=config.seed)
     traj = integrate.integrate(reduced.reduced_field(a, tau), y0, dt=config.lr, steps=config.steps,
-                               method=config.method, samples=config.samples, on_progress=on_progress)
+                               method=config.integrator, samples=config.samples, on_progress=on_progress)
     d = reduced.reduced_diagnostics(traj.y)
     summary = {"tau": tau, "flow": "Eq. 67 (symmetrised)" if a.predictor == "symmetric" else "Eq. 62",
                "start_norm_A": float(d["norm_A"][0]), "final_norm_A": float(d["norm_A"][-1]),
@@ -80,7 +80,7 @@ def mode_initial_state(config: SimulationConfig) -> Array:
 def _simulate_modes(config: SimulationConfig, on_progress) -> SimulationResult:
     a = config.params
     traj = integrate.integrate(modes.mode_field(a), mode_initial_state(config), dt=config.lr, steps=config.steps,
-                               method=config.method, samples=config.samples, on_progress=on_progress)
+                               method=config.integrator, samples=config.samples, on_progress=on_progress)
     p, s, tau = traj.y[:, 0], traj.y[:, 1], traj.y[:, 2]
     p_eff = modes.effective_p(p, s, a)
     series = {"p": p, "s": s, "tau": tau, "p_eff": p_eff,
@@ -111,7 +111,7 @@ def _simulate_matrix(config: SimulationConfig, on_progress) -> SimulationResult:
     else:
         post = _symmetrise(shapes) if a.predictor == "symmetric" else None
         traj = integrate.integrate(matrix.matrix_field(a, shapes, X, Xp), y0, dt=config.lr, steps=config.steps,
-                                   method=config.method, samples=config.samples, on_progress=on_progress,
+                                   method=config.integrator, samples=config.samples, on_progress=on_progress,
                                    post_step=post)
     diag = diagnostics.trajectory_diagnostics(traj.t, traj.y, shapes, a, X)
     summary = {

@@ -1,12 +1,17 @@
-"""Losses as pure functions of the online predictions and the targets.
+"""Objectives: what a method minimises, from the online predictions p and the targets z of both views.
 
-The UniGrad family (MoCo/SimCLR, Barlow Twins, VICReg, UniGrad) will land here as one function each.
+Each objective is a small :class:`torch.nn.Module` whose ``forward(p1, p2, z1, z2)`` returns the loss of the batch
+(p, z: (B, d); z is used as the target branch made it: detached under stop-gradient or from a momentum encoder).
+State an objective keeps across steps (a running F, a bank of keys) lives in its buffers, so it is checkpointed with
+the run. The losses themselves are pure functions below. The UniGrad family (MoCo/SimCLR, Barlow Twins, VICReg,
+UniGrad) lands here as one function and one module each.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -29,3 +34,15 @@ def symmetric_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: tor
     if kind == "l2":
         return 0.5 * (l2(p1, z2) + l2(p2, z1))
     return negative_cosine(p1, z2) + negative_cosine(p2, z1)
+
+
+class Regression(nn.Module):
+    """BYOL's and SimSiam's objective: each view's prediction regresses the other view's target
+    (:func:`symmetric_loss`; ``kind`` cosine for networks, l2 for the theory's linear model). No state."""
+
+    def __init__(self, kind: str = "cosine") -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return symmetric_loss(p1, p2, z1, z2, self.kind)

@@ -1,0 +1,165 @@
+"""The run folder: every file a training run reads or writes, and nothing else touches them.
+
+| file | what |
+|---|---|
+| ``config.json`` | the settings (:class:`.config.TrainConfig`), versions, git commit, ``run``: what was resolved |
+| ``metrics.jsonl`` | one JSON record per line: measurements, kNN, notes |
+| ``checkpoint.pt`` | everything a run needs to continue exactly (written atomically) |
+| ``summary.json`` | the final numbers |
+| ``dynamics.png`` | the run's figure, drawn from ``metrics.jsonl`` when the run ends |
+
+A folder that already holds a run is never started over silently: :meth:`RunDir.start` refuses unless told to
+replace it (``--force``), and then removes the old run's files first so none of them outlives it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssltheory.theory.io import save_figure, save_json, write_atomic
+from ssltheory.theory.params import ConfigError
+
+from .config import TrainConfig
+
+CONFIG, METRICS, CHECKPOINT, SUMMARY, FIGURE = "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", \
+    "dynamics.png"
+RUN_FILES = (CONFIG, METRICS, CHECKPOINT, SUMMARY, FIGURE, "probe.json", "report.html")
+"""What a run (and its probe and report) writes into its folder."""
+
+
+class RunDir:
+    """The folder of one training run (only rank 0 of a DDP run writes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def holds_run(self) -> bool:
+        """Whether a run was started here (a config, metrics or a checkpoint)."""
+        return any(self.file(n).exists() for n in (CONFIG, METRICS, CHECKPOINT))
+
+    # settings
+    def check_free(self, force: bool = False) -> None:
+        """A one-line error unless a new run may start here: the folder is new or empty of runs, or ``force``."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"--out {self.path} is a file: expected a folder for the run")
+        if self.holds_run() and not force:
+            raise ConfigError(f"--out {self.path} already holds a run: expected a new folder, --resume "
+                              f"{self.path} to continue it, or --force to replace it")
+
+    def start(self, cfg: TrainConfig, resolved: dict, force: bool = False) -> None:
+        """Begin a new run here (see :meth:`check_free`; ``force`` removes the old run's files first), writing
+        config.json (with ``run``: ``resolved`` and the first start) and an empty metrics.jsonl."""
+        self.check_free(force)
+        for name in RUN_FILES:
+            self.file(name).unlink(missing_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        cfg.save(self.file(CONFIG), {**resolved, "starts": [{"step": 0, "world_size": resolved["world_size"]}]})
+        write_atomic(self.file(METRICS), b"")
+
+    def config(self) -> TrainConfig:
+        """The run's settings; a one-line error when the folder holds no run."""
+        if not self.file(CONFIG).exists():
+            raise ConfigError(f"RUN_DIR {self.path} has no config.json: expected the folder of a run of ssltheory "
+                              "train")
+        return TrainConfig.load(self.file(CONFIG))
+
+    def record_start(self, resolved: dict, step: int) -> None:
+        """Note a resume (its step and world size) in config.json's ``run`` block."""
+        doc = json.loads(self.file(CONFIG).read_text())
+        starts = doc.get("run", {}).get("starts", [])
+        doc["run"] = {**resolved, "starts": [*starts, {"step": step, "world_size": resolved["world_size"]}]}
+        save_json(self.file(CONFIG), doc)
+
+    # metrics.jsonl
+    def append(self, record: dict) -> None:
+        with open(self.file(METRICS), "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+    def records(self) -> list[dict]:
+        return read_metrics(self.file(METRICS))
+
+    def count(self) -> int:
+        path = self.file(METRICS)
+        return sum(1 for _ in open(path)) if path.exists() else 0
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` lines: what was written after the checkpoint is redone on resume."""
+        path = self.file(METRICS)
+        lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+        write_atomic(path, "".join(lines[:n]).encode())
+
+    # checkpoint.pt
+    def save_checkpoint(self, state: dict) -> Path:
+        """Write ``state`` through a temporary file and a rename."""
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        write_atomic(self.file(CHECKPOINT), buf.getvalue())
+        return self.file(CHECKPOINT)
+
+    def load_checkpoint(self) -> dict | None:
+        """The saved state, None when there is no checkpoint yet; a one-line error when it cannot be read."""
+        path = self.file(CHECKPOINT)
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # truncated, overwritten, not a checkpoint at all
+            raise ConfigError(f"{path} cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:120]}): "
+                              "expected a checkpoint written by ssltheory train") from None
+
+    # results
+    def finish(self, cfg: TrainConfig) -> dict:
+        """Write summary.json and dynamics.png from metrics.jsonl; returns the summary."""
+        from .measure import summarize
+        from .plots import run_figure, run_title
+
+        records = self.records()
+        summary = summarize(records)
+        save_json(self.file(SUMMARY), summary)
+        save_figure(run_figure(records, run_title(cfg)), self.file(FIGURE))
+        return summary
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """All records of a ``metrics.jsonl``. A last line cut short (a write killed half-way) is left out; any other
+    line that is not JSON is a one-line error naming the file and the line."""
+    text = Path(path).read_text()
+    lines = text.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1 and not text.endswith("\n"):
+                break
+            raise ConfigError(f"{path} line {i + 1} is not a JSON record: expected one JSON object per line, as "
+                              "ssltheory train writes") from None
+    return out
+
+
+def rng_state() -> dict:
+    """Torch (CPU and CUDA), numpy and Python random states."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

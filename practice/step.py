@@ -1,0 +1,182 @@
+"""Model assembly and one optimisation step, for any method of the registry (:mod:`.methods`).
+
+Per iteration, in the official DirectPred code's order (directpred.md §3):
+1. online forward of both views to the projector outputs f1, f2 and the predictions p1, p2 (W_p in the graph, so
+   gradients reach the online net through it);
+2. the target branch makes z1, z2 (:mod:`.target`: momentum encoder under no_grad, f detached, or f itself);
+3. the objective (:mod:`.objectives`), backward, one optimizer step (online and predictor groups), lr step;
+4. F̂ and the predictor see the step's features (``observe``); the predictor hook (DirectPred sets W_p from F̂
+   every ``freq`` steps; the symmetric predictor re-symmetrises); the target's update (the EMA).
+
+On several ranks batch norm takes global-batch statistics and the step is wrapped in DDP; on CUDA conv nets run
+channels_last, ``--cuda-graph`` replays forward and backward from one captured graph and ``--compile`` compiles the
+step and the target's forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .distributed import Dist, all_reduce_sum, global_batchnorm
+from .measure import RunningCorrelation
+from .methods import METHODS
+from .models import Encoder, backbone, projector
+from .predictors import IdentityPredictor, Predictor, build_predictor
+from .target import TargetBranch, make_branch
+
+
+class Siamese(nn.Module):
+    """Both views through the online encoder and the predictor in one forward: (f1, f2, p1, p2), each (B, d).
+
+    One module call per step is what DDP wraps and torch.compile traces."""
+
+    def __init__(self, online: Encoder, predictor: nn.Module) -> None:
+        super().__init__()
+        self.online, self.predictor = online, predictor
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor):
+        f1, f2 = self.online(x1), self.online(x2)
+        return f1, f2, self.predictor(f1), self.predictor(f2)
+
+
+@dataclass
+class Model:
+    """The pieces of a run (online encoder, predictor, target branch, objective, F̂) and how a step runs them."""
+
+    online: Encoder
+    predictor: Predictor
+    target: TargetBranch
+    objective: nn.Module
+    corr: RunningCorrelation
+    forward: nn.Module | None = None  # Siamese(online, predictor), DDP-wrapped and/or compiled
+    dist: Dist = field(default_factory=Dist)
+    precision: str = "fp32"
+    graph: Callable | None = None  # a CapturedStep (--cuda-graph), set up on the first step
+
+    def __post_init__(self) -> None:
+        if self.forward is None:  # (not `or`: a compiled module refuses bool())
+            self.forward = Siamese(self.online, self.predictor)
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Everything with state, by the name it has in a checkpoint."""
+        mods = {"online": self.online, "predictor": self.predictor}
+        if self.target.network is not None:
+            mods["target"] = self.target.network
+        if self.objective.state_dict():
+            mods["objective"] = self.objective
+        return mods
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum over the ranks (x itself on one process)."""
+        return all_reduce_sum(x, self.dist)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: TrainConfig, in_channels: int, device: torch.device, d: Dist | None = None) -> Model:
+    """Online encoder, predictor, target branch, objective and F̂ of ``cfg``'s method, seeded by ``cfg.seed``."""
+    d = d or Dist()
+    method = METHODS[cfg.method]
+    torch.manual_seed(cfg.seed)
+    net = backbone(cfg.resolved_backbone, in_channels, cfg.resolved_image_size, cfg.proj_dim)
+    head = nn.Identity() if cfg.resolved_backbone == "linear" else projector(net.dim, cfg.proj_hidden, cfg.proj_dim)
+    online = Encoder(net, head).to(device)
+    predictor = (build_predictor(cfg, cfg.proj_dim, device.type) if method.predictor
+                 else IdentityPredictor(cfg.proj_dim)).to(device)
+    if d.active:
+        online, predictor = global_batchnorm(online, device), global_batchnorm(predictor, device)
+    if device.type == "cuda" and cfg.resolved_backbone != "linear":
+        online = online.to(memory_format=torch.channels_last)
+    target = make_branch(cfg.target_mode, online, cfg)
+    forward: nn.Module = Siamese(online, predictor)
+    if d.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None,
+                                          broadcast_buffers=False)
+    if cfg.compile != "none":
+        forward = torch.compile(forward, mode=cfg.compile)
+        if target.network is not None:
+            target.forward = torch.compile(target.forward, mode=cfg.compile)
+    objective = method.objective(cfg).to(device)
+    return Model(online, predictor, target, objective, RunningCorrelation(cfg.proj_dim, cfg.rho), forward, d,
+                 cfg.resolved_precision(device.type))
+
+
+def forward_loss(model: Model, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Both branches on both views: (loss of this rank's batch, f1, f2, z1, z2), the features (B, d) in fp32. Under
+    bf16 autocast the loss and everything measured stay fp32/fp64. ``autocast_cache`` is off inside a CUDA graph."""
+    with torch.autocast(x1.device.type, dtype=torch.bfloat16, enabled=model.precision == "bf16",
+                        cache_enabled=not (x1.is_cuda and torch.cuda.is_current_stream_capturing())):
+        f1, f2, p1, p2 = model.forward(x1, x2)
+        z1, z2 = model.target(x1, x2, f1, f2)
+    f1, f2, p1, p2, z1, z2 = (t.float() for t in (f1, f2, p1, p2, z1, z2))
+    return model.objective(p1, p2, z1, z2), f1, f2, z1, z2
+
+
+def observe(model: Model, f1: torch.Tensor, f2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> None:
+    """Fold a step's features into F̂ and show them to the predictor, over the global batch."""
+    reduce = model.reduce if model.dist.active else None
+    model.corr.update(torch.cat([f1, f2]), reduce)
+    model.predictor.observe(f1.detach(), f2.detach(), z1.detach(), z2.detach(), reduce)
+
+
+def optimizer_step(model: Model, opt, sched, x1: torch.Tensor, x2: torch.Tensor, cfg: TrainConfig, step: int,
+                   total: int, prefetch: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training iteration on views (B, C, H, W) at 0-based ``step`` of ``total``: forward, backward, optimizer
+    and lr steps, the predictor hook, the target's update; returns (loss of this rank's batch, f1).
+
+    ``prefetch`` (the feed's) is called once the step's device work is queued and before the predictor hook, the
+    one part that may wait for the device (DirectPred's eigendecomposition checks its result on the host): the host
+    makes the next batch while the device is busy, so that it has the next step to queue as soon as the wait ends.
+    """
+    if x1.is_cuda and x1.dim() == 4:
+        x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
+    if model.graph is None and x1.is_cuda and cfg.resolved_cuda_graph("cuda", model.dist.world):
+        from .graphed import CapturedStep
+
+        opt.zero_grad(set_to_none=True)
+        model.graph = CapturedStep(lambda a, b: forward_loss(model, a, b), model.modules().values(), x1, x2)
+    if model.graph is not None:  # forward and backward replayed from one CUDA graph; grads land in place
+        loss, f1, f2, z1, z2 = model.graph(x1, x2)
+    else:
+        if cfg.compile in ("reduce-overhead", "max-autotune"):  # CUDA graphs: a new step may reuse their outputs
+            torch.compiler.cudagraph_mark_step_begin()
+        loss, f1, f2, z1, z2 = forward_loss(model, x1, x2)
+    observe(model, f1, f2, z1, z2)
+    if model.graph is None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+    if prefetch is not None:
+        prefetch()
+    model.predictor.after_step(step, model.corr.F.to(x1.device))
+    model.target.after_step(model.online, step, total)
+    return loss, f1
+
+
+def training_state(model: Model, opt, sched, feed) -> dict:
+    """What a checkpoint holds of the model, the optimizer, the lr schedule and the feed."""
+    return {"modules": {k: m.state_dict() for k, m in model.modules().items()}, "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "corr": model.corr.state_dict(), "feed": feed.state_dict()}
+
+
+def restore(state: dict, model: Model, opt, sched, feed) -> None:
+    """The inverse of :func:`training_state`."""
+    for name, module in model.modules().items():
+        module.load_state_dict(state["modules"][name])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    model.corr.load_state_dict(state["corr"])
+    feed.load_state_dict(state.get("feed", {}))

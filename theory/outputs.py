@@ -1,0 +1,157 @@
+"""What the theory commands write, as library calls: a recipe passes a config instead of re-entering the CLI.
+
+Each function computes, writes its files into ``out`` (created if needed) with :mod:`ssltheory.theory.io` and
+returns what it wrote and computed; none prints. The command line (``ssltheory phase-portrait``, ``fixed-points``,
+``simulate``) parses its flags, calls these and prints the tables.
+
+- :func:`phase_portrait`: ``phase_portrait.png``, ``fixed_points.json``, ``config.json`` (Fig. 3).
+- :func:`fixed_points`: ``parabola_flow.png``, ``fixed_points.json``, ``config.json`` (Fig. 4).
+- :func:`simulate`: ``trajectories.png``, ``trajectories.json``, ``config.json`` (Fig. 5 and the other models);
+  :func:`simulation_configs` builds the sweep the ``simulate`` command runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from . import plots
+from .fixed_points import collapse_threshold, parabola_points
+from .fixed_points import fixed_points as find_fixed_points
+from .io import save_figure, save_json
+from .params import ConfigError, ModeParams, SimulationConfig, parse_floats
+from .simulate import simulate as run_simulation
+
+Progress = Callable[[str], AbstractContextManager[Callable[[float], None]]]
+"""``progress(description)``: a context manager yielding ``update(fraction)`` (``cli.output.progress`` is one)."""
+
+_SWEPT = ("eta", "beta")
+_MODE_FIELDS = tuple(f.name for f in dataclasses.fields(ModeParams) if f.name not in _SWEPT)
+_RUN_FIELDS = tuple(f.name for f in dataclasses.fields(SimulationConfig) if f.name not in ("model", "params"))
+
+
+def _folder(out: Path) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _common(values: list) -> Any:
+    """The value if all are equal, else the list (a config.json entry for panels that share or differ in it)."""
+    return values[0] if all(v == values[0] for v in values) else values
+
+
+def phase_portrait(out: Path, params: list[ModeParams], tau: float) -> dict:
+    """Phase portrait of (p_j, s_j) at fixed ``tau``, one panel per entry of ``params`` (Fig. 3).
+
+    Writes ``phase_portrait.png``, ``fixed_points.json`` (``{"panels": records}``) and ``config.json``; returns
+    ``{"paths": [...], "records": records}``, one record per panel with its fixed points as dicts.
+    """
+    if not params:
+        raise ConfigError("phase portrait with no parameter set: expected at least one --eta")
+    folder = _folder(out)
+    fig = plots.phase_portrait_figure(params, tau)
+    records = [{"eta": p.eta, "alpha_p": p.alpha_p, "tau": tau, "sigma2": p.sigma2,
+                "collapse_threshold_eta": collapse_threshold(tau, p.sigma2),
+                "fixed_points": [fp.to_dict() for fp in find_fixed_points(p, tau=tau)]} for p in params]
+    config = {"command": "phase-portrait", "eta": [p.eta for p in params],
+              "alpha_p": _common([p.alpha_p for p in params]), "tau": tau,
+              "sigma2": _common([p.sigma2 for p in params])}
+    paths = [save_figure(fig, folder / "phase_portrait.png"),
+             save_json(folder / "fixed_points.json", {"panels": records}),
+             save_json(folder / "config.json", config)]
+    return {"paths": paths, "records": records}
+
+
+def _regime(eta: float, threshold: float) -> str:
+    """Which of Fig. 4's three weight-decay regimes ``eta`` is in, given the collapse threshold."""
+    if eta == 0:
+        return "eta = 0: 0 semi-stable (saddle), tau/(1+sigma^2) stable"
+    if eta <= threshold:
+        return "0 < eta <= threshold: 0 stable, p*- unstable, p*+ stable"
+    return "eta > threshold: collapse"
+
+
+def fixed_points(out: Path, etas: Sequence[float] | None, tau: float = 1.0, sigma2: float = 0.5) -> dict:
+    """p' on the invariant parabola against p, one panel per weight decay (Fig. 4).
+
+    ``etas``: ``None`` gives 0, half and twice the collapse threshold tau^2 / (4 (1 + sigma^2)) (the three
+    regimes). Writes ``parabola_flow.png``, ``fixed_points.json`` and ``config.json``; returns
+    ``{"paths": [...], "regimes": [...], "threshold": float}``.
+    """
+    ModeParams(sigma2=sigma2, tau_fixed=tau, ema=False)  # validates
+    thr = collapse_threshold(tau, sigma2)
+    etas = [0.0, 0.5 * thr, 2.0 * thr] if etas is None else parse_floats("--eta", list(etas), low=0.0)
+    if not etas:
+        raise ConfigError("--eta is empty: expected at least one weight decay")
+    folder = _folder(out)
+    regimes = [{"eta": e, "regime": _regime(e, thr), "fixed_points": parabola_points(e, tau, sigma2)} for e in etas]
+    paths = [save_figure(plots.parabola_flow_figure(etas, tau, sigma2), folder / "parabola_flow.png"),
+             save_json(folder / "fixed_points.json", {"tau": tau, "sigma2": sigma2, "collapse_threshold_eta": thr,
+                                                      "regimes": regimes}),
+             save_json(folder / "config.json", {"command": "fixed-points", "eta": etas, "tau": tau,
+                                                "sigma2": sigma2})]
+    return {"paths": paths, "regimes": regimes, "threshold": thr}
+
+
+def simulation_configs(model: str = "modes", eta: float | str | Sequence[float] = (0.04,),
+                       beta: float | str | Sequence[float] = (0.4,), **kwargs: Any) -> list[SimulationConfig]:
+    """The sweep of the ``simulate`` command: one :class:`SimulationConfig` per beta x eta (beta outer).
+
+    ``eta``, ``beta``: a number, a sequence or a comma-separated string. Keywords are the fields of
+    :class:`ModeParams` (``alpha_p``, ``sigma2``, ``ema``, ``stop_grad``, ``predictor``, ``eps``, ``eta_p``, and
+    ``tau`` for ``tau_fixed``) and of :class:`SimulationConfig` (``lr``, ``steps``, ``integrator``, ``p0``, ``s0``,
+    ``tau0``, ``dim``, ``init_scale``, ``batch``, ``rho``, ``seed``, ``samples``); ``p0``/``s0`` may be sequences
+    or comma-separated strings (an empty ``s0`` is ``None``). What is not given keeps the dataclasses' default.
+    An unknown keyword raises :class:`ConfigError` naming it.
+    """
+    if "tau" in kwargs:
+        if "tau_fixed" in kwargs:
+            raise ConfigError("tau and tau_fixed are both given: expected one of them")
+        kwargs["tau_fixed"] = kwargs.pop("tau")
+    unknown = [k for k in kwargs if k not in _MODE_FIELDS and k not in _RUN_FIELDS]
+    if unknown:
+        raise ConfigError(f"simulation setting {unknown[0]!r} is not known: expected one of "
+                          f"{', '.join(sorted({*_MODE_FIELDS, *_RUN_FIELDS, 'tau'} - {'tau_fixed'}))}")
+    etas = parse_floats("--eta", eta, low=0.0)
+    betas = parse_floats("--beta", beta, low=0.0, high=1.0, low_open=True)
+    run = {k: v for k, v in kwargs.items() if k in _RUN_FIELDS}
+    if "p0" in run:
+        run["p0"] = tuple(parse_floats("--p0", run["p0"]))
+    if "s0" in run:
+        s0 = run["s0"]
+        run["s0"] = tuple(parse_floats("--s0", s0, low=0.0)) if s0 is not None and s0 != "" else None
+    mode = {k: v for k, v in kwargs.items() if k in _MODE_FIELDS}
+    return [SimulationConfig(model=model, params=ModeParams(eta=e, beta=b, **mode), **run)
+            for b in betas for e in etas]
+
+
+def simulate(out: Path, configs: list[SimulationConfig], progress: Progress | None = None) -> dict:
+    """Run every config (one model for all) and write ``trajectories.png``, ``trajectories.json``, ``config.json``.
+
+    ``progress``: optional ``progress(description)`` context manager yielding ``update(fraction)``, entered once
+    per run. Returns ``{"paths": [...], "results": [SimulationResult, ...]}``.
+    """
+    if not configs:
+        raise ConfigError("simulate with no configuration: expected at least one")
+    model = configs[0].model
+    if any(c.model != model for c in configs):
+        raise ConfigError(f"simulate with models {sorted({c.model for c in configs})}: expected one model per call")
+    folder = _folder(out)
+    results = []
+    for i, cfg in enumerate(configs):
+        if progress is None:
+            results.append(run_simulation(cfg))
+            continue
+        with progress(f"{model} {i + 1}/{len(configs)} η={cfg.params.eta:g} β={cfg.params.beta:g}") as update:
+            results.append(run_simulation(cfg, on_progress=update))
+    fig = {"modes": plots.modes_figure, "reduced": plots.reduced_figure}.get(model, plots.matrix_figure)(results)
+    paths = [save_figure(fig, folder / "trajectories.png"),
+             save_json(folder / "trajectories.json",
+                       {"runs": [{"eta": r.config.params.eta, "beta": r.config.params.beta, "t": r.t,
+                                  "series": r.series, "summary": r.summary} for r in results]}),
+             save_json(folder / "config.json", {"command": "simulate", "runs": [c.to_dict() for c in configs]})]
+    return {"paths": paths, "results": results}
