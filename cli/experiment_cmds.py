@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .output import console, wrote
@@ -37,13 +38,14 @@ def experiment(
     recipe = get(name)
     folder = out or Path("runs") / "experiments" / f"{name}-{scale}"
 
-    def invoke(argv: list[str]) -> None:
-        from .main import app
+    from .output import progress
+    from .practice_cmds import run
 
-        console.print(f"[bold]ssltheory {' '.join(argv)}[/bold]")
-        typer.main.get_command(app).main(args=argv, prog_name="ssltheory", standalone_mode=False)
+    def trainer(cfg, run_dir: Path, resume: bool, force: bool) -> dict:
+        return run(cfg, run_dir, resume=resume, force=force)
 
-    results = run_recipe(recipe, scale, folder, invoke, max_steps=max_steps)
+    results = run_recipe(recipe, scale, folder, max_steps=max_steps, trainer=trainer, progress=progress,
+                         announce=lambda line: console.print(f"[bold]{escape(line)}[/bold]"))
     if not recipe.training:
         wrote([Path(f) for row in results["cells"] for f in row["figures"]] + [folder / "results.json"])
         return

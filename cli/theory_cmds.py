@@ -27,8 +27,7 @@ def phase_portrait(
     out: Path = typer.Option(Path("runs/phase-portrait"), help=hint("output folder for PNG and JSON")),
 ) -> None:
     """Phase portrait of (p_j, s_j) at fixed τ with the invariant parabola and fixed points (Fig. 3)."""
-    etas = parse_floats("--eta", eta, low=0.0)
-    params = [ModeParams(eta=e, alpha_p=alpha_p, sigma2=sigma2, tau_fixed=tau, ema=False) for e in etas]
+    params = outputs.phase_portrait_params(eta, alpha_p, tau, sigma2)
     done = outputs.phase_portrait(out_dir(out), params, tau)
     table = Table("η", "p", "s", "kind", title="fixed points (lines: p or s range)")
     for rec in done["records"]:

@@ -1,4 +1,9 @@
-"""Run a recipe's cells and gather their numbers into ``results.json``, ``results.csv`` and ``results.png``."""
+"""Run a recipe's cells and gather their numbers into ``results.json``, ``results.csv`` and ``results.png``.
+
+Training cells go through :func:`ssltheory.practice.train.train` with their config, theory cells through
+:mod:`ssltheory.theory.outputs`; nothing re-enters the command line. A cell whose run folder already holds the
+same settings is not run again: a finished one is read, an interrupted one resumed from its checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,18 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from ssltheory.theory.io import save_json, write_atomic
+from ssltheory.practice.config import TrainConfig
+from ssltheory.practice.rundir import CHECKPOINT, CONFIG, SUMMARY, RunDir
+from ssltheory.theory.io import save_figure, save_json, write_atomic
 from ssltheory.theory.params import check_choice
 
 from .recipes import RECIPES, SCALES, Recipe
 
 SUMMARY_KEYS = ("knn_acc_init", "knn_acc_final", "feature_std_x_sqrt_d", "auc", "mean_alignment_top_modes",
                 "asymmetry_top", "steps")
+Trainer = Callable[[TrainConfig, Path, bool, bool], dict]
+"""(config, run folder, resume, force) -> summary: how a training cell is run (the library's train, or the CLI's
+with a progress bar)."""
 
 
 def get(name: str) -> Recipe:
@@ -22,21 +32,45 @@ def get(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def run_recipe(recipe: Recipe, scale: str, out: Path, invoke: Callable[[list[str]], None],
-               max_steps: int = 0) -> dict:
-    """Run every cell of ``recipe`` at ``scale`` with ``invoke(argv)`` into ``out/CELL``; returns the results."""
+def default_trainer(cfg: TrainConfig, run_dir: Path, resume: bool, force: bool) -> dict:
+    from ssltheory.practice.train import train
+
+    return train(cfg, run_dir, resume=resume, force=force)
+
+
+def run_cell(cfg: TrainConfig, run_dir: Path, trainer: Trainer = default_trainer) -> dict:
+    """Train ``cfg`` into ``run_dir`` unless the folder holds it already: the summary of a finished run with the
+    same settings is read, an unfinished one resumed; a folder with other settings is replaced."""
+    folder = RunDir(run_dir)
+    same = folder.file(CONFIG).exists() and folder.config() == cfg
+    if same and folder.file(SUMMARY).exists():
+        return json.loads(folder.file(SUMMARY).read_text())
+    return trainer(cfg, run_dir, same and folder.file(CHECKPOINT).exists(), True)
+
+
+def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, trainer: Trainer = default_trainer,
+               progress=None, announce: Callable[[str], None] | None = None) -> dict:
+    """Run every cell of ``recipe`` at ``scale`` into ``out/CELL``; returns the results (also written as
+    results.json, and for training recipes results.csv and results.png). ``announce`` is told each cell's command
+    line before it runs; ``progress`` is the theory runs' progress bar (see :func:`ssltheory.theory.outputs.simulate`).
+    """
     check_choice("--scale", scale, SCALES)
+    configs = recipe.configs(scale, max_steps) if recipe.training else {}  # validates every cell before any runs
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for cell, argv in recipe.commands(scale).items():
+    for cell, spec in recipe.cells.items():
         cell_out = out / cell
-        extra = ["--max-steps", str(max_steps)] if max_steps and recipe.training else []
-        invoke([*argv, *extra, "--out", str(cell_out)])
-        row = {"cell": cell, "command": "ssltheory " + " ".join([*argv, *extra, "--out", str(cell_out)])}
-        summary = cell_out / "summary.json"
-        if summary.exists():
-            s = json.loads(summary.read_text())
-            row.update({k: s.get(k) for k in SUMMARY_KEYS})
+        if cell in configs:
+            row = {"cell": cell, "command": command_line(configs[cell], cell_out)}
+            if announce:
+                announce(row["command"])
+            summary = run_cell(configs[cell], cell_out, trainer)
+            row.update({k: summary.get(k) for k in SUMMARY_KEYS})
+        else:
+            row = {"cell": cell, "command": f"{spec.command_line()} --out {cell_out}"}
+            if announce:
+                announce(row["command"])
+            spec.run(cell_out, progress)
         row["figures"] = sorted(str(p) for p in cell_out.glob("*.png"))
         rows.append(row)
     results = {"experiment": recipe.name, "result": recipe.result, "scale": scale,
@@ -46,6 +80,21 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, invoke: Callable[[list[str
         _write_csv(out / "results.csv", rows)
         _bar_figure(out / "results.png", recipe, scale, rows)
     return results
+
+
+def command_line(cfg: TrainConfig, out: Path) -> str:
+    """The ``ssltheory train`` command line of ``cfg`` (its settings that differ from the defaults)."""
+    from ssltheory.practice.config import flag_of
+
+    words = ["ssltheory", "train", cfg.dataset]
+    for name, value in cfg.changes().items():
+        if name == "dataset":
+            continue
+        if isinstance(value, bool):
+            words.append(flag_of(name) if value else "--no-" + flag_of(name)[2:])
+        else:
+            words += [flag_of(name), f"{value:g}" if isinstance(value, float) else str(value)]
+    return " ".join([*words, "--out", str(out)])
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -63,8 +112,6 @@ def _bar_figure(path: Path, recipe: Recipe, scale: str, rows: list[dict]) -> Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ssltheory.cli.output import save_figure
 
     fig, ax = plt.subplots(1, 2, figsize=(5 + 1.1 * len(rows), 4.2))
     names = [r["cell"] for r in rows]

@@ -44,6 +44,14 @@ def _common(values: list) -> Any:
     return values[0] if all(v == values[0] for v in values) else values
 
 
+def phase_portrait_params(eta: float | str | Sequence[float] = (0.0, 0.01, 1.0), alpha_p: float = 1.0,
+                          tau: float = 1.0, sigma2: float = 0.5) -> list[ModeParams]:
+    """The panels of the ``phase-portrait`` command: one :class:`ModeParams` per eta at fixed ``tau`` (Fig. 3's
+    defaults); ``eta`` a number, a sequence or a comma-separated string."""
+    etas = parse_floats("--eta", eta, low=0.0)
+    return [ModeParams(eta=e, alpha_p=alpha_p, sigma2=sigma2, tau_fixed=tau, ema=False) for e in etas]
+
+
 def phase_portrait(out: Path, params: list[ModeParams], tau: float) -> dict:
     """Phase portrait of (p_j, s_j) at fixed ``tau``, one panel per entry of ``params`` (Fig. 3).
 
