@@ -37,7 +37,8 @@ from ssltheory.practice.distributed import Dist
 from ssltheory.practice.feed import DeviceFeed, LoaderFeed
 from ssltheory.practice.live import LiveMeasurer
 from ssltheory.practice.optim import make_optimizer
-from ssltheory.practice.train import build_model, optimizer_step
+from ssltheory.practice.schedule import make_schedule
+from ssltheory.practice.step import build_model, optimizer_step
 
 SIZES = {"cifar10": (32, 512, 50_000), "stl10": (96, 256, 105_000)}  # px, batch, images per epoch
 
@@ -73,11 +74,12 @@ class Runner:
         self.device = device
         g = torch.Generator().manual_seed(0)
         imgs = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+        schedule = make_schedule(self.cfg, n)
         if path == "device":
             layout = imgs.permute(0, 2, 3, 1).numpy() if dataset == "cifar10" else imgs.numpy()
-            self.feed = DeviceFeed(self.cfg, SimpleNamespace(data=layout), device, Dist())
+            self.feed = DeviceFeed(self.cfg, SimpleNamespace(data=layout), device, Dist(), schedule)
         else:
-            self.feed = LoaderFeed(self.cfg, UInt8Views(imgs, dataset, size), device, Dist())
+            self.feed = LoaderFeed(self.cfg, UInt8Views(imgs, dataset, size), device, Dist(), schedule)
         self.model = build_model(self.cfg, 3, device)
         self.opt = make_optimizer(self.cfg, self.model.online, self.model.predictor)
         probe = imgs[:512].float() / 255

@@ -28,6 +28,9 @@ from collections.abc import Callable
 import torch
 
 from ssltheory.practice import train as train_mod
+from ssltheory.practice.data import build_data
+from ssltheory.practice.evaluate import knn_monitor
+from ssltheory.practice.step import build_model, resolve_device
 from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.live import LiveMeasurer
 from ssltheory.practice.measure import RunningCorrelation
@@ -115,11 +118,12 @@ def main() -> None:
           f"(per pair {ratios}; run-to-run noise here is about +-8%)")
 
     cfg = TrainConfig(predictor="linear", epochs=1, knn_every=1)
-    dev = train_mod.resolve_device("cpu")
-    data = train_mod.build_data(cfg)
-    model = train_mod.build_model(cfg, data.in_channels, dev)
+    dev = resolve_device("cpu")
+    data = build_data(cfg)
+    model = build_model(cfg, data.in_channels, dev)
     t0 = time.perf_counter()
-    train_mod._knn(model, data, cfg, dev)
+    knn_monitor(model.online.backbone, data.train_eval, data.test_eval, dev, model.dist, cfg.knn_k, cfg.knn_t,
+                data.num_classes)
     knn_s = time.perf_counter() - t0
     print(f"one kNN evaluation (1,797 digits): {knn_s:.2f} s = {knn_s * steps / plain_s:.1f} plain steps "
           f"(per epoch by default; --knn-every N spaces it out)")

@@ -18,16 +18,18 @@ from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.distributed import Dist
 from ssltheory.practice.feed import DeviceFeed
 from ssltheory.practice.optim import make_optimizer, make_scheduler
-from ssltheory.practice.train import build_model, optimizer_step
+from ssltheory.practice.schedule import make_schedule
+from ssltheory.practice.step import build_model, optimizer_step
 
 
 def run(graph: str, a, images) -> tuple[list[float], torch.Tensor, torch.Tensor]:
     cfg = TrainConfig(dataset="cifar10", predictor=a.predictor, precision=a.precision, data_path="device",
-                      batch_size=a.batch, device="cuda", cuda_graph=graph, schedule="cosine", epochs=1)
-    feed = DeviceFeed(cfg, SimpleNamespace(data=images), torch.device("cuda"), Dist())
+                      batch_size=a.batch, device="cuda", cuda_graph=graph, lr_schedule="cosine", epochs=1)
+    schedule = make_schedule(cfg, len(images))
+    feed = DeviceFeed(cfg, SimpleNamespace(data=images), torch.device("cuda"), Dist(), schedule)
     model = build_model(cfg, 3, torch.device("cuda"))
     opt = make_optimizer(cfg, model.online, model.predictor)
-    sched = make_scheduler(cfg, opt, a.steps)
+    sched = make_scheduler(cfg, opt, schedule)
     losses = []
     for step, (x1, x2) in enumerate(feed.epoch(0, 0)):
         loss, _ = optimizer_step(model, opt, sched, x1, x2, cfg, step, a.steps)

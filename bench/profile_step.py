@@ -21,7 +21,7 @@ from bench_throughput import SIZES, Runner, sync
 
 from ssltheory.practice.live import record, snapshot
 from ssltheory.practice.predictors import directpred_weight, directpred_weight_ns
-from ssltheory.practice.train import optimizer_step
+from ssltheory.practice.step import optimizer_step
 
 
 def per_call(fn, n: int, device: torch.device, host: dict | None = None, key: str = "") -> float:

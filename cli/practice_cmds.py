@@ -38,7 +38,7 @@ def _train(ctx: typer.Context, dataset: str | None, config: Path | None, resume:
             raise ConfigError(f"--resume {resume} continues the run with the settings in its config.json: "
                               f"{', '.join(extra)} cannot change on resume (expected --resume alone, or a new run "
                               "with --config " + str(resume / "config.json") + " and the changed flags)")
-        run(RunDir(resume).config(), resume, resume=True)
+        run(RunDir(resume).config("--resume"), resume, resume=True)
         return
     settings = {**(load_settings(config) if config is not None else {}), **given}
     if "dataset" not in settings:

@@ -65,10 +65,11 @@ class RunDir:
         cfg.save(self.file(CONFIG), {**resolved, "starts": [{"step": 0, "world_size": resolved["world_size"]}]})
         write_atomic(self.file(METRICS), b"")
 
-    def config(self) -> TrainConfig:
-        """The run's settings; a one-line error when the folder holds no run."""
+    def config(self, name: str = "RUN_DIR") -> TrainConfig:
+        """The run's settings; a one-line error naming the folder as the user gave it (``name``) when it holds no
+        run."""
         if not self.file(CONFIG).exists():
-            raise ConfigError(f"RUN_DIR {self.path} has no config.json: expected the folder of a run of ssltheory "
+            raise ConfigError(f"{name} {self.path} has no config.json: expected the folder of a run of ssltheory "
                               "train")
         return TrainConfig.load(self.file(CONFIG))
 

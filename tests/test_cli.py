@@ -9,10 +9,13 @@ import sys
 
 import pytest
 
+from conftest import cli
 
-def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+
+def cli_subprocess(*args: str) -> subprocess.CompletedProcess:
+    """The installed module as a user runs it (for what only a fresh process shows: --version, --help layout)."""
     return subprocess.run([sys.executable, "-m", "ssltheory.cli.main", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+                          timeout=300)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -46,7 +49,7 @@ def test_help_lists_every_command_and_version_works():
     assert r.returncode == 0
     for name in ("phase-portrait", "fixed-points", "simulate"):
         assert name in r.stdout
-    v = cli("--version")
+    v = cli_subprocess("--version")
     assert v.returncode == 0 and v.stdout.startswith("ssltheory ")
 
 

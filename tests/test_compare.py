@@ -48,7 +48,7 @@ def test_weight_decay_maps_to_eta_as_torch_applies_it(tmp_path):
 
 
 def test_compare_on_a_digits_resnet_run_writes_figure_and_honest_json(tmp_path):
-    from test_cli import cli
+    from conftest import cli
 
     run = tmp_path / "digits"
     train(TrainConfig(dataset="digits", backbone="resnet18", batch_size=32, epochs=1, max_steps=12, measure_every=3,
@@ -72,7 +72,7 @@ def test_compare_on_a_digits_resnet_run_writes_figure_and_honest_json(tmp_path):
 
 @pytest.mark.parametrize("make,needle", [(None, "RUN_DIR"), ("mlp", "--predictor mlp")])
 def test_compare_bad_input_is_one_line(make, needle, tmp_path):
-    from test_cli import cli
+    from conftest import cli
 
     run = tmp_path / "run"
     if make:

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssltheory.practice import checkpoint
-from ssltheory.practice.train import read_metrics
+from ssltheory.practice.rundir import RunDir, read_metrics
 
 ARGS = ["train", "digits", "--batch-size", "64", "--max-steps", "6", "--measure-every", "2", "--knn-every", "0",
-        "--probe-size", "200", "--data-path", "device", "--predictor", "optimal", "--freq", "2", "--eps", "0.05",
+        "--probe-size", "200", "--data-path", "device", "--predictor", "optimal", "--freq", "2", "--ridge", "0.05",
         "--device", "cpu"]
 
 
@@ -60,7 +59,7 @@ def test_two_ranks_give_the_losses_and_F_of_one_process(one_process, tmp_path):
         for step in a:
             assert torch.allclose(torch.tensor(b[step], dtype=torch.float64), torch.tensor(a[step],
                                   dtype=torch.float64), rtol=1e-4, atol=1e-6), (key, step, a[step], b[step])
-    sa, sb = checkpoint.load(one_process), checkpoint.load(two)
+    sa, sb = RunDir(one_process).load_checkpoint(), RunDir(two).load_checkpoint()
     assert _rel(sb["corr"]["F"], sa["corr"]["F"]) < 1e-4  # measured 1.0e-6
     for name in ("online", "predictor", "target"):  # measured <= 2.7e-6
         for k, v in sa["modules"][name].items():
@@ -82,9 +81,10 @@ def test_a_two_rank_run_resumes_on_one_process(one_process, tmp_path):
     _run(1, part, "train", "--resume", str(part))
     a, b = _by_step(one_process, "loss"), _by_step(part, "loss")
     assert b[6] == pytest.approx(a[6], rel=1e-4)  # the mean over steps 5-6 (the step-4 record averages other steps)
-    for k, v in checkpoint.load(one_process)["modules"]["online"].items():
+    for k, v in RunDir(one_process).load_checkpoint()["modules"]["online"].items():
         if v.is_floating_point():
-            assert _rel(checkpoint.load(part)["modules"]["online"][k], v) < 1e-4, k
-    assert _rel(checkpoint.load(part)["corr"]["F"], checkpoint.load(one_process)["corr"]["F"]) < 1e-4
+            assert _rel(RunDir(part).load_checkpoint()["modules"]["online"][k], v) < 1e-4, k
+    assert _rel(RunDir(part).load_checkpoint()["corr"]["F"], RunDir(one_process).load_checkpoint()["corr"]["F"]) \
+        < 1e-4
     starts = json.loads(cfg_path.read_text())["run"]["starts"]
     assert [s["world_size"] for s in starts] == [2, 1] and starts[1]["step"] == 3

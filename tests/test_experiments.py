@@ -6,34 +6,38 @@ import json
 
 import pytest
 
-from ssltheory.experiments.recipes import RECIPES
-from ssltheory.practice.config import TrainConfig
+from ssltheory.experiments.recipes import RECIPES, Recipe, TheoryCell, _grid
+from ssltheory.theory.params import ConfigError
 
 
-def test_every_runnable_training_cell_is_a_valid_config():
-    from ssltheory.cli.main import app  # noqa: F401  (the commands import cleanly)
-
+def test_every_training_cell_is_a_valid_config():
     for recipe in RECIPES.values():
-        if not recipe.training:
-            continue
-        for scale in ("smoke", "paper"):
-            for argv in recipe.commands(scale).values():
-                assert argv[0] == "train" and argv[1] in ("digits", "stl10", "imagenet")
-                kw, rest = {}, argv[2:]
-                while rest:  # --flag value, or a bare boolean --flag
-                    key = rest.pop(0).lstrip("-").replace("-", "_")
-                    kw[key] = rest.pop(0) if rest and not rest[0].startswith("--") else True
-                kw = {k: (float(v) if k in ("rho", "eps", "weight_decay", "predictor_weight_decay") else v)
-                      for k, v in kw.items() if k in TrainConfig.__dataclass_fields__}
-                for k in ("batch_size", "epochs", "knn_every", "freq", "measure_every", "workers"):
-                    if k in kw:
-                        kw[k] = int(kw[k])
-                kw.pop("predictor_bias", None)
-                TrainConfig(dataset=argv[1], **kw)  # raises on a bad cell
+        if recipe.training:
+            for scale in ("smoke", "paper"):
+                configs = recipe.configs(scale)  # the CLI's validation; raises on a bad cell
+                assert set(configs) == set(recipe.cells)
+                assert all(c.dataset in ("digits", "stl10", "imagenet") for c in configs.values())
+
+
+@pytest.mark.parametrize("cell,needle", [({"predictr": "directpred"}, "'predictr' is not known (did you mean "
+                                                                      "--predictor"),
+                                         (_grid(x="--predictor directpred --rho 1.5")["x"], "--rho 1.5"),
+                                         ({"freq": "five"}, "--freq 'five'")])
+def test_a_misspelt_or_bad_setting_in_a_recipe_fails(cell, needle):
+    with pytest.raises(ConfigError) as e:
+        Recipe("bad", "", "", {"cell": cell}).configs("smoke")
+    assert needle in str(e.value)
+
+
+def test_a_bad_theory_cell_fails(tmp_path):
+    with pytest.raises(ConfigError, match="'stepz' is not known"):
+        TheoryCell("simulate", {"stepz": 10}).run(tmp_path)
+    with pytest.raises(ConfigError, match="phase-portrait settings"):
+        TheoryCell("phase-portrait", {"taux": 1.0}).run(tmp_path)
 
 
 def test_theory_recipe_writes_its_figure(tmp_path):
-    from test_cli import cli
+    from conftest import cli
 
     r = cli("experiment", "fig5", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
@@ -42,7 +46,7 @@ def test_theory_recipe_writes_its_figure(tmp_path):
 
 
 def test_table_recipe_runs_every_cell_and_gathers_numbers(tmp_path):
-    from test_cli import cli
+    from conftest import cli
 
     r = cli("experiment", "table8", "--max-steps", "8", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
@@ -55,7 +59,7 @@ def test_table_recipe_runs_every_cell_and_gathers_numbers(tmp_path):
 @pytest.mark.parametrize("args,needle", [(["nope"], "'nope'"),
                                          (["fig3", "--scale", "huge"], "'huge'"), ([], "NAME")])
 def test_experiment_bad_input_is_one_line(args, needle, tmp_path):
-    from test_cli import cli
+    from conftest import cli
 
     r = cli("experiment", *args, "--out", str(tmp_path))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -65,21 +69,15 @@ def test_experiment_bad_input_is_one_line(args, needle, tmp_path):
 def test_fig7_assumption_1_holds_on_the_full_matrix_dynamics(tmp_path):
     """Fig. 7: from W_a(0) = 0 the EMA target lines up with W (W_a ~ tau W): correlation >= 0.9 (measured >= 0.989)."""
     import numpy as np
-    from test_cli import cli
 
-    argv = RECIPES["fig7"].commands("paper")["matrix"]
-    r = cli(*argv, "--out", str(tmp_path))
-    assert r.returncode == 0, r.stderr
+    RECIPES["fig7"].cells["matrix"].run(tmp_path)
     for run in json.loads((tmp_path / "trajectories.json").read_text())["runs"]:
         t, corr = np.array(run["t"]), np.array(run["series"]["corr_Wa_W"])
         assert corr[t > 1].min() > 0.9, (run["eta"], corr[t > 1].min())
 
 
 def _reduced_runs(tmp_path, recipe: str, cell: str) -> list[dict]:
-    from test_cli import cli
-
-    r = cli(*RECIPES[recipe].commands("paper")[cell], "--out", str(tmp_path / cell))
-    assert r.returncode == 0, r.stderr
+    RECIPES[recipe].cells[cell].run(tmp_path / cell)
     return [run["summary"] for run in json.loads((tmp_path / cell / "trajectories.json").read_text())["runs"]]
 
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.data import build_data
-from ssltheory.practice.train import read_metrics, train
+from ssltheory.practice.rundir import read_metrics
+from ssltheory.practice.train import train
 from ssltheory.theory.params import ConfigError
 
 SMALL = dict(backbone="convnet", image_size=16, batch_size=8, epochs=1, max_steps=1, measure_every=1,

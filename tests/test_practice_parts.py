@@ -11,13 +11,15 @@ import torch
 
 from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.evaluate import knn_accuracy, linear_probe
-from ssltheory.practice.losses import negative_cosine
 from ssltheory.practice.measure import RunningCorrelation, collapse_auc, normalized_std, rising
+from ssltheory.practice.objectives import negative_cosine
 from ssltheory.practice.predictors import DirectPredictor, SymmetricPredictor, directpred_weight
+from ssltheory.practice.step import build_model
 from ssltheory.practice.target import ema_gamma, ema_update
-from ssltheory.practice.train import build_model
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "collapse_resnet18_spectra.json"
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "collapse_resnet18_spectra.json"
+"""The collapse paper's ResNet-18 spectra with the AUC its own code computes (copied from the team's shared
+fixtures, so that the tests need nothing outside the repository)."""
 
 
 def features_with_singular_values(sigma: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -30,7 +32,6 @@ def features_with_singular_values(sigma: np.ndarray, n: int, seed: int = 0) -> n
     return (U * sigma) @ V.T
 
 
-@pytest.mark.skipif(not FIXTURE.exists(), reason="shared fixtures not beside the checkout")
 def test_collapse_auc_reproduces_the_papers_own_numbers():
     spectra = json.loads(FIXTURE.read_text())["spectra"]
     assert len(spectra) >= 5

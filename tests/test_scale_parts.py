@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.distributed import Dist
 from ssltheory.practice.live import LiveMeasurer
-from ssltheory.practice.train import build_model, optimizer_step
+from ssltheory.practice.step import build_model, optimizer_step
 from ssltheory.theory.params import ConfigError
 
 

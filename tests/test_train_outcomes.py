@@ -12,7 +12,8 @@ import pytest
 
 from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.measure import TOP_MODES
-from ssltheory.practice.train import read_metrics, train
+from ssltheory.practice.rundir import read_metrics
+from ssltheory.practice.train import train
 
 BASE = dict(dataset="digits", batch_size=64, measure_every=25, seed=0)
 

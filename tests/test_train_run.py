@@ -7,10 +7,10 @@ import random
 import pytest
 import torch
 
-from ssltheory.practice import checkpoint
-from ssltheory.practice import train as train_mod
+from ssltheory.practice import objectives
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.train import TrainingDiverged, read_metrics, train
+from ssltheory.practice.rundir import RunDir, read_metrics
+from ssltheory.practice.train import TrainingDiverged, train
 
 TINY = dict(dataset="digits", batch_size=64, epochs=3, measure_every=4, checkpoint_every=5, probe_size=64,
             proj_hidden=64, proj_dim=32, predictor="directpred", seed=3)
@@ -32,7 +32,7 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
 
     with pytest.raises(Killed):
         train(cfg, tmp_path / "cut", on_progress=kill)
-    saved = checkpoint.load(tmp_path / "cut")
+    saved = RunDir(tmp_path / "cut").load_checkpoint()
     assert 0 < saved["step"] <= kill_at
     train(cfg, tmp_path / "cut", resume=True)
     whole = read_metrics(tmp_path / "whole" / "metrics.jsonl")
@@ -46,7 +46,7 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    real = train_mod.symmetric_loss
+    real = objectives.symmetric_loss
     calls = {"n": 0}
 
     def poisoned(*args):
@@ -54,12 +54,12 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, mo
         loss = real(*args)
         return loss * float("nan") if calls["n"] == 9 else loss
 
-    monkeypatch.setattr(train_mod, "symmetric_loss", poisoned)
+    monkeypatch.setattr(objectives, "symmetric_loss", poisoned)
     with pytest.raises(TrainingDiverged, match="at step 8") as e:
         train(TrainConfig(**TINY), tmp_path)
     assert "step 5" in str(e.value)  # the checkpoint written at step 5 is named and kept
-    assert checkpoint.load(tmp_path)["step"] == 5
-    assert torch.isfinite(next(iter(checkpoint.load(tmp_path)["modules"]["online"].values()))).all()
+    assert RunDir(tmp_path).load_checkpoint()["step"] == 5
+    assert torch.isfinite(next(iter(RunDir(tmp_path).load_checkpoint()["modules"]["online"].values()))).all()
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -74,8 +74,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, mo
     (["train", "folder", "--data-dir", "/nonexistent/imgs"], "/nonexistent/imgs"),
     (["train", "--resume", "/nonexistent/run"], "--resume"),
     (["probe", "/nonexistent/run"], "RUN_DIR"),
-    (["train", "synthetic", "--model", "resnet18"], "--model resnet18"),
-    (["train", "digits", "--model", "linear"], "--model linear"),
+    (["train", "synthetic", "--backbone", "resnet18"], "--backbone resnet18"),
+    (["train", "digits", "--backbone", "linear"], "--backbone linear"),
     (["train", "digits", "--predictor", "mlp", "--predictor-init", "identity"], "--predictor-init identity"),
     (["train", "digits", "--loss", "huber"], "'huber'"),
     (["train", "digits", "--eps-inside"], "--eps-inside"),
@@ -83,7 +83,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, mo
     (["train", "synthetic", "--sigma2", "-1"], "--sigma2 -1"),
 ])
 def test_bad_training_input_is_one_line_exit_2(args, needle, tmp_path):
-    from test_cli import cli
+    from conftest import cli
 
     r = cli(*args, *(["--out", str(tmp_path)] if args[0] == "train" and "--resume" not in args else []))
     assert r.returncode == 2, r.stderr
@@ -96,6 +96,6 @@ def test_measuring_more_often_does_not_change_the_training(tmp_path):
     cfg = dict(TINY, checkpoint_every=0)
     train(TrainConfig(**{**cfg, "measure_every": 2, "knn_every": 1}), tmp_path / "often")
     train(TrainConfig(**{**cfg, "measure_every": 7, "knn_every": 0}), tmp_path / "rarely")
-    a = checkpoint.load(tmp_path / "often")["modules"]["online"]
-    b = checkpoint.load(tmp_path / "rarely")["modules"]["online"]
+    a = RunDir(tmp_path / "often").load_checkpoint()["modules"]["online"]
+    b = RunDir(tmp_path / "rarely").load_checkpoint()["modules"]["online"]
     assert all(torch.equal(a[k], b[k]) for k in a)

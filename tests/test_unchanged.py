@@ -8,15 +8,14 @@ checked against them, so the two cannot drift apart); the integrator is the defa
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 
+from conftest import assert_same
 from ssltheory.theory.outputs import simulate, simulation_configs
 
 BASELINE = Path(__file__).parent / "fixtures" / "baseline_runs.json"
-REL = 1e-9
 
 SETTINGS = {
     "simulate-modes": ({"model": "modes", "eta": (0.0, 0.04), "steps": 5000, "samples": 50},
@@ -32,23 +31,6 @@ SETTINGS = {
 @pytest.fixture(scope="module")
 def baseline() -> dict:
     return json.loads(BASELINE.read_text())
-
-
-def assert_same(new, old, where: str = "runs") -> None:
-    """Equal structure; numbers equal to ``REL`` relative; strings, bools and None equal."""
-    if isinstance(old, dict):
-        assert isinstance(new, dict) and sorted(new) == sorted(old), f"{where}: keys {sorted(new)} != {sorted(old)}"
-        for k in old:
-            assert_same(new[k], old[k], f"{where}.{k}")
-    elif isinstance(old, list):
-        assert isinstance(new, list) and len(new) == len(old), f"{where}: length differs"
-        for i, (a, b) in enumerate(zip(new, old, strict=True)):
-            assert_same(a, b, f"{where}[{i}]")
-    elif isinstance(old, bool) or old is None or isinstance(old, str):
-        assert new == old and type(new) is type(old), f"{where}: {new!r} != {old!r}"
-    else:
-        assert isinstance(new, (int, float)) and not isinstance(new, bool), f"{where}: {new!r} is not a number"
-        assert math.isclose(new, old, rel_tol=REL, abs_tol=0.0), f"{where}: {new!r} != recorded {old!r}"
 
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))

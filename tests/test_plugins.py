@@ -1,0 +1,117 @@
+"""The plug-in points: a method and a data schedule are added in a few lines each, without touching the loop."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import assert_same
+from ssltheory.practice.config import TrainConfig
+from ssltheory.practice.methods import METHODS, Method
+from ssltheory.practice.rundir import RunDir, read_metrics
+from ssltheory.practice.schedule import SCHEDULES, Schedule, epoch_order
+from ssltheory.practice.train import train
+from ssltheory.theory.params import ConfigError
+
+TINY = dict(dataset="digits", batch_size=64, measure_every=4, probe_size=64, proj_hidden=64, proj_dim=32, seed=1)
+
+
+class SquaredDistance(nn.Module):
+    """A toy objective with state: mean squared distance of each prediction to the other view's target, and a
+    count of the batches it has seen (a buffer, so it is checkpointed with the run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("seen", torch.zeros((), dtype=torch.long))
+
+    def forward(self, p1, p2, z1, z2):
+        self.seen += 1
+        return (p1 - z2).pow(2).sum(1).mean() + (p2 - z1).pow(2).sum(1).mean()
+
+
+class FirstHalf(Schedule):
+    """A toy schedule: every epoch sees only the first half of the items, reshuffled."""
+
+    def order(self, epoch):
+        return epoch_order(self.n // 2, self.seed, epoch)
+
+
+class Growing(Schedule):
+    """A toy schedule of epochs of different lengths: epoch e sees the first (e + 1) / 4 of the items."""
+
+    def order(self, epoch):
+        return epoch_order(min(self.n, (epoch + 1) * self.n // 4), self.seed, epoch)
+
+
+@pytest.fixture
+def toy_method(monkeypatch):
+    monkeypatch.setitem(METHODS, "toy", Method("toy", "stop-gradient target, no predictor, squared distance",
+                                               target=lambda cfg: "stop-grad", objective=lambda cfg: SquaredDistance(),
+                                               predictor=False))
+
+
+@pytest.fixture
+def toy_schedules(monkeypatch):
+    monkeypatch.setitem(SCHEDULES, "first-half", lambda cfg, n: FirstHalf(n, cfg.batch_size, cfg.seed))
+    monkeypatch.setitem(SCHEDULES, "growing", lambda cfg, n: Growing(n, cfg.batch_size, cfg.seed))
+
+
+def test_a_method_is_one_registry_entry(toy_method, tmp_path):
+    train(TrainConfig(**TINY, method="toy", epochs=1), tmp_path)
+    state = RunDir(tmp_path).load_checkpoint()
+    assert "target" not in state["modules"]  # stop-gradient: no network of its own
+    assert int(state["modules"]["objective"]["seen"]) == 1297 // 64  # its state is checkpointed
+    assert [g["name"] for g in state["optimizer"]["param_groups"]] == ["online"]  # no predictor to train
+    meas = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "auc" in r]
+    assert meas and all(r["p_sym"] == [1.0] * 32 for r in meas)  # the identity predictor
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["method"] == "toy"
+    with pytest.raises(ConfigError, match="--no-stop-grad with --method toy"):
+        TrainConfig(**TINY, method="toy", stop_grad=False)
+
+
+def test_a_schedule_is_one_registry_entry(toy_schedules, tmp_path, monkeypatch):
+    seen: list[int] = []
+    real = FirstHalf.order
+    monkeypatch.setattr(FirstHalf, "order", lambda self, e: (seen.extend(real(self, e).tolist()), real(self, e))[1])
+    train(TrainConfig(**TINY, data_schedule="first-half", epochs=2), tmp_path)
+    recs = read_metrics(tmp_path / "metrics.jsonl")
+    assert recs[-1]["step"] == 2 * (1297 // 2 // 64)  # 10 steps an epoch, not 20
+    assert [r["epoch"] for r in recs if "knn_acc" in r] == [0, 1.0, 2.0]
+    assert seen and max(seen) < 1297 // 2
+
+
+def test_epochs_of_different_lengths_drive_the_lr_schedule_and_resume(toy_schedules, tmp_path):
+    """Epoch lengths 5, 10, 15 steps: the cosine lr reaches 0 at the last step, kNN runs at each epoch's end, and a
+    run killed mid-epoch resumes to the same metrics."""
+    cfg = TrainConfig(**TINY, data_schedule="growing", epochs=3, lr_schedule="cosine", checkpoint_every=7)
+    train(cfg, tmp_path / "whole")
+    whole = read_metrics(tmp_path / "whole" / "metrics.jsonl")
+    sched = SCHEDULES["growing"](cfg, 1297)
+    assert [sched.steps_in_epoch(e) for e in range(3)] == [5, 10, 15] and sched.locate(17) == (2, 2)
+    assert [r["step"] for r in whole if "knn_acc" in r] == [0, 5, 15, 30]
+    lrs = [r["lr"] for r in whole if "lr" in r]
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12) and lrs[0] > 0.9 * cfg.lr
+
+    class Killed(Exception):
+        pass
+
+    def kill(p):
+        if p.step == 12:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "cut", on_progress=kill)
+    assert RunDir(tmp_path / "cut").load_checkpoint()["step"] == 7
+    train(cfg, tmp_path / "cut", resume=True)
+    cut = read_metrics(tmp_path / "cut" / "metrics.jsonl")
+    assert_same(cut, whole, "resumed")
+
+
+def test_an_unknown_schedule_or_method_is_one_line():
+    with pytest.raises(ConfigError, match="--data-schedule 'weekly' is not known: expected one of iid"):
+        TrainConfig(dataset="digits", data_schedule="weekly")
+    with pytest.raises(ConfigError, match="--method 'toy' is not known"):
+        TrainConfig(dataset="digits", method="toy")
