@@ -61,11 +61,11 @@ def _train_signature() -> inspect.Signature:
         meta = f.metadata
         text = meta["help"] + (f" [paper: {meta['paper']}]" if meta.get("paper") else "")
         if f.name == "dataset":
-            default = typer.Argument(None, help=hint(text), show_default=False)
+            default = typer.Argument(None, help=hint(text), show_default=False, metavar="DATASET")
             params.append(inspect.Parameter("dataset", kw, default=default, annotation=str | None))
             continue
         choices = choices_of(meta)
-        if choices is not None and "|" not in text:
+        if choices is not None and not any(c in text for c in choices):
             text = f"{text} ({' | '.join(choices)})"
         default = typer.Option(f.default, help=hint(text), rich_help_panel=meta["section"])
         params.append(inspect.Parameter(f.name, kw, default=default, annotation=types[f.name]))

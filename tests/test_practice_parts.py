@@ -58,11 +58,12 @@ def test_normalized_std_and_rising():
 
 def test_target_starts_as_an_exact_copy_of_the_online_network():
     model = build_model(TrainConfig(dataset="digits"), in_channels=1, device=torch.device("cpu"))
-    online, target = model.online.state_dict(), model.target.state_dict()
+    online, target = model.online.state_dict(), model.target.network.state_dict()
     assert online.keys() == target.keys()
     assert all(torch.equal(online[k], target[k]) for k in online)
-    assert not any(p.requires_grad for p in model.target.parameters())
-    assert build_model(TrainConfig(dataset="digits", method="simsiam"), 1, torch.device("cpu")).target is None
+    assert not any(p.requires_grad for p in model.target.network.parameters())
+    simsiam = build_model(TrainConfig(dataset="digits", method="simsiam"), 1, torch.device("cpu")).target
+    assert simsiam.mode == "stop-grad" and simsiam.network is None
 
 
 def test_ema_update_and_schedule():
