@@ -19,9 +19,9 @@ demo: $(STAMP)
 	$(BIN)/ssltheory phase-portrait --eta 0,0.01,1 --out $(DEMO)/fig3-phase-portrait
 	$(BIN)/ssltheory fixed-points --out $(DEMO)/fig4-fixed-points
 	$(BIN)/ssltheory simulate --model modes --eta 0,0.04,0.1 --out $(DEMO)/fig5-trajectories
-	$(BIN)/ssltheory train synthetic --epochs 10 --out $(DEMO)/synthetic-linear
+	$(BIN)/ssltheory train synthetic --epochs 10 --out $(DEMO)/synthetic-linear --force
 	$(BIN)/ssltheory train digits --predictor directpred --batch-size 64 --epochs 10 --knn-every 5 \
-		--out $(DEMO)/digits-directpred
+		--out $(DEMO)/digits-directpred --force
 	$(BIN)/ssltheory compare $(DEMO)/synthetic-linear $(DEMO)/digits-directpred --out $(DEMO)/compare
 	@echo
 	@echo "Demo figures (PNG, with the numbers beside them as JSON):"

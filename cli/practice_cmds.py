@@ -25,7 +25,7 @@ def _given(ctx: typer.Context, name: str) -> bool:
 def _train(ctx: typer.Context, dataset: str | None, config: Path | None, resume: Path | None, force: bool,
            out: Path | None, **flags) -> None:
     """Train with the theory's knobs, measuring F̂, W_p, alignment and collapse as it goes."""
-    from ssltheory.practice.config import TrainConfig, flag_of, load_settings
+    from ssltheory.practice.config import TrainConfig, field_names, flag_of, load_settings
     from ssltheory.practice.rundir import RunDir
 
     given = {name: v for name, v in flags.items() if _given(ctx, name)}
@@ -40,7 +40,7 @@ def _train(ctx: typer.Context, dataset: str | None, config: Path | None, resume:
                               "with --config " + str(resume / "config.json") + " and the changed flags)")
         run(RunDir(resume).config("--resume"), resume, resume=True)
         return
-    settings = {**(load_settings(config) if config is not None else {}), **given}
+    settings = {**field_names(load_settings(config) if config is not None else {}), **given}
     if "dataset" not in settings:
         raise ConfigError("DATASET is missing: expected one of digits, stl10, cifar10, imagenet, folder, synthetic "
                           "(or --config FILE, or --resume RUN_DIR)")

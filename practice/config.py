@@ -295,17 +295,7 @@ class TrainConfig:
         """A config from ``{name: value}`` (names as fields, ``predictor_bias``, or as flags, ``predictor-bias``);
         an unknown name is a one-line :class:`ConfigError` naming it and the nearest known ones. The same
         validation as the command line's: settings files and experiment recipes come through here."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        kw = {}
-        for key, value in settings.items():
-            name = str(key).lstrip("-").replace("-", "_")
-            if name not in known:
-                near = difflib.get_close_matches(name, sorted(known), n=3)
-                hint = f" (did you mean {', '.join(flag_of(n) for n in near)}?)" if near else ""
-                raise ConfigError(f"setting {key!r} is not known{hint}: expected one of the flags of "
-                                  "'ssltheory train --help'")
-            kw[name] = value
-        return cls(**kw)
+        return cls(**field_names(settings))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -326,6 +316,22 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text())["config"])
+
+
+def field_names(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` keyed by field name (``alpha-p`` and ``--alpha-p`` become ``alpha_p``); a one-line error for a
+    name that is no setting, with the nearest flags."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for key, value in settings.items():
+        name = str(key).lstrip("-").replace("-", "_")
+        if name not in known:
+            near = difflib.get_close_matches(name, sorted(known), n=3)
+            hint = f" (did you mean {', '.join(flag_of(n) for n in near)}?)" if near else ""
+            raise ConfigError(f"setting {key!r} is not known{hint}: expected one of the flags of "
+                              "'ssltheory train --help'")
+        out[name] = value
+    return out
 
 
 def migrate(d: dict[str, Any]) -> dict[str, Any]:
