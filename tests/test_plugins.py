@@ -86,7 +86,8 @@ def test_a_schedule_is_one_registry_entry(toy_schedules, tmp_path, monkeypatch):
 def test_epochs_of_different_lengths_drive_the_lr_schedule_and_resume(toy_schedules, tmp_path):
     """Epoch lengths 5, 10, 15 steps: the cosine lr reaches 0 at the last step, kNN runs at each epoch's end, and a
     run killed mid-epoch resumes to the same metrics."""
-    cfg = TrainConfig(**TINY, data_schedule="growing", epochs=3, lr_schedule="cosine", checkpoint_every=7)
+    cfg = TrainConfig(**TINY, data_schedule="growing", epochs=3, lr_schedule="cosine", checkpoint_every=7,
+                      data_path="device")
     train(cfg, tmp_path / "whole")
     whole = read_metrics(tmp_path / "whole" / "metrics.jsonl")
     sched = SCHEDULES["growing"](cfg, 1297)

@@ -1,4 +1,4 @@
-"""What training on digits must and must not do, at a small scale (CPU, ~1 minute in all).
+"""What training on digits must and must not do, at a small scale (CPU, ~40 s in all, batched augmentation).
 
 The same runs at full length (100 epochs, numbers in the issue notes and the README): BYOL + DirectPred kNN
 0.852 -> 0.976, BYOL + linear 0.852 -> 0.926, BYOL without predictor 0.898 at epoch 10 falling to 0.866, SimSiam
@@ -15,7 +15,7 @@ from ssltheory.practice.measure import leading_modes
 from ssltheory.practice.rundir import read_metrics
 from ssltheory.practice.train import train
 
-BASE = dict(dataset="digits", batch_size=64, measure_every=25, seed=0)
+BASE = dict(dataset="digits", batch_size=64, measure_every=25, seed=0, data_path="device")  # batched: 2x faster on CPU
 
 
 def run(tmp_path, name: str, **kw) -> tuple[list[dict], list[dict]]:
@@ -38,16 +38,16 @@ def directpred(tmp_path_factory):
 def test_byol_directpred_learns_beyond_random_init(directpred):
     measures, knn = directpred
     assert knn[0]["note"] == "random init"
-    assert knn[-1]["knn_acc"] >= knn[0]["knn_acc"] + 0.03, knn  # measured 0.852 -> 0.922
-    assert measures[-1]["feature_std_x_sqrt_d"] > 0.5  # measured 0.34 -> 0.70: spreading out, not collapsing
+    assert knn[-1]["knn_acc"] >= knn[0]["knn_acc"] + 0.03, knn  # measured 0.852 -> 0.928
+    assert measures[-1]["feature_std_x_sqrt_d"] > 0.5  # measured 0.37 -> 0.73: spreading out, not collapsing
     assert measures[-1]["feature_std_x_sqrt_d"] > measures[0]["feature_std_x_sqrt_d"]
 
 
 def test_simsiam_without_stop_gradient_collapses_completely(tmp_path, directpred):
     measures, _ = run(tmp_path, "nosg", method="simsiam", stop_grad=False, epochs=5, knn_every=0)
     last = measures[-1]
-    assert last["feature_std_x_sqrt_d"] < 0.1  # measured 0.049 (1 = spread evenly over the sphere)
-    assert last["s"][1] / last["s"][0] < 1e-3  # F̂ is rank one: measured 1.0e-4
+    assert last["feature_std_x_sqrt_d"] < 0.1  # measured 0.050 (1 = spread evenly over the sphere)
+    assert last["s"][1] / last["s"][0] < 1e-3  # F̂ is rank one: measured 1.4e-4
     assert rest_share(last) < 0.1 * rest_share(directpred[0][-1])
 
 
@@ -55,9 +55,9 @@ def test_byol_without_predictor_drifts_toward_collapse(tmp_path, directpred):
     measures, _ = run(tmp_path, "none", predictor="none", epochs=10, knn_every=0)
     first, last = measures[0], measures[-1]
     # Theorem 2: W -> 0 with no predictor. Under EMA it is slow, but every sign points the same way.
-    assert last["feature_std_x_sqrt_d"] < first["feature_std_x_sqrt_d"]  # measured 0.191 -> 0.181
+    assert last["feature_std_x_sqrt_d"] < first["feature_std_x_sqrt_d"]  # measured 0.199 -> 0.189
     assert rest_share(last) < rest_share(first)
-    assert last["auc"] > first["auc"]  # the collapse metric rises: measured 0.755 -> 0.771
+    assert last["auc"] > first["auc"]  # the collapse metric rises: measured 0.759 -> 0.771
     dp_last = directpred[0][-1]
     assert last["feature_std_x_sqrt_d"] < 0.5 * dp_last["feature_std_x_sqrt_d"]
 
@@ -71,7 +71,7 @@ def test_byol_linear_predictor_aligns_with_F_and_turns_symmetric(tmp_path):
     """The paper's Fig. 2 on a real network: W_p's eigenvectors line up with F̂'s, and W_p turns symmetric there."""
     measures, knn = run(tmp_path, "linear", predictor="linear", epochs=10, knn_every=0)
     first, last = measures[0], measures[-1]
-    # measured over 200 steps: mean alignment 0.21 -> 0.69, leading mode -> 0.98, asymmetry 0.57 -> 0.17;
+    # measured over 200 steps: mean alignment 0.19 -> 0.63, leading mode -> 0.98, asymmetry 0.59 -> 0.21;
     # at 100 epochs every leading mode is above 0.93 and the asymmetry is 0.09 (README).
     assert top_alignment(last) > top_alignment(first) + 0.2
     assert last["alignment"][0] > 0.95
