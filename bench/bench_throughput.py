@@ -104,7 +104,7 @@ class Runner:
         t = time.perf_counter()
         for i in range(n):
             x1, x2 = self._next()
-            loss, f1 = optimizer_step(self.model, self.opt, None, x1, x2, self.cfg, self.step, 10**6,
+            loss, f1, f2 = optimizer_step(self.model, self.opt, None, x1, x2, self.cfg, self.step, 10**6,
                                       self.feed.prefetch)
             self.step += 1
             self.losses.append(loss.detach().clone())  # (a CUDA graph's output is rewritten by the next step)
@@ -112,7 +112,7 @@ class Runner:
                 raise RuntimeError("loss is not finite")
             if self.live is not None:
                 if i % self.cfg.measure_every == 0:
-                    self.live.submit(self.model, f1, torch.stack(self.losses).double().mean(), {"step": self.step})
+                    self.live.submit(self.model, f1, torch.stack(self.losses).double().mean(), {"step": self.step}, f2)
                     self.losses = []
                 self.live.ready()
             self.losses = self.losses[-10:]

@@ -153,11 +153,28 @@ def build_data(cfg: TrainConfig) -> DataBundle:
     return DataBundle(ssl, make_train(ev), make_val(ev), 3, len(ssl.classes))
 
 
+DOWNLOAD_TIMEOUT = 60.0
+"""Seconds a download may wait for the server's next bytes before it gives up (a server that accepts the connection
+and never answers would otherwise hang the run with no output)."""
+
+
 def _download_guard(make, what: str):
+    """``make()`` with every socket timing out after :data:`DOWNLOAD_TIMEOUT` s of silence; a failure to load or
+    download is one line."""
+    import socket
+
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:
         return make()
+    except TimeoutError:
+        raise ConfigError(f"{what} could not be downloaded: the server sent nothing for {DOWNLOAD_TIMEOUT:g} s "
+                          "(timed out); expected a connection to its host, or the files unpacked under --data-dir"
+                          ) from None
     except (RuntimeError, OSError) as e:  # torchvision: "Dataset not found or corrupted" / no network
         raise ConfigError(f"{what} could not be loaded or downloaded ({' '.join(str(e).split())})") from None
+    finally:
+        socket.setdefaulttimeout(old)
 
 
 def probe_subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:

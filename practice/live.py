@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .distributed import Dist, all_gather_rows
-from .measure import collapse_auc, linear_modes, normalized_std, predictor_metrics
+from .measure import AUC_NORMALISATION, collapse_auc, linear_modes, normalized_std, positive_cosine, predictor_metrics
 
 
 def probe_tensor(probe: Dataset, device: torch.device, d: Dist) -> torch.Tensor:
@@ -65,13 +65,13 @@ class Snapshot:
 
 @torch.no_grad()
 def snapshot(model, probe_x: torch.Tensor, f1: torch.Tensor, loss: torch.Tensor, meta: dict, linear: bool = False,
-             batch_size: int = 256) -> Snapshot:
+             batch_size: int = 256, f2: torch.Tensor | None = None) -> Snapshot:
     """Queue half 1 of a measurement of ``model`` (a :class:`.step.Model`) at this point of the step.
 
     probe_x: this rank's probe images (n_r, C, H, W) on the model's device; f1: this rank's projector outputs
-    (B_r, d) of the step; loss: 0-d tensor, the mean loss since the last measurement; linear: the backbone is the
-    theory's W (its modes are recorded too). Under DDP the features and f
-    are gathered over ranks here (a collective), so every rank's record is the global one."""
+    (B_r, d) of the step (f2: the other view's, for the positive-pair similarity); loss: 0-d tensor, the mean loss
+    since the last measurement; linear: the backbone is the theory's W (its modes are recorded too). Under DDP the
+    features and f are gathered over ranks here (a collective), so every rank's record is the global one."""
     d = model.dist
     net, head = model.online.backbone, model.online.projector
     was = net.training, head.training
@@ -84,6 +84,8 @@ def snapshot(model, probe_x: torch.Tensor, f1: torch.Tensor, loss: torch.Tensor,
     head.train(was[1])
     tensors = {"feats": feats, "proj": proj, "f": all_gather_rows(f1.detach().float(), d), "loss": loss,
                "F": model.corr.F, "W_p": model.predictor.W_p()}
+    if f2 is not None:
+        tensors["f2"] = all_gather_rows(f2.detach().float(), d)
     if linear:  # the linear model: its modes are read off the weights
         tensors["W"] = net.weight
         tensors["W_a"] = model.target.network.backbone.weight if model.target.network is not None else None
@@ -103,7 +105,10 @@ def record(snap: Snapshot) -> dict:
     c, proj = collapse_auc(t["feats"]), collapse_auc(t["proj"])
     std = normalized_std(t["f"])
     rec.update(auc=c["auc"], k_eq=c["k_eq"], auc_projector=proj["auc"], feature_std=std,
-               feature_std_x_sqrt_d=std * t["f"].shape[1] ** 0.5)
+               feature_std_x_sqrt_d=std * t["f"].shape[1] ** 0.5, probe_n=int(t["feats"].shape[0]),
+               feature_dim=int(t["feats"].shape[1]), auc_normalisation=AUC_NORMALISATION)
+    if t.get("f2") is not None:
+        rec["positive_cosine"] = positive_cosine(t["f"], t["f2"])
     if snap.linear:
         rec.update(linear_modes(t["W"], t["W_p"], t["W_a"]))
     return {**rec, **snap.meta, "loss": float(t["loss"])}
@@ -147,9 +152,10 @@ class LiveMeasurer:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="live-measure") if background else None
         self.pending: deque[Future | dict] = deque()
 
-    def submit(self, model, f1: torch.Tensor, loss: torch.Tensor, meta: dict) -> None:
-        """Measure ``model`` now (``meta``: step, epoch, lr, ... copied into the record)."""
-        snap = snapshot(model, self.probe_x, f1, loss, meta, self.linear)
+    def submit(self, model, f1: torch.Tensor, loss: torch.Tensor, meta: dict, f2: torch.Tensor | None = None) -> None:
+        """Measure ``model`` now (``meta``: step, epoch, lr, ... copied into the record; f1, f2: the step's projector
+        outputs of the two views)."""
+        snap = snapshot(model, self.probe_x, f1, loss, meta, self.linear, f2=f2)
         self.pending.append(self.pool.submit(record_on_one_core, snap) if self.pool else record(snap))
 
     def ready(self, wait: bool = False) -> list[dict]:

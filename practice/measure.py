@@ -109,6 +109,16 @@ def collapse_auc(features: torch.Tensor | np.ndarray) -> dict:
     return {"auc": auc, "k_eq": 1.0 + 2.0 * d * (1.0 - auc), "sigma": sigma.tolist(), "cumulative": cum.tolist()}
 
 
+AUC_NORMALISATION = "centred features, singular values (not squared), no l2 normalisation"
+"""How :func:`collapse_auc` normalises (Li et al.'s protocol, collapse.md B1); written into every record."""
+
+
+def positive_cosine(f1: torch.Tensor, f2: torch.Tensor) -> float:
+    """Mean cosine similarity of the two views' outputs, f1, f2: (B, d) (1 when every image maps to one point
+    whatever the augmentation; a collapse signal with feature std)."""
+    return float(torch.nn.functional.cosine_similarity(f1.double(), f2.double(), dim=1).mean())
+
+
 def normalized_std(z: torch.Tensor) -> float:
     """Mean over dimensions of the batch std of z / ||z||; z: (B, d)."""
     zn = torch.nn.functional.normalize(z.detach().float(), dim=1)

@@ -61,6 +61,7 @@ class RunDir:
         self.check_free(force)
         for name in RUN_FILES:
             self.file(name).unlink(missing_ok=True)
+        self.clean_partial_writes()
         self.path.mkdir(parents=True, exist_ok=True)
         cfg.save(self.file(CONFIG), {**resolved, "starts": [{"step": 0, "world_size": resolved["world_size"]}]})
         write_atomic(self.file(METRICS), b"")
@@ -106,6 +107,13 @@ class RunDir:
         torch.save(state, buf)
         write_atomic(self.file(CHECKPOINT), buf.getvalue())
         return self.file(CHECKPOINT)
+
+    def clean_partial_writes(self) -> None:
+        """Remove what a write killed half-way left behind (``.NAME.*.tmp``; the file itself was never replaced)."""
+        if self.path.is_dir():
+            for name in RUN_FILES:
+                for tmp in self.path.glob(f".{name}.*.tmp"):
+                    tmp.unlink(missing_ok=True)
 
     def load_checkpoint(self) -> dict | None:
         """The saved state, None when there is no checkpoint yet; a one-line error when it cannot be read."""

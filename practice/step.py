@@ -131,9 +131,9 @@ def observe(model: Model, f1: torch.Tensor, f2: torch.Tensor, z1: torch.Tensor, 
 
 
 def optimizer_step(model: Model, opt, sched, x1: torch.Tensor, x2: torch.Tensor, cfg: TrainConfig, step: int,
-                   total: int, prefetch: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   total: int, prefetch: Callable[[], None] | None = None) -> tuple[torch.Tensor, ...]:
     """One training iteration on views (B, C, H, W) at 0-based ``step`` of ``total``: forward, backward, optimizer
-    and lr steps, the predictor hook, the target's update; returns (loss of this rank's batch, f1).
+    and lr steps, the predictor hook, the target's update; returns (loss of this rank's batch, f1, f2).
 
     ``prefetch`` (the feed's) is called once the step's device work is queued and before the predictor hook, the
     one part that may wait for the device (DirectPred's eigendecomposition checks its result on the host): the host
@@ -163,7 +163,7 @@ def optimizer_step(model: Model, opt, sched, x1: torch.Tensor, x2: torch.Tensor,
         prefetch()
     model.predictor.after_step(step, model.corr.F.to(x1.device))
     model.target.after_step(model.online, step, total)
-    return loss, f1
+    return loss, f1, f2
 
 
 def training_state(model: Model, opt, sched, feed) -> dict:

@@ -98,6 +98,7 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
         raise ConfigError(f"--resume {folder.path} has no checkpoint.pt: expected a run that saved one (at the end "
                           "of its first epoch or --checkpoint-every steps)")
     if state is not None:
+        folder.clean_partial_writes()
         restore(state, model, opt, sched, feed)
         step, auc_history = state["step"], state["auc_history"]
         losses = [torch.tensor(v, device=device) for v in state["pending_losses"]]
@@ -118,9 +119,8 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
         if on_progress:
             on_progress(Progress(0, total, 0, float("nan"), 0.0, knn=knn0))
 
-    model.online.train()
-    if model.target.network is not None:
-        model.target.network.train()
+    for module in model.modules().values():  # (a measurement switches the online net to eval and back)
+        module.train()
     last_knn, cuda = None, device.type == "cuda"
     check_every = 10 if cuda else 1  # a finiteness check waits for the device; on CUDA only every few steps
     live = LiveMeasurer(probe, device, d, background=cuda, linear=cfg.resolved_backbone == "linear")
@@ -142,7 +142,7 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
     try:
         while step < total:
             for x1, x2 in feed.epoch(*schedule.locate(step)):
-                loss, f1 = optimizer_step(model, opt, sched, x1, x2, cfg, step, total, feed.prefetch)
+                loss, f1, f2 = optimizer_step(model, opt, sched, x1, x2, cfg, step, total, feed.prefetch)
                 step += 1
                 losses.append(model.reduce(loss.detach()) / d.world)
                 n_images += x1.shape[0] * d.world
@@ -157,7 +157,7 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
                     mean_loss = torch.stack(losses).double().mean()
                     live.submit(model, f1, mean_loss, {"step": step, "epoch": schedule.epoch_float(step),
                                                        "lr": opt.param_groups[0]["lr"],
-                                                       **model.target.record(step, total)})
+                                                       **model.target.record(step, total)}, f2)
                     losses = []
                 warning = drain(wait=save_due)
                 knn_due = end_of_epoch and cfg.knn_every and epochs_done % cfg.knn_every == 0
