@@ -22,49 +22,127 @@ def run_title(cfg) -> str:
             f"α_p={cfg.alpha_p:g}{ema}")
 
 
-def run_figure(records: list[dict], title: str = "") -> Figure:
-    """2 x 3 panels: log s_j of F̂, eigenvalues of sym(W_p), alignment, asymmetry, collapse AUC / k_eq, kNN."""
+def _series(ax, t, y, few: bool, **kw):
+    """A line, with markers when there are few points (so one or two measurements still show)."""
+    return ax.plot(t, y, marker="o" if few else None, ms=3, **kw)
+
+
+def _note(ax, text: str, color: str = "0.3") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=9, color=color, wrap=True)
+
+
+def run_figure(records: list[dict], title: str = "", predictor: str | None = None) -> Figure:
+    """2 x 4 panels of a run's metrics records: log s_j of F̂; eigenvalues of sym(W_p); alignment and asymmetry of
+    W_p on F̂'s leading modes; the collapse AUC with k_eq; the collapse signals (feature std x sqrt(d), positive-pair
+    cosine, s_2/s_1 of F̂) with the collapse warnings; kNN accuracy; the loss.
+
+    ``predictor``: the run's (``none`` has no W_p to show). What each panel drew (or why not) is kept in
+    ``fig.panels`` ({name: {"x", "y", "note", "ylim"}}) for tests and readers."""
     meas = [r for r in records if "s" in r]
     knn = [r for r in records if "knn_acc" in r]
-    fig, ax = plt.subplots(2, 3, figsize=(16, 8.5))
+    fig, ax = plt.subplots(2, 4, figsize=(21, 8.8))
+    panels: dict[str, dict] = {}
+    few = len(meas) <= 30
+    t = np.array([r["epoch"] for r in meas], float)
+    has_wp = bool(meas) and "p_sym" in meas[0] and predictor != "none"
+    lead = [int(leading_modes(r["s"]).sum()) for r in meas]
+    one_mode = bool(lead) and lead[-1] <= 1
+    why_no_wp = ("no predictor (W_p = I): nothing to show" if predictor == "none" else
+                 "no linear W_p (mlp predictor)" if meas else "no measurements yet")
+
+    a = ax[0, 0]
     if meas:
-        t = np.array([r["epoch"] for r in meas])
         s = np.array([r["s"] for r in meas])
-        ax[0, 0].semilogy(t, np.maximum(s, 1e-12), lw=0.8)
-        ax[0, 0].set_title(r"eigenvalues $s_j$ of $\hat F$ (log)")
-        if "p_sym" in meas[0]:
-            ax[0, 1].plot(t, np.array([r["p_sym"] for r in meas]), lw=0.8)
-            align = np.array([r["alignment"] for r in meas])
-            top = leading_modes(s[-1])
-            ax[0, 2].plot(t, align[:, top], lw=0.8)
-            ax[0, 2].set_ylim(-1.05, 1.05)
-            ax[1, 0].plot(t, [r["asymmetry"] for r in meas], color="tab:purple", label="whole $W_p$")
-            if "asymmetry_top" in meas[0]:
-                ax[1, 0].plot(t, [r["asymmetry_top"] for r in meas], color="tab:orange",
-                              label=r"within the leading modes of $\hat F$")
-            ax[1, 0].legend(fontsize=8)
-        for a, msg in ((ax[0, 1], r"eigenvalues of sym($W_p$)"),
-                       (ax[0, 2], r"alignment cos($u_j$, $W_p u_j$), modes with $s_j > 10^{-3} s_1$"),
-                       (ax[1, 0], r"asymmetry $\|W_p - W_p^T\|_F / \|W_p\|_F$")):
-            a.set_title(msg, fontsize=10)
-            if "p_sym" not in meas[0]:
-                a.text(0.5, 0.5, "no linear W_p (mlp predictor)", ha="center", transform=a.transAxes)
-        ax[1, 1].plot(t, [r["auc"] for r in meas], color="tab:red", label="AUC")
-        ax[1, 1].set_ylabel("collapse AUC (1 = rank one)")
-        tw = ax[1, 1].twinx()
-        tw.plot(t, [r["k_eq"] for r in meas], color="tab:blue", ls="--", label=r"$k_{eq}$")
-        tw.set_ylabel(r"$k_{eq} = 1 + 2d(1 - AUC)$")
-        ax[1, 1].set_title("collapse metric of backbone features (Li et al.)", fontsize=10)
+        _series(a, t, np.maximum(s, 1e-12), few, lw=0.8)
+        a.set_yscale("log")
+        panels["s"] = {"x": t, "y": s}
+    a.set_title(r"eigenvalues $s_j$ of $\hat F$ (log)" + (f"; leading modes now {lead[-1]}" if lead else ""),
+                fontsize=10)
+    for a, name, label in ((ax[0, 1], "p_sym", r"eigenvalues of sym($W_p$)"),
+                           (ax[0, 2], "alignment", r"alignment cos($u_j$, $W_p u_j$), leading modes of $\hat F$"),
+                           (ax[0, 3], "asymmetry", r"asymmetry $\|W_p - W_p^T\|_F / \|W_p\|_F$")):
+        a.set_title(label, fontsize=10)
+        if not has_wp:
+            _note(a, why_no_wp)
+            panels[name] = {"note": why_no_wp}
+    if has_wp:
+        p = np.array([r["p_sym"] for r in meas])
+        _series(ax[0, 1], t, p, few, lw=0.8)
+        panels["p_sym"] = {"x": t, "y": p}
+        top = leading_modes(meas[-1]["s"])
+        align = np.array([r["alignment"] for r in meas])[:, top]
+        _series(ax[0, 2], t, align, few, lw=0.8)
+        ax[0, 2].set_ylim(-1.05, 1.05)
+        panels["alignment"] = {"x": t, "y": align}
+        asym = {"whole $W_p$": [r["asymmetry"] for r in meas]}
+        if "asymmetry_top" in meas[0]:
+            asym[r"within the leading modes of $\hat F$"] = [r["asymmetry_top"] for r in meas]
+        for (label, y), color in zip(asym.items(), ("tab:purple", "tab:orange"), strict=False):
+            _series(ax[0, 3], t, y, few, color=color, label=label)
+        top_value = max(max(v) for v in asym.values())
+        ylim = (0.0, max(0.05, 1.1 * top_value))  # rounding noise (1e-16, DirectPred) is not a trend
+        ax[0, 3].set_ylim(*ylim)
+        ax[0, 3].legend(fontsize=8)
+        panels["asymmetry"] = {"x": t, "y": asym, "ylim": ylim}
+        if one_mode:
+            msg = "F̂ has one leading mode (rank-one collapse):\nalignment 1 and asymmetry 0 are trivial here"
+            for a, name in ((ax[0, 2], "alignment"), (ax[0, 3], "asymmetry")):
+                _note(a, msg, color="tab:red")
+                panels[name]["note"] = msg
+
+    a = ax[1, 0]
+    a.set_title("collapse metric of backbone features (Li et al.)", fontsize=10)
+    if meas:
+        h1 = _series(a, t, [r["auc"] for r in meas], few, color="tab:red", label="AUC (left; 1 = rank one)")
+        a.set_ylabel("collapse AUC")
+        tw = a.twinx()
+        h2 = _series(tw, t, [r["k_eq"] for r in meas], few, color="tab:blue", ls="--",
+                     label=r"$k_{eq} = 1 + 2d(1 - AUC)$ (right)")
+        tw.set_ylabel(r"$k_{eq}$ (effective dimensions)")
+        a.legend(handles=h1 + h2, fontsize=8, loc="best")
+        panels["auc"] = {"x": t, "y": [r["auc"] for r in meas]}
+
+    a = ax[1, 1]
+    a.set_title("collapse signals (0 / 1 = collapsed)", fontsize=10)
+    if meas:
+        signals = {r"feature std $\times\sqrt{d}$ (→ 0)": [r.get("feature_std_x_sqrt_d") for r in meas],
+                   r"$s_2 / s_1$ of $\hat F$ (→ 0)": [r["s"][1] / r["s"][0] if len(r["s"]) > 1 and r["s"][0] > 0
+                                                         else 0.0 for r in meas]}
+        if "positive_cosine" in meas[0]:
+            signals["positive-pair cosine (→ 1)"] = [r.get("positive_cosine") for r in meas]
+        for (label, y), color in zip(signals.items(), ("tab:purple", "tab:brown", "tab:gray"), strict=False):
+            _series(a, t, np.array(y, float), few, color=color, label=label)
+        warned = [r["epoch"] for r in meas if r.get("warning")]
+        for i, e in enumerate(warned):
+            a.axvline(e, color="tab:red", lw=0.8, alpha=0.6, label="collapse warning" if i == 0 else None)
+        a.set_ylim(-0.02, 1.05)
+        a.legend(fontsize=8, loc="best")
+        panels["signals"] = {"x": t, "y": signals, "warnings": warned}
+
+    a = ax[1, 2]
+    a.set_title("kNN accuracy (k = 200, T = 0.1)", fontsize=10)
     if knn:
-        ax[1, 2].plot([r["epoch"] for r in knn], [100 * r["knn_acc"] for r in knn], "o-", color="tab:green")
-        ax[1, 2].set_ylabel("kNN top-1 (%)")
-        ax[1, 2].set_title("kNN accuracy (k = 200, T = 0.1)", fontsize=10)
+        acc = [100 * r["knn_acc"] for r in knn]
+        a.plot([r["epoch"] for r in knn], acc, "o-", color="tab:green")
+        a.axhline(acc[0], color="k", ls="--", lw=0.8, label="random init")
+        ylim = (max(0.0, min(acc) - 10.0), 100.0)  # a fixed scale: a 0.2-point wiggle is not a curve
+        a.set_ylim(*ylim)
+        a.set_ylabel("kNN top-1 (%)")
+        a.legend(fontsize=8)
+        panels["knn"] = {"x": [r["epoch"] for r in knn], "y": acc, "ylim": ylim}
     else:
-        ax[1, 2].text(0.5, 0.5, "no labels: no kNN", ha="center", transform=ax[1, 2].transAxes)
+        _note(a, "no labels: no kNN")
+        panels["knn"] = {"note": "no labels: no kNN"}
+
+    a = ax[1, 3]
+    a.set_title("loss (mean since the last measurement)", fontsize=10)
+    if meas:
+        _series(a, t, [r["loss"] for r in meas], few, color="k", lw=0.9)
     for a in ax.ravel():
         a.set_xlabel("epoch")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    fig.panels = panels
     return fig
 
 

@@ -135,7 +135,7 @@ class RunDir:
         records = self.records()
         summary = summarize(records)
         save_json(self.file(SUMMARY), summary)
-        save_figure(run_figure(records, run_title(cfg)), self.file(FIGURE))
+        save_figure(run_figure(records, run_title(cfg), cfg.predictor), self.file(FIGURE))
         return summary
 
 
