@@ -70,6 +70,10 @@ def _usage_message(error: Exception, args: list[str]) -> str:
     return message
 
 
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: run the app, turning input errors into one line and exit code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -88,8 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ssltheory: error: {_one_line(str(e))}", file=sys.stderr)
         sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
-        print("ssltheory: interrupted", file=sys.stderr)
-        sys.exit(130)
+        rv = INTERRUPTED
+    if rv == INTERRUPTED:  # typer turns Ctrl-C into this exit code without a word
+        print("ssltheory: interrupted (a training run keeps its last checkpoint: continue it with --resume RUN_DIR)",
+              file=sys.stderr)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

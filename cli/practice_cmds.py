@@ -121,7 +121,8 @@ def run(cfg, run_dir: Path, resume: bool = False, force: bool = False) -> dict:
     try:
         summary = train_loop(cfg, run_dir, resume=resume, force=force, on_progress=update)
     finally:
-        bar.stop()
+        if bar.live.is_started:  # (rich prints a blank line when a bar that never started is stopped)
+            bar.stop()
     if not from_env().main:  # torchrun: rank 0 prints
         return summary
     table = Table("measure", "value", title=f"run {run_dir}")

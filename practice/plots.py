@@ -84,6 +84,11 @@ def run_figure(records: list[dict], title: str = "", predictor: str | None = Non
         ax[0, 3].set_ylim(*ylim)
         ax[0, 3].legend(fontsize=8)
         panels["asymmetry"] = {"x": t, "y": asym, "ylim": ylim}
+        if predictor == "directpred":
+            msg = "DirectPred sets W_p from F̂'s eigenvectors:\naligned and symmetric by construction"
+            for a, name in ((ax[0, 2], "alignment"), (ax[0, 3], "asymmetry")):
+                a.text(0.5, 0.12, msg, ha="center", transform=a.transAxes, fontsize=8, color="0.3")
+                panels[name]["note"] = msg
         if one_mode:
             msg = "F̂ has one leading mode (rank-one collapse):\nalignment 1 and asymmetry 0 are trivial here"
             for a, name in ((ax[0, 2], "alignment"), (ax[0, 3], "asymmetry")):

@@ -34,6 +34,7 @@ def _jsonable(x: Any) -> Any:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so a reader never sees half a file. The file
     gets the permissions a plain ``open`` would give (0644 under the usual umask), like every file of a run."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
