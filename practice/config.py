@@ -147,8 +147,8 @@ class TrainConfig:
     knn_t: float = setting(0.1, "kNN temperature", "Measurement", paper="0.1", low=0.0, low_open=True)
     knn_every: int = setting(1, "epochs between kNN evaluations [0: only at start and end]", "Measurement", low=0)
     checkpoint_every: int = setting(0, "steps between checkpoints [0: every epoch]", "Measurement", low=0)
-    collapse_window: int = setting(5, "measurements of rising collapse AUC in a row that raise a warning",
-                                   "Measurement", low=2)
+    collapse_window: int = setting(5, "measurements in a row in which feature std and s2/s1 of F̂ stay far below "
+                                   "their best that raise the collapse warning", "Measurement", low=1)
     # Speed
     device: str = setting("auto", "cpu | cuda | cuda:N [auto: cuda when available]", "Speed")
     precision: str = setting("auto", "fp32 | bf16 (autocast; F̂, eigendecompositions and metrics stay fp32) "

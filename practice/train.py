@@ -27,7 +27,7 @@ from .distributed import Dist, setup, teardown
 from .evaluate import knn_monitor
 from .feed import make_feed
 from .live import LiveMeasurer
-from .measure import linear_modes, rising
+from .measure import CollapseWatch, linear_modes, probe_note
 from .optim import make_optimizer, make_scheduler
 from .rundir import RunDir, rng_state, set_rng_state
 from .schedule import make_schedule
@@ -86,13 +86,13 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
     sched = make_scheduler(cfg, opt, schedule)
     total = min(schedule.epoch_start(cfg.epochs), cfg.max_steps or np.iinfo(np.int64).max)
     probe = probe_subset(data.train_eval, cfg.probe_size, seed=cfg.seed)
-    resolved = cfg.resolved(device, d.world)
+    resolved = cfg.resolved(device, d.world) | probe_note(len(probe), model.online.backbone.dim)
 
     def knn() -> float | None:
         return knn_monitor(model.online.backbone, data.train_eval, data.test_eval, device, d, cfg.knn_k, cfg.knn_t,
                            data.num_classes) if data.num_classes > 1 else None
 
-    step, auc_history, losses = 0, [], []
+    step, losses, watch = 0, [], CollapseWatch(cfg.collapse_window)
     state = folder.load_checkpoint() if resume else None
     if resume and state is None:
         raise ConfigError(f"--resume {folder.path} has no checkpoint.pt: expected a run that saved one (at the end "
@@ -100,7 +100,7 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
     if state is not None:
         folder.clean_partial_writes()
         restore(state, model, opt, sched, feed)
-        step, auc_history = state["step"], state["auc_history"]
+        step, watch = state["step"], CollapseWatch(cfg.collapse_window, state.get("collapse_history"))
         losses = [torch.tensor(v, device=device) for v in state["pending_losses"]]
         if d.main:
             folder.truncate(state["metrics_lines"])
@@ -117,7 +117,7 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
         if cfg.resolved_backbone == "linear" and d.main:  # the initial condition of the ODE, read off the weights
             folder.append({"step": 0, "epoch": 0, **_linear_modes(model), "note": "init"})
         if on_progress:
-            on_progress(Progress(0, total, 0, float("nan"), 0.0, knn=knn0))
+            on_progress(Progress(0, total, 0, float("nan"), 0.0, knn=knn0, warning=resolved["probe"].get("warning")))
 
     for module in model.modules().values():  # (a measurement switches the online net to eval and back)
         module.train()
@@ -130,11 +130,8 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
         """Write the finished measurements (all with ``wait``); returns a collapse warning if one fired."""
         warning = None
         for rec in live.ready(wait):
-            auc_history.append(rec["auc"])
-            if rising(auc_history, cfg.collapse_window):
-                warning = (f"collapse metric rose for {cfg.collapse_window} measurements in a row "
-                           f"(AUC {auc_history[-cfg.collapse_window]:.4f} -> {rec['auc']:.4f}) at step {rec['step']}")
-                rec["warning"] = warning
+            if text := watch.update(rec):
+                rec["warning"] = warning = text
             if d.main:
                 folder.append(rec)
         return warning
@@ -167,7 +164,7 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
                         folder.append({"step": step, "epoch": schedule.epoch_float(step), "knn_acc": last_knn})
                 if d.main and save_due:
                     folder.save_checkpoint({
-                        **training_state(model, opt, sched, feed), "step": step, "auc_history": list(auc_history),
+                        **training_state(model, opt, sched, feed), "step": step, "collapse_history": watch.history,
                         "pending_losses": [float(v) for v in losses], "rng": rng_state(),
                         "metrics_lines": folder.count()})
                 if on_progress and (step % check_every == 0 or step == total or warning):

@@ -11,7 +11,7 @@ import torch
 
 from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.evaluate import knn_accuracy, linear_probe
-from ssltheory.practice.measure import RunningCorrelation, collapse_auc, normalized_std, rising
+from ssltheory.practice.measure import RunningCorrelation, collapse_auc, normalized_std
 from ssltheory.practice.objectives import negative_cosine
 from ssltheory.practice.predictors import DirectPredictor, SymmetricPredictor, directpred_weight
 from ssltheory.practice.step import build_model
@@ -49,11 +49,10 @@ def test_collapse_auc_extremes():
     assert flat["auc"] == pytest.approx(65 / 128) and flat["k_eq"] == pytest.approx(64)
 
 
-def test_normalized_std_and_rising():
+def test_normalized_std():
     z = torch.randn(4096, 64)
     assert normalized_std(z) == pytest.approx(1 / 8, rel=0.05)
     assert normalized_std(torch.ones(32, 64) + 1e-6 * torch.randn(32, 64)) < 1e-5
-    assert rising([0.5, 0.6, 0.7, 0.8], 4) and not rising([0.5, 0.6, 0.55, 0.8], 4)
 
 
 def test_target_starts_as_an_exact_copy_of_the_online_network():

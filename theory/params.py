@@ -39,11 +39,26 @@ class RunError(RuntimeError):
     """A run failed on valid input (a solver gave up, a loss diverged); the message is one line."""
 
 
+MAX_CONSTANT = 1e6
+"""Largest magnitude accepted for the theory's constants and starts (eta, eta_p, alpha_p, sigma^2, tau, eps, p0, s0,
+tau0, lr, init_scale). The paper's values are O(1). The flow is a polynomial of degree at most 5 in these numbers
+(e.g. s' = 2 p s (tau - (1 + sigma^2) p)), so with every factor at most 1e6 the rates at the start stay below about
+1e36 and the Jacobians and eigenvalue problems built from them (which square such numbers) below 1e80: float64
+(largest 1.8e308) computes the phase portraits, fixed points and first integration steps without overflow. Far
+larger values (1e200, 1e308) overflow to inf/nan at the first evaluation."""
+
+MAX_STEPS = 2 ** 53
+"""Largest ``--steps``: step indices k and times k * lr stay exact in float64 (and the run ends in this universe)."""
+
+_CAP_NOTE = "the theory's constants are capped at 1e6 to keep float64 arithmetic of the flow finite"
+
+
 def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False) -> float:
+                 low_open: bool = False, high_open: bool = False, note: str | None = None) -> float:
     """Return ``value`` as a finite float, or raise :class:`ConfigError` if it is not in the interval.
 
-    ``name`` is how the user spells the setting (``--alpha-p``); bounds are inclusive unless ``*_open``.
+    ``name`` is how the user spells the setting (``--alpha-p``); bounds are inclusive unless ``*_open``. ``note``
+    (why the bounds are what they are) ends the message of an out-of-range value, in brackets.
     """
     lo_br = "(" if low_open or low is None else "["
     hi_br = ")" if high_open or high is None else "]"
@@ -56,20 +71,30 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
            or (low is not None and (x < low or (low_open and x == low)))
            or (high is not None and (x > high or (high_open and x == high))))
     if bad:
-        raise ConfigError(f"{name} {_fmt(x)} is out of range: expected a number in {interval}")
+        raise ConfigError(f"{name} {_fmt(x)} is out of range: expected a number in {interval}"
+                          + (f" ({note})" if note else ""))
     return x
 
 
-def check_int(name: str, value: Any, *, low: int = 1) -> int:
-    """Return ``value`` as an int >= ``low`` or raise :class:`ConfigError`."""
+def check_constant(name: str, value: Any, *, low: float | None = None, low_open: bool = False,
+                   high: float | None = None) -> float:
+    """:func:`check_number` with the float64 cap :data:`MAX_CONSTANT` (and ``-MAX_CONSTANT`` when ``low`` is None)."""
+    return check_number(name, value, low=-MAX_CONSTANT if low is None else low, low_open=low_open,
+                        high=MAX_CONSTANT if high is None else high, note=_CAP_NOTE)
+
+
+def check_int(name: str, value: Any, *, low: int = 1, high: int | None = None) -> int:
+    """Return ``value`` as an int in [``low``, ``high``] (no upper bound when ``high`` is None) or raise
+    :class:`ConfigError`."""
+    expected = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
     try:
         x = int(value)
-        if x != float(value):
+        if not isinstance(value, int) and x != float(value):
             raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} {value!r} is not a whole number: expected an integer >= {low}") from None
-    if x < low:
-        raise ConfigError(f"{name} {x} is out of range: expected an integer >= {low}")
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name} {value!r} is not a whole number: expected {expected}") from None
+    if x < low or (high is not None and x > high):
+        raise ConfigError(f"{name} {x} is out of range: expected {expected}")
     return x
 
 
