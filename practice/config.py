@@ -69,13 +69,13 @@ class TrainConfig:
     data_dir: str = setting("data", "where the dataset's files are", "Data")
     download: bool = setting(False, "download STL-10 / CIFAR-10 into --data-dir if missing", "Data")
     image_size: int = setting(0, "input size in px [0: 8 digits, 96 stl10, 32 cifar10, 224 otherwise]", "Data",
-                              low=0)
+                              low=0, high=4096)
     data_schedule: str = setting("iid", "which items each epoch sees: iid (every item once per epoch, reshuffled)",
                                  "Data", choices=lambda: SCHEDULES)
-    sigma2: float = setting(0.5, "synthetic: augmentation variance σ² of x = x0 + σ·noise", "Data", low=0.0)
-    input_dim: int = setting(0, "synthetic: input width n1 [0: --proj-dim]", "Data", low=0)
-    synthetic_size: int = setting(8192, "synthetic: samples per epoch, each drawn fresh", "Data", low=2)
-    workers: int = setting(0, "DataLoader worker processes (--data-path loader)", "Data", low=0)
+    sigma2: float = setting(0.5, "synthetic: augmentation variance σ² of x = x0 + σ·noise", "Data", low=0.0, high=1e6)
+    input_dim: int = setting(0, "synthetic: input width n1 [0: --proj-dim]", "Data", low=0, high=65536)
+    synthetic_size: int = setting(8192, "synthetic: samples per epoch, each drawn fresh", "Data", low=2, high=10**8)
+    workers: int = setting(0, "DataLoader worker processes (--data-path loader)", "Data", low=0, high=256)
     data_path: str = setting("auto", "loader (DataLoader, per-image torchvision) | device (dataset held on the "
                              "device, batched augmentation; digits, cifar10, stl10) [auto: device on CUDA]", "Data",
                              choices=("auto", "loader", "device"))
@@ -83,9 +83,9 @@ class TrainConfig:
     backbone: str = setting("auto", "resnet18 | resnet34 | resnet50 | convnet | linear [auto: convnet for digits, "
                             "linear for synthetic, resnet18 otherwise]", "Model",
                             choices=("auto", "resnet18", "resnet34", "resnet50", "convnet", "linear"))
-    proj_hidden: int = setting(512, "projector hidden width", "Model", paper="512", low=1)
-    proj_dim: int = setting(128, "projector output width d of F̂ and W_p", "Model", paper="128", low=1)
-    pred_hidden: int = setting(512, "hidden width of the mlp predictor", "Model", paper="512", low=1)
+    proj_hidden: int = setting(512, "projector hidden width", "Model", paper="512", low=1, high=65536)
+    proj_dim: int = setting(128, "projector output width d of F̂ and W_p", "Model", paper="128", low=1, high=16384)
+    pred_hidden: int = setting(512, "hidden width of the mlp predictor", "Model", paper="512", low=1, high=65536)
     # Method
     method: str = setting("byol", "byol (EMA target) | simsiam (target = online net)", "Method",
                           choices=lambda: METHODS)
@@ -95,14 +95,14 @@ class TrainConfig:
     predictor_bias: bool = setting(False, "bias in the linear predictor", "Method", paper="no bias")
     predictor_init: str = setting("auto", "random | identity (W_p = scale × I) [auto: identity for --backbone "
                                   "linear]", "Method", choices=("auto", "random", "identity"))
-    predictor_init_scale: float = setting(0.5, "p_j(0) of the identity predictor init", "Method")
+    predictor_init_scale: float = setting(0.5, "p_j(0) of the identity predictor init", "Method", low=-1e3, high=1e3)
     rho: float = setting(0.3, "DirectPred / optimal: moving-average rate ρ of F̂", "Method", paper="0.3",
                          low=0.0, high=1.0, high_open=True)
     eps: float = setting(0.1, "DirectPred: ε in p_j = sqrt(s_j / max s) + ε", "Method", paper="best 0.1")
     eps_inside: bool = setting(False, "DirectPred: p_j = sqrt(max(s_j / max s + ε, 1e-4)) instead; ε may be "
                                "negative (Table 7: ε = -c_j)", "Method")
     ridge: float = setting(0.1, "optimal predictor: ridge λ = ridge × max s_j of the least-squares W_p", "Method",
-                           low=0.0, low_open=True)
+                           low=0.0, low_open=True, high=1e6)
     freq: int = setting(1, "DirectPred / optimal: set W_p every N steps, SGD in between", "Method", paper="1",
                         low=1)
     directpred_solver: str = setting("auto", "DirectPred: eigh (eigendecomposition of F̂) | newton-schulz (the "
@@ -120,17 +120,17 @@ class TrainConfig:
     # Optimisation
     epochs: int = setting(100, "epochs", "Optimisation", paper="100", low=1)
     batch_size: int = setting(128, "global batch size, split over torchrun ranks", "Optimisation", paper="128",
-                              low=2)
+                              low=2, high=10**7)
     lr: float = setting(0.03, "learning rate α of the online net", "Optimisation", paper="0.03", low=0.0,
-                        low_open=True)
+                        low_open=True, high=100.0)
     momentum: float | None = setting(None, "SGD momentum [default: 0.9 (the paper's); 0 for synthetic]",
                                      "Optimisation", low=0.0, high=1.0, high_open=True)
     weight_decay: float = setting(4e-4, "weight decay of the trunk (torch SGD's; η = this in the ODE's time "
-                                  "t = step × lr)", "Optimisation", paper="4e-4", low=0.0)
+                                  "t = step × lr)", "Optimisation", paper="4e-4", low=0.0, high=1.0)
     predictor_weight_decay: float | None = setting(None, "weight decay of the predictor [default: as trunk]",
-                                                   "Optimisation", low=0.0)
+                                                   "Optimisation", low=0.0, high=1.0)
     alpha_p: float = setting(1.0, "predictor learning-rate ratio α_p (lr of W_p = α_p × lr)", "Optimisation",
-                             paper="1", low=0.0, low_open=True)
+                             paper="1", low=0.0, low_open=True, high=1e4)
     lr_schedule: str = setting("constant", "lr schedule: constant | cosine (with warm-up)", "Optimisation",
                                paper="constant", choices=("constant", "cosine"))
     warmup_epochs: int = setting(0, "linear warm-up epochs of the cosine lr schedule", "Optimisation", low=0)
@@ -138,13 +138,14 @@ class TrainConfig:
     lr_scale: str = setting("none", "none | linear (lr × batch/256) | sqrt; the batch is the global batch over all "
                             "torchrun ranks", "Optimisation", paper="none", choices=("none", "linear", "sqrt"))
     max_steps: int = setting(0, "stop after this many steps [0: all epochs]", "Optimisation", low=0)
-    seed: int = setting(0, "random seed", "Optimisation", low=0)
+    seed: int = setting(0, "random seed", "Optimisation", low=0, high=2**31)
     # Measurement
     measure_every: int = setting(50, "steps between measurements of F̂, W_p and the collapse metric",
                                  "Measurement", low=1)
-    probe_size: int = setting(512, "images of the fixed probe set of the collapse metric", "Measurement", low=2)
-    knn_k: int = setting(200, "kNN neighbours", "Measurement", paper="200", low=1)
-    knn_t: float = setting(0.1, "kNN temperature", "Measurement", paper="0.1", low=0.0, low_open=True)
+    probe_size: int = setting(512, "images N of the fixed probe set of the collapse metric (warned when N < 4d)",
+                              "Measurement", low=2, high=10**6)
+    knn_k: int = setting(200, "kNN neighbours", "Measurement", paper="200", low=1, high=10**6)
+    knn_t: float = setting(0.1, "kNN temperature", "Measurement", paper="0.1", low=0.0, low_open=True, high=100.0)
     knn_every: int = setting(1, "epochs between kNN evaluations [0: only at start and end]", "Measurement", low=0)
     checkpoint_every: int = setting(0, "steps between checkpoints [0: every epoch]", "Measurement", low=0)
     collapse_window: int = setting(5, "measurements in a row in which feature std and s2/s1 of F̂ stay far below "
@@ -172,7 +173,7 @@ class TrainConfig:
         if self.data_path == "device" and self.dataset not in IN_MEMORY:
             raise ConfigError(f"--data-path device with DATASET {self.dataset} is not accepted: expected one of "
                               f"{', '.join(IN_MEMORY)} (held whole in device memory), or --data-path loader")
-        check_number("--eps", self.eps, low=None if self.eps_inside else 0.0)
+        check_number("--eps", self.eps, low=-1.0 if self.eps_inside else 0.0, high=10.0)
         if self.eps_inside and self.predictor != "directpred":
             raise ConfigError(f"--eps-inside is only for --predictor directpred (got --predictor {self.predictor!r})")
         if self.freq != 1 and self.predictor not in ("directpred", "optimal"):
@@ -406,7 +407,11 @@ def _checked(f: dataclasses.Field, value: Any) -> Any:
         return value
     bounds = {k: meta[k] for k in ("low", "high", "low_open", "high_open")}
     if kind is int:
-        return check_int(flag, value, low=int(meta["low"] or 0))
+        x = check_int(flag, value, low=int(meta["low"] or 0))
+        if meta["high"] is not None and x > meta["high"]:
+            raise ConfigError(f"{flag} {x} is out of range: expected an integer from {int(meta['low'] or 0)} to "
+                              f"{int(meta['high'])}")
+        return x
     if kind is float or float in typing.get_args(kind):
         return check_number(flag, value, **bounds)
     if not isinstance(value, str):
