@@ -25,6 +25,7 @@ import difflib
 import functools
 import json
 import platform
+import re
 import subprocess
 import typing
 from dataclasses import dataclass
@@ -163,6 +164,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _checked(f, getattr(self, f.name)))
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"--device {self.device!r} is not known: expected auto, cpu, cuda, cuda:N or mps")
         if self.cuda_graph == "on" and self.compile != "none":
             raise ConfigError(f"--cuda-graph on with --compile {self.compile} is not accepted: expected one of them "
                               "(--compile reduce-overhead makes its own CUDA graphs)")

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ssltheory.theory.params import ConfigError
+
 from .config import TrainConfig
 from .distributed import Dist, all_reduce_sum, global_batchnorm
 from .measure import RunningCorrelation
@@ -77,9 +79,16 @@ class Model:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when there is a GPU, the CPU otherwise; a device this machine lacks is a one-line error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"--device {name} is not available on this machine ({torch.cuda.device_count()} CUDA "
+                          "devices): expected cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {name} is not available on this machine: expected cpu or auto")
+    return device
 
 
 def build_model(cfg: TrainConfig, in_channels: int, device: torch.device, d: Dist | None = None) -> Model:
