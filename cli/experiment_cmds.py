@@ -22,9 +22,13 @@ def experiment(
     list_recipes: bool = typer.Option(False, "--list", help="list the recipes and exit"),
 ) -> None:
     """Reproduce one result of the DirectPred paper: theory figures, or a table's training runs side by side."""
-    from ssltheory.experiments.recipes import RECIPES
+    from ssltheory.experiments.recipes import RECIPES, SCALES
     from ssltheory.experiments.run import get, run_recipe
-    from ssltheory.theory.params import ConfigError, check_int
+    from ssltheory.theory.io import check_out_dir
+    from ssltheory.theory.params import ConfigError, check_choice, check_int
+
+    from .output import progress
+    from .practice_cmds import run
 
     if list_recipes or name is None:
         if name is None and not list_recipes:
@@ -36,10 +40,9 @@ def experiment(
         return
     check_int("--max-steps", max_steps, low=0)
     recipe = get(name)
+    check_choice("--scale", scale, SCALES)
     folder = out or Path("runs") / "experiments" / f"{name}-{scale}"
-
-    from .output import progress
-    from .practice_cmds import run
+    check_out_dir(folder)
 
     def trainer(cfg, run_dir: Path, resume: bool, force: bool) -> dict:
         return run(cfg, run_dir, resume=resume, force=force)

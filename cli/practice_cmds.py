@@ -11,6 +11,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ssltheory.theory.io import check_out_dir
 from ssltheory.theory.params import ConfigError
 
 from .output import console, err_console, hint, save_figure, save_json, wrote
@@ -143,11 +144,19 @@ def probe(
     out: Path = typer.Option(None, help="where probe.json goes [default: RUN_DIR]"),
 ) -> None:
     """Linear probe on frozen, standardised backbone features; reports the LAST epoch's test accuracy."""
+    from ssltheory.practice.config import check_device
     from ssltheory.practice.data import build_data
     from ssltheory.practice.evaluate import extract, linear_probe
     from ssltheory.practice.rundir import RunDir
     from ssltheory.practice.step import build_model, resolve_device
+    from ssltheory.theory.params import check_int, check_number
 
+    check_int("--epochs", epochs, low=1)
+    check_number("--lr", lr, low=0.0, low_open=True, high=100.0)
+    check_number("--weight-decay", weight_decay, low=0.0, high=1.0)
+    check_int("--batch-size", batch_size, low=1)
+    check_device(device)
+    check_out_dir(out or run_dir)
     folder = RunDir(run_dir)
     cfg = folder.config()
     state = folder.load_checkpoint()
@@ -186,6 +195,7 @@ def compare(
     check_int("--modes", modes, low=1)
     if sigma2 is not None:
         check_number("--sigma2", sigma2, low=0.0)
+    check_out_dir(out)
     comparisons = [compare_run(d, modes, sigma2) for d in run_dirs]
     out.mkdir(parents=True, exist_ok=True)
     paths = [save_figure(compare_figure(comparisons), out / "compare.png"),
@@ -215,7 +225,9 @@ def report(
 
     check_int("--modes", modes, low=1)
     path = out or run_dir / "report.html"
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a folder: expected the path of the HTML file to write")
+    check_out_dir(path.parent, "--out")
     text = build_report(run_dir, modes)
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text.encode())
     wrote([path])

@@ -164,8 +164,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _checked(f, getattr(self, f.name)))
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise ConfigError(f"--device {self.device!r} is not known: expected auto, cpu, cuda, cuda:N or mps")
+        check_device(self.device)
         if self.cuda_graph == "on" and self.compile != "none":
             raise ConfigError(f"--cuda-graph on with --compile {self.compile} is not accepted: expected one of them "
                               "(--compile reduce-overhead makes its own CUDA graphs)")
@@ -336,6 +335,13 @@ def field_names(settings: dict[str, Any]) -> dict[str, Any]:
                               "'ssltheory train --help'")
         out[name] = value
     return out
+
+
+def check_device(name: str, flag: str = "--device") -> str:
+    """``name`` if it names a kind of device (auto, cpu, cuda, cuda:N, mps), else a one-line error."""
+    if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        raise ConfigError(f"{flag} {name!r} is not known: expected auto, cpu, cuda, cuda:N or mps")
+    return name
 
 
 def migrate(d: dict[str, Any]) -> dict[str, Any]:

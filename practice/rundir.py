@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssltheory.theory.io import save_figure, save_json, write_atomic
+from ssltheory.theory.io import check_out_dir, save_figure, save_json, write_atomic
 from ssltheory.theory.params import ConfigError
 
 from .config import TrainConfig
@@ -49,8 +49,7 @@ class RunDir:
     # settings
     def check_free(self, force: bool = False) -> None:
         """A one-line error unless a new run may start here: the folder is new or empty of runs, or ``force``."""
-        if self.path.exists() and not self.path.is_dir():
-            raise ConfigError(f"--out {self.path} is a file: expected a folder for the run")
+        check_out_dir(self.path)  # a file, inside a file, read-only, /proc: one line before anything is loaded
         if self.holds_run() and not force:
             raise ConfigError(f"--out {self.path} already holds a run: expected a new folder, --resume "
                               f"{self.path} to continue it, or --force to replace it")
