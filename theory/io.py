@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .params import ConfigError
 
 
 def _jsonable(x: Any) -> Any:
@@ -45,6 +48,65 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_out_dir(path: Path | str, flag: str = "--out") -> Path:
+    """Check, without leaving anything behind, that folder ``path`` exists or can be created, and can be written.
+
+    Raises :class:`ConfigError` naming ``flag PATH`` and why not: the path or one of its existing parts is a file, a
+    name is too long, or the deepest existing folder refuses a new entry (read-only, no permission, or a pseudo
+    file system like /proc). The last is found by creating and removing a temporary folder there, since
+    ``os.access`` says yes to root everywhere. Returns the path; nothing is created.
+    """
+    text = str(path)
+    if text.strip() == "" or "\0" in text:
+        raise ConfigError(f"{flag} {text!r} is not a folder path: expected the path of a folder to write into")
+    path = Path(path)
+    where = f"{flag} {text}"
+    anc = path.absolute()
+    missing: list[str] = []
+    try:
+        while not anc.exists() and not anc.is_symlink():
+            missing.append(anc.name)
+            if anc.parent == anc:
+                break
+            anc = anc.parent
+        if anc.is_symlink() and not anc.exists():
+            raise ConfigError(f"{where}: {anc} is a broken link: expected a folder path whose existing parts are "
+                              "folders")
+        if not anc.is_dir():
+            what = "is a file" if anc.is_file() else "is not a folder"
+            if not missing:
+                raise ConfigError(f"{where} {what}: expected a folder (an existing one or one to create)")
+            raise ConfigError(f"{where} cannot be created: {anc} {what}: expected a folder path whose existing parts "
+                              "are folders")
+        name_max = os.pathconf(anc, "PC_NAME_MAX")
+        for name in missing:
+            if len(os.fsencode(name)) > name_max:
+                raise ConfigError(f"{where} cannot be created: the name {name[:20]!r}... is longer than {name_max} "
+                                  "bytes: expected shorter folder names")
+        probe = tempfile.mkdtemp(dir=anc, prefix=".ssltheory-probe-")
+        os.rmdir(probe)
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            raise ConfigError(f"{flag} {text[:60]!r}... cannot be created: the path or one of its names is too "
+                              "long: expected a shorter path") from None
+        verb = "cannot be created" if missing else "is not writable"
+        raise ConfigError(f"{where} {verb}: {e.strerror or e} in {anc}: expected a folder that can be created and "
+                          "written") from None
+    return path
+
+
+def make_out_dir(path: Path | str, flag: str = "--out") -> Path:
+    """Create folder ``path`` (and parents) after :func:`check_out_dir`; an ``OSError`` becomes a one-line
+    :class:`ConfigError` naming ``flag PATH``."""
+    path = check_out_dir(path, flag)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{flag} {path} cannot be created: {e.strerror or e}: expected a folder that can be "
+                          "created and written") from None
+    return path
 
 
 def _umask() -> int:
