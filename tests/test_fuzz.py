@@ -1,0 +1,109 @@
+"""Every training-side command refuses bad input in one line: generated bad values for every setting of ``train``
+(from the config's own declarations) and for the flags of ``probe``, ``compare``, ``report`` and ``experiment``.
+Each must exit 2 with one ``ssltheory: error:`` line, no traceback, and leave every file as it was."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import cli
+from ssltheory.practice.config import TrainConfig, choices_of, field_types, flag_of
+
+FAST = ["--batch-size", "64", "--max-steps", "4", "--measure-every", "4", "--probe-size", "64", "--proj-hidden",
+        "32", "--proj-dim", "16", "--knn-every", "0", "--epochs", "1"]
+
+
+def bad_values(f: dataclasses.Field) -> list[str]:
+    """Values that must be refused for setting ``f``: by its type, its bounds and its choices."""
+    meta, kind = f.metadata, field_types()[f.name]
+    if choices_of(meta) is not None:
+        return ["bogus", ""]
+    if kind is bool:
+        return []
+    if f.name == "device":
+        return ["gpu", "", "cuda:x"]
+    if kind is str:
+        return []
+    low, high = meta["low"], meta["high"]
+    if kind is int:
+        out = ["abc", "", "1.5", "1e999"]
+        out += [str(int(low) - 1)] if low is not None else []
+        out += [str(int(high) + 1)] if high is not None else []
+        return out
+    out = ["nan", "inf", "-inf", "abc", "", "1e999"]
+    if low is not None:
+        out.append(f"{low:g}" if meta["low_open"] else f"{low - 1:g}")
+    if high is not None:
+        out.append(f"{high:g}" if meta["high_open"] else f"{high * 10 + 1:g}")
+    return out
+
+
+TRAIN_CASES = [(flag_of(f.name), v) for f in dataclasses.fields(TrainConfig) if f.name != "dataset"
+               for v in bad_values(f)]
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+def refused(args: list[str], root: Path) -> str:
+    before = tree(root)
+    r = cli(*args)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, (args, r.returncode, r.stderr)
+    assert lines[0].startswith("ssltheory: error:"), lines
+    assert tree(root) == before, args
+    return lines[0]
+
+
+def test_every_setting_gets_bad_values():
+    assert len(TRAIN_CASES) > 150 and {"--lr", "--gamma-a", "--proj-dim", "--method", "--device"} <= {
+        c[0] for c in TRAIN_CASES}
+
+
+@pytest.mark.parametrize("batch", range(4))
+def test_train_refuses_bad_values_of_every_setting(batch, tmp_path):
+    for flag, value in TRAIN_CASES[batch::4]:
+        line = refused(["train", "digits", flag, value, "--out", str(tmp_path / "run")], tmp_path)
+        assert flag in line or "DATASET" in line or repr(value) in line or value in line, (flag, value, line)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    run = tmp_path_factory.mktemp("fuzz") / "run"
+    assert cli("train", "digits", *FAST, "--out", str(run)).returncode == 0
+    return run
+
+
+def test_bad_paths_and_files_everywhere(finished, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    cases = [
+        ["train", "digits", "--out", str(afile)], ["train", "digits", "--out", str(afile / "sub")],
+        ["train", "digits", "--out", "/proc/ssltheory-x"], ["train", "digits", "--out", str(run)],
+        ["train", "--config", str(tmp_path / "missing.yaml")], ["train", "--config", str(tmp_path)],
+        ["train", "--resume", str(tmp_path / "missing")], ["train", "--resume", str(afile)],
+        ["train", "--resume", str(run), "--lr", "0.1"], ["train", "--resume", str(run), "--out", str(tmp_path / "x")],
+        ["probe", str(tmp_path / "missing")], ["probe", str(run), "--epochs", "0"], ["probe", str(run), "--lr", "nan"],
+        ["probe", str(run), "--lr", "-1"], ["probe", str(run), "--weight-decay", "inf"],
+        ["probe", str(run), "--batch-size", "0"], ["probe", str(run), "--device", "gpu"],
+        ["probe", str(run), "--out", str(afile)], ["probe", str(run), "--epochs", "abc"],
+        ["compare", str(tmp_path / "missing")], ["compare", str(run), "--modes", "0"],
+        ["compare", str(run), "--sigma2", "nan"], ["compare", str(run), "--sigma2", "-1"],
+        ["compare", str(run), "--out", str(afile)], ["compare", str(run), "--out", "/proc/ssltheory-x"],
+        ["report", str(tmp_path / "missing")], ["report", str(run), "--modes", "0"],
+        ["report", str(run), "--out", str(afile / "r.html")], ["report", str(run), "--out", str(tmp_path)],
+        ["experiment", "bogus"], ["experiment", "fig3", "--scale", "huge"], ["experiment", "table8", "--max-steps",
+                                                                              "-1"],
+        ["experiment", "fig3", "--out", str(afile)], ["experiment"],
+    ]
+    for args in cases:
+        refused(args, tmp_path)
