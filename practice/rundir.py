@@ -5,6 +5,7 @@
 | ``config.json`` | the settings (:class:`.config.TrainConfig`), versions, git commit, ``run``: what was resolved |
 | ``metrics.jsonl`` | one JSON record per line: measurements, kNN, notes |
 | ``checkpoint.pt`` | everything a run needs to continue exactly (written atomically) |
+| ``checkpoint.prev.pt`` | the one before it, kept so that a damaged checkpoint costs one interval, not the run |
 | ``summary.json`` | the final numbers |
 | ``dynamics.png`` | the run's figure, drawn from ``metrics.jsonl`` when the run ends |
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 from pathlib import Path
 
@@ -29,7 +31,8 @@ from .config import TrainConfig
 
 CONFIG, METRICS, CHECKPOINT, SUMMARY, FIGURE = "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", \
     "dynamics.png"
-RUN_FILES = (CONFIG, METRICS, CHECKPOINT, SUMMARY, FIGURE, "probe.json", "report.html")
+PREVIOUS = "checkpoint.prev.pt"
+RUN_FILES = (CONFIG, METRICS, CHECKPOINT, PREVIOUS, SUMMARY, FIGURE, "probe.json", "report.html")
 """What a run (and its probe and report) writes into its folder."""
 
 
@@ -38,6 +41,7 @@ class RunDir:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.note: str | None = None  # what load_checkpoint had to do, for the user
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -101,9 +105,12 @@ class RunDir:
 
     # checkpoint.pt
     def save_checkpoint(self, state: dict) -> Path:
-        """Write ``state`` through a temporary file and a rename."""
+        """Write ``state`` through a temporary file and a rename; the checkpoint it replaces becomes
+        checkpoint.prev.pt (a kill between the two renames leaves that one, which :meth:`load_checkpoint` reads)."""
         buf = io.BytesIO()
         torch.save(state, buf)
+        if self.file(CHECKPOINT).exists():
+            os.replace(self.file(CHECKPOINT), self.file(PREVIOUS))
         write_atomic(self.file(CHECKPOINT), buf.getvalue())
         return self.file(CHECKPOINT)
 
@@ -115,15 +122,25 @@ class RunDir:
                     tmp.unlink(missing_ok=True)
 
     def load_checkpoint(self) -> dict | None:
-        """The saved state, None when there is no checkpoint yet; a one-line error when it cannot be read."""
-        path = self.file(CHECKPOINT)
-        if not path.exists():
+        """The saved state, None when there is no checkpoint yet. When checkpoint.pt cannot be read (or is missing
+        after a kill between renames) the previous one is used and :attr:`note` says so; when neither can be read,
+        a one-line error naming the file."""
+        self.note = None
+        path, prev = self.file(CHECKPOINT), self.file(PREVIOUS)
+        if not path.exists() and not prev.exists():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # truncated, overwritten, not a checkpoint at all
-            raise ConfigError(f"{path} cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:120]}): "
-                              "expected a checkpoint written by ssltheory train") from None
+            return _read_checkpoint(path)
+        except ConfigError as damaged:
+            if not prev.exists():
+                raise
+            try:
+                state = _read_checkpoint(prev)
+            except ConfigError:
+                raise damaged from None
+            self.note = (f"{path.name} {'cannot be read' if path.exists() else 'is missing'}: continued from "
+                         f"{prev.name} (step {state['step']}); the steps after it are done again")
+            return state
 
     # results
     def finish(self, cfg: TrainConfig) -> dict:
@@ -136,6 +153,16 @@ class RunDir:
         save_json(self.file(SUMMARY), summary)
         save_figure(run_figure(records, run_title(cfg), cfg.predictor), self.file(FIGURE))
         return summary
+
+
+def _read_checkpoint(path: Path) -> dict:
+    if not path.exists():
+        raise ConfigError(f"{path} is missing: expected a checkpoint written by ssltheory train")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated, overwritten, not a checkpoint at all
+        raise ConfigError(f"{path} cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:120]}): "
+                          "expected a checkpoint written by ssltheory train") from None
 
 
 def read_metrics(path: Path) -> list[dict]:

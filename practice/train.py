@@ -92,7 +92,7 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
         return knn_monitor(model.online.backbone, data.train_eval, data.test_eval, device, d, cfg.knn_k, cfg.knn_t,
                            data.num_classes) if data.num_classes > 1 else None
 
-    step, losses, watch = 0, [], CollapseWatch(cfg.collapse_window)
+    step, losses, watch, knn0 = 0, [], CollapseWatch(cfg.collapse_window), None
     state = folder.load_checkpoint() if resume else None
     if resume and state is None:
         raise ConfigError(f"--resume {folder.path} has no checkpoint.pt: expected a run that saved one (at the end "
@@ -116,8 +116,9 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
             folder.append({"step": 0, "epoch": 0, "knn_acc": knn0, "note": "random init"})
         if cfg.resolved_backbone == "linear" and d.main:  # the initial condition of the ODE, read off the weights
             folder.append({"step": 0, "epoch": 0, **_linear_modes(model), "note": "init"})
-        if on_progress:
-            on_progress(Progress(0, total, 0, float("nan"), 0.0, knn=knn0, warning=resolved["probe"].get("warning")))
+    if on_progress:
+        warning = folder.note if state is not None else resolved["probe"].get("warning")
+        on_progress(Progress(step, total, schedule.locate(step)[0], float("nan"), 0.0, knn=knn0, warning=warning))
 
     for module in model.modules().values():  # (a measurement switches the online net to eval and back)
         module.train()

@@ -39,15 +39,29 @@ def one_line(r, code: int = 2) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("damage", ["truncate", "random"])
-def test_a_damaged_checkpoint_is_one_line_naming_the_file(run, damage):
-    path = run / "checkpoint.pt"
+def damage(path, how: str) -> None:
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 3] if damage == "truncate" else bytes(range(256)) * 64)
+    path.write_bytes(data[: len(data) // 3] if how == "truncate" else bytes(range(256)) * 64)
+
+
+@pytest.mark.parametrize("how", ["truncate", "random"])
+def test_a_damaged_checkpoint_costs_one_interval_not_the_run(finished, run, how):
+    """checkpoint.pt damaged: the run continues from checkpoint.prev.pt (step 20) and ends with the metrics of the
+    run that was never damaged; both damaged: one line naming the file, and nothing changed."""
+    assert RunDir(run).load_checkpoint()["step"] == 24 and RunDir(run).load_checkpoint()["step"] == 24
+    damage(run / "checkpoint.pt", how)
+    folder = RunDir(run)
+    assert folder.load_checkpoint()["step"] == 20 and "continued from checkpoint.prev.pt" in folder.note
+    r = cli("train", "--resume", str(run))
+    assert r.returncode == 0, r.stderr
+    assert "continued from checkpoint.prev.pt (step 20)" in " ".join(r.stderr.split())
+    assert read_metrics(run / "metrics.jsonl") == read_metrics(finished / "metrics.jsonl")
+    damage(run / "checkpoint.pt", how)
+    damage(run / "checkpoint.prev.pt", how)
     before = (run / "metrics.jsonl").read_bytes()
     for args in (["train", "--resume", str(run)], ["probe", str(run), "--epochs", "1"]):
         line = one_line(cli(*args))
-        assert str(path) in line and "cannot be read" in line
+        assert str(run / "checkpoint.pt") in line and "cannot be read" in line
     assert (run / "metrics.jsonl").read_bytes() == before
 
 
