@@ -20,6 +20,8 @@ def experiment(
     out: Path = typer.Option(None, help="results folder [default: runs/experiments/NAME-SCALE]"),
     max_steps: int = typer.Option(0, help="cap every training run at this many steps [0: the recipe's]"),
     list_recipes: bool = typer.Option(False, "--list", help="list the recipes and exit"),
+    force: bool = typer.Option(False, help="replace cells whose folders hold runs of other settings (a finished cell "
+                                           "of the same settings is read, an unfinished one resumed, without it)"),
 ) -> None:
     """Reproduce one result of the DirectPred paper: theory figures, or a table's training runs side by side."""
     from ssltheory.experiments.recipes import RECIPES, SCALES
@@ -47,7 +49,7 @@ def experiment(
     def trainer(cfg, run_dir: Path, resume: bool, force: bool) -> dict:
         return run(cfg, run_dir, resume=resume, force=force)
 
-    results = run_recipe(recipe, scale, folder, max_steps=max_steps, trainer=trainer, progress=progress,
+    results = run_recipe(recipe, scale, folder, max_steps=max_steps, trainer=trainer, progress=progress, force=force,
                          announce=lambda line: console.print(f"[bold]{escape(line)}[/bold]"))
     if not recipe.training:
         wrote([Path(f) for row in results["cells"] for f in row["figures"]] + [folder / "results.json"])

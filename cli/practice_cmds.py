@@ -66,8 +66,8 @@ def _train_signature() -> inspect.Signature:
             params.append(inspect.Parameter("dataset", kw, default=default, annotation=str | None))
             continue
         choices = choices_of(meta)
-        if choices is not None and not any(c in text for c in choices):
-            text = f"{text} ({' | '.join(choices)})"
+        if callable(meta.get("choices")):  # a registry: its names as they are now, added methods included
+            text = f"{' | '.join(choices)}: {text}"
         default = typer.Option(f.default, help=hint(text), rich_help_panel=meta["section"])
         params.append(inspect.Parameter(f.name, kw, default=default, annotation=types[f.name]))
     for name, kind, help_text in (

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.rundir import CHECKPOINT, CONFIG, SUMMARY, RunDir
+from ssltheory.practice.rundir import CONFIG, SUMMARY, RunDir
 from ssltheory.theory.io import save_figure, save_json, write_atomic
-from ssltheory.theory.params import check_choice
+from ssltheory.theory.params import ConfigError, check_choice
 
 from .recipes import RECIPES, SCALES, Recipe
 
@@ -38,21 +38,28 @@ def default_trainer(cfg: TrainConfig, run_dir: Path, resume: bool, force: bool) 
     return train(cfg, run_dir, resume=resume, force=force)
 
 
-def run_cell(cfg: TrainConfig, run_dir: Path, trainer: Trainer = default_trainer) -> dict:
+def run_cell(cfg: TrainConfig, run_dir: Path, trainer: Trainer = default_trainer, force: bool = False) -> dict:
     """Train ``cfg`` into ``run_dir`` unless the folder holds it already: the summary of a finished run with the
-    same settings is read, an unfinished one resumed; a folder with other settings is replaced."""
+    same settings is read, an unfinished one resumed from its checkpoint; a folder that holds a run with other
+    settings is replaced only with ``force`` (a one-line error otherwise)."""
     folder = RunDir(run_dir)
+    held = folder.holds_run()
     same = folder.file(CONFIG).exists() and folder.config() == cfg
-    if same and folder.file(SUMMARY).exists():
+    if same and folder.file(SUMMARY).exists() and not force:
         return json.loads(folder.file(SUMMARY).read_text())
-    return trainer(cfg, run_dir, same and folder.file(CHECKPOINT).exists(), True)
+    if held and not same and not force:
+        raise ConfigError(f"cell {run_dir} holds a run with other settings: expected another --out, or --force to "
+                          "replace it")
+    resume = same and not force and folder.load_checkpoint() is not None
+    return trainer(cfg, run_dir, resume, force or (held and not resume))
 
 
 def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, trainer: Trainer = default_trainer,
-               progress=None, announce: Callable[[str], None] | None = None) -> dict:
+               progress=None, announce: Callable[[str], None] | None = None, force: bool = False) -> dict:
     """Run every cell of ``recipe`` at ``scale`` into ``out/CELL``; returns the results (also written as
     results.json, and for training recipes results.csv and results.png). ``announce`` is told each cell's command
-    line before it runs; ``progress`` is the theory runs' progress bar (see :func:`ssltheory.theory.outputs.simulate`).
+    line before it runs; ``progress`` is the theory runs' progress bar (see :func:`ssltheory.theory.outputs.simulate`);
+    ``force`` replaces cells that hold runs of other settings (see :func:`run_cell`). Under torchrun, rank 0 writes.
     """
     check_choice("--scale", scale, SCALES)
     configs = recipe.configs(scale, max_steps) if recipe.training else {}  # validates every cell before any runs
@@ -64,7 +71,7 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, tra
             row = {"cell": cell, "command": command_line(configs[cell], cell_out)}
             if announce:
                 announce(row["command"])
-            summary = run_cell(configs[cell], cell_out, trainer)
+            summary = run_cell(configs[cell], cell_out, trainer, force)
             row.update({k: summary.get(k) for k in SUMMARY_KEYS})
         else:
             row = {"cell": cell, "command": f"{spec.command_line()} --out {cell_out}"}
@@ -75,6 +82,10 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, tra
         rows.append(row)
     results = {"experiment": recipe.name, "result": recipe.result, "scale": scale,
                "paper_numbers": recipe.paper_numbers, "cells": rows}
+    from ssltheory.practice.distributed import from_env
+
+    if not from_env().main:
+        return results
     save_json(out / "results.json", results)
     if recipe.training:
         _write_csv(out / "results.csv", rows)

@@ -71,7 +71,7 @@ class TrainConfig:
     download: bool = setting(False, "download STL-10 / CIFAR-10 into --data-dir if missing", "Data")
     image_size: int = setting(0, "input size in px [0: 8 digits, 96 stl10, 32 cifar10, 224 otherwise]", "Data",
                               low=0, high=4096)
-    data_schedule: str = setting("iid", "which items each epoch sees: iid (every item once per epoch, reshuffled)",
+    data_schedule: str = setting("iid", "which items each epoch sees (iid: every item once per epoch, reshuffled)",
                                  "Data", choices=lambda: SCHEDULES)
     sigma2: float = setting(0.5, "synthetic: augmentation variance σ² of x = x0 + σ·noise", "Data", low=0.0, high=1e6)
     input_dim: int = setting(0, "synthetic: input width n1 [0: --proj-dim]", "Data", low=0, high=65536)
@@ -88,11 +88,10 @@ class TrainConfig:
     proj_dim: int = setting(128, "projector output width d of F̂ and W_p", "Model", paper="128", low=1, high=16384)
     pred_hidden: int = setting(512, "hidden width of the mlp predictor", "Model", paper="512", low=1, high=65536)
     # Method
-    method: str = setting("byol", "byol (EMA target) | simsiam (target = online net)", "Method",
-                          choices=lambda: METHODS)
-    predictor: str = setting("linear", "linear | mlp | symmetric | directpred | optimal (least squares plugged in "
-                             "every --freq steps, Table 1) | none", "Method", paper="linear",
-                             choices=lambda: PREDICTORS)
+    method: str = setting("byol", "the self-supervised method (byol: EMA target; simsiam: target = online net)",
+                          "Method", choices=lambda: METHODS)
+    predictor: str = setting("linear", "the predictor W_p (optimal: least squares plugged in every --freq steps, "
+                             "Table 1; none: W_p = I)", "Method", paper="linear", choices=lambda: PREDICTORS)
     predictor_bias: bool = setting(False, "bias in the linear predictor", "Method", paper="no bias")
     predictor_init: str = setting("auto", "random | identity (W_p = scale × I) [auto: identity for --backbone "
                                   "linear]", "Method", choices=("auto", "random", "identity"))
@@ -119,7 +118,7 @@ class TrainConfig:
     ema_schedule: str = setting("constant", "schedule of γ_a: constant (the paper) | cosine (γ_a → 1, BYOL)",
                                 "Method", paper="constant", choices=("constant", "cosine"))
     # Optimisation
-    epochs: int = setting(100, "epochs", "Optimisation", paper="100", low=1)
+    epochs: int = setting(100, "epochs", "Optimisation", paper="100", low=1, high=10**6)
     batch_size: int = setting(128, "global batch size, split over torchrun ranks", "Optimisation", paper="128",
                               low=2, high=10**7)
     lr: float = setting(0.03, "learning rate α of the online net", "Optimisation", paper="0.03", low=0.0,
@@ -134,7 +133,8 @@ class TrainConfig:
                              paper="1", low=0.0, low_open=True, high=1e4)
     lr_schedule: str = setting("constant", "lr schedule: constant | cosine (with warm-up)", "Optimisation",
                                paper="constant", choices=("constant", "cosine"))
-    warmup_epochs: int = setting(0, "linear warm-up epochs of the cosine lr schedule", "Optimisation", low=0)
+    warmup_epochs: int = setting(0, "linear warm-up epochs of the cosine lr schedule", "Optimisation", low=0,
+                                 high=10**6)
     optimizer: str = setting("sgd", "sgd | lars", "Optimisation", paper="sgd", choices=("sgd", "lars"))
     lr_scale: str = setting("none", "none | linear (lr × batch/256) | sqrt; the batch is the global batch over all "
                             "torchrun ranks", "Optimisation", paper="none", choices=("none", "linear", "sqrt"))
@@ -186,6 +186,9 @@ class TrainConfig:
             raise ConfigError(f"--no-stop-grad with --method {self.method} is not accepted: expected --method "
                               f"{' or '.join(online)}, whose target is the online network (W_a = W) that gradients "
                               "can flow through")
+        if not METHODS[self.method].predictor and self.predictor != "linear":
+            raise ConfigError(f"--predictor {self.predictor} with --method {self.method} is not accepted: that method "
+                              "has no predictor; expected no --predictor")
         linear = self.resolved_backbone == "linear"
         if linear != (self.dataset == "synthetic"):
             raise ConfigError(f"--backbone {self.backbone} with DATASET {self.dataset} is not accepted: expected "
@@ -318,7 +321,14 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text())["config"])
+        """The config saved in ``path`` (a run's config.json); a one-line error when it is damaged."""
+        try:
+            doc = json.loads(Path(path).read_text())
+            settings = doc["config"]
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} cannot be read ({type(e).__name__}): expected the config.json that ssltheory "
+                              "train writes") from None
+        return cls.from_dict(settings)
 
 
 def field_names(settings: dict[str, Any]) -> dict[str, Any]:
@@ -415,6 +425,10 @@ def _checked(f: dataclasses.Field, value: Any) -> Any:
             raise ConfigError(f"{flag} {value!r} is not a boolean: expected true or false")
         return value
     bounds = {k: meta[k] for k in ("low", "high", "low_open", "high_open")}
+    if isinstance(value, bool):
+        raise ConfigError(f"{flag} {value!r} is a boolean: expected a number")
+    if isinstance(value, int) and abs(value) > 2**63:
+        raise ConfigError(f"{flag} {value} is out of range: expected a number of at most 19 digits")
     if kind is int:
         x = check_int(flag, value, low=int(meta["low"] or 0))
         if meta["high"] is not None and x > meta["high"]:

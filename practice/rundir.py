@@ -91,6 +91,9 @@ class RunDir:
             f.flush()
 
     def records(self) -> list[dict]:
+        if not self.file(METRICS).exists():
+            raise ConfigError(f"RUN_DIR {self.path} has no metrics.jsonl: expected the folder of a run of ssltheory "
+                              "train that has started")
         return read_metrics(self.file(METRICS))
 
     def count(self) -> int:
@@ -113,6 +116,12 @@ class RunDir:
             os.replace(self.file(CHECKPOINT), self.file(PREVIOUS))
         write_atomic(self.file(CHECKPOINT), buf.getvalue())
         return self.file(CHECKPOINT)
+
+    def set_aside_damaged(self) -> None:
+        """After :meth:`load_checkpoint` fell back to checkpoint.prev.pt: move the unreadable checkpoint.pt to
+        checkpoint.damaged.pt, so that the next save does not rotate it over the good one."""
+        if self.note and self.file(CHECKPOINT).exists():
+            os.replace(self.file(CHECKPOINT), self.file("checkpoint.damaged.pt"))
 
     def clean_partial_writes(self) -> None:
         """Remove what a write killed half-way left behind (``.NAME.*.tmp``; the file itself was never replaced)."""

@@ -76,6 +76,9 @@ class IID(Schedule):
     def steps_in_epoch(self, epoch: int) -> int:
         return self.n // self.batch
 
+    def epoch_start(self, epoch: int) -> int:
+        return epoch * self.steps_in_epoch(0)
+
     def locate(self, step: int) -> tuple[int, int]:
         return divmod(step, self.steps_in_epoch(0))
 

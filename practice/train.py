@@ -1,12 +1,11 @@
 """The training loop, for every method, predictor and data schedule; it measures the theory's quantities as it goes.
 
-It calls the pieces through their interfaces only: the model and its step (:mod:`.step`: method, predictor, target
-branch, objective), the data schedule and its feed (:mod:`.schedule`, :mod:`.feed`), the live measurements
-(:mod:`.live`) and the run folder (:mod:`.rundir`). Every ``measure_every`` steps a record goes to
-``metrics.jsonl`` (loss, spectra of F̂ and W_p, alignment, asymmetry, collapse AUC and k_eq of the probe set's
-backbone features, normalised std of f); after every ``knn_every`` epochs a kNN accuracy (and one at step 0, the
-random-init baseline). Checkpoints are atomic and hold the RNG states, the data position and the length of
-``metrics.jsonl``, so a run killed at any step resumes to the same numbers. At the end: summary.json, dynamics.png.
+It calls the pieces through their interfaces only: the model and its step (:mod:`.step`), the data schedule and its
+feed (:mod:`.schedule`, :mod:`.feed`), the live measurements (:mod:`.live`) and the run folder (:mod:`.rundir`).
+Every ``measure_every`` steps a record goes to ``metrics.jsonl``; every ``knn_every`` epochs a kNN accuracy (and one
+at step 0, the random-init baseline). Checkpoints are atomic and hold the RNG state, the data position and the length
+of ``metrics.jsonl``: a one-process run killed at any step resumes to the same numbers (not exactly with loader
+workers, whose RNG is not saved, nor on several ranks, which share rank 0's RNG after a resume).
 """
 
 from __future__ import annotations
@@ -73,8 +72,8 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
     if cfg.cuda_graph == "on" and (device.type != "cuda" or d.world > 1):
         raise ConfigError(f"--cuda-graph on on {device.type} with {d.world} process(es) is not accepted: expected "
                           "one CUDA process (or --cuda-graph auto / off)")
-    if not resume and d.main:
-        folder.check_free(force)  # refuse an existing run before anything is loaded
+    if not resume:
+        folder.check_free(force)  # refuse an existing run before anything is loaded (every rank: it only reads)
     data = build_data(cfg)
     schedule = make_schedule(cfg, len(data.ssl))
     if schedule.steps_in_epoch(0) == 0:
@@ -98,11 +97,12 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
         raise ConfigError(f"--resume {folder.path} has no checkpoint.pt: expected a run that saved one (at the end "
                           "of its first epoch or --checkpoint-every steps)")
     if state is not None:
-        folder.clean_partial_writes()
         restore(state, model, opt, sched, feed)
         step, watch = state["step"], CollapseWatch(cfg.collapse_window, state.get("collapse_history"))
         losses = [torch.tensor(v, device=device) for v in state["pending_losses"]]
         if d.main:
+            folder.clean_partial_writes()
+            folder.set_aside_damaged()
             folder.truncate(state["metrics_lines"])
             folder.record_start(resolved, step)
         set_rng_state(state["rng"])
@@ -123,7 +123,7 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
     for module in model.modules().values():  # (a measurement switches the online net to eval and back)
         module.train()
     last_knn, cuda = None, device.type == "cuda"
-    check_every = 10 if cuda else 1  # a finiteness check waits for the device; on CUDA only every few steps
+    check_every = 10 if cuda else 1  # a finiteness check waits for the device: on CUDA every 10 steps
     live = LiveMeasurer(probe, device, d, background=cuda, linear=cfg.resolved_backbone == "linear")
     t_last, n_images = time.perf_counter(), 0
 
@@ -140,15 +140,17 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
     try:
         while step < total:
             for x1, x2 in feed.epoch(*schedule.locate(step)):
-                loss, f1, f2 = optimizer_step(model, opt, sched, x1, x2, cfg, step, total, feed.prefetch)
+                try:
+                    loss, f1, f2 = optimizer_step(model, opt, sched, x1, x2, cfg, step, total, feed.prefetch)
+                except torch.linalg.LinAlgError:  # a predictor's eigh / solve on a non-finite F̂
+                    _check_finite([torch.tensor(float("nan"))], step + 1, folder)
                 step += 1
                 losses.append(model.reduce(loss.detach()) / d.world)
                 n_images += x1.shape[0] * d.world
                 measure_due = step % cfg.measure_every == 0 or step == total
-                end_of_epoch = schedule.ends_epoch(step)
-                epochs_done = schedule.locate(step)[0]
-                save_due = end_of_epoch or step == total or bool(cfg.checkpoint_every and
-                                                                 step % cfg.checkpoint_every == 0)
+                epochs_done, end_of_epoch = schedule.locate(step)[0], schedule.ends_epoch(step)
+                every = cfg.checkpoint_every
+                save_due = end_of_epoch or step == total or (every > 0 and step % every == 0)
                 if step % check_every == 0 or measure_due or save_due:
                     _check_finite(losses[-check_every:], step, folder)
                 if measure_due:
@@ -188,7 +190,7 @@ def _check_finite(window: list[torch.Tensor], step: int, folder: RunDir) -> None
     bad = int((~finite).nonzero()[0])
     saved = folder.load_checkpoint()
     where = f"step {saved['step']}" if saved else "none written yet"
-    raise TrainingDiverged(f"loss is {float(window[bad])} at step {step - len(window) + bad}: stopped; the last "
+    raise TrainingDiverged(f"loss is {float(window[bad])} at step {step - len(window) + bad + 1}: stopped; the last "
                            f"good checkpoint ({where}) is kept in {folder.path}")
 
 

@@ -71,7 +71,7 @@ def test_every_setting_gets_bad_values():
 def test_train_refuses_bad_values_of_every_setting(batch, tmp_path):
     for flag, value in TRAIN_CASES[batch::4]:
         line = refused(["train", "digits", flag, value, "--out", str(tmp_path / "run")], tmp_path)
-        assert flag in line or "DATASET" in line or repr(value) in line or value in line, (flag, value, line)
+        assert flag in line, (flag, value, line)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +104,9 @@ def test_bad_paths_and_files_everywhere(finished, tmp_path):
         ["experiment", "bogus"], ["experiment", "fig3", "--scale", "huge"], ["experiment", "table8", "--max-steps",
                                                                               "-1"],
         ["experiment", "fig3", "--out", str(afile)], ["experiment"],
+        ["experiment", "table8", "--max-steps", "2", "--out", str(tmp_path / "exp")],  # cells hold other runs
     ]
+    for cell in ("directpred", "directpred-freq5", "sgd-linear"):
+        shutil.copytree(run, tmp_path / "exp" / cell)
     for args in cases:
         refused(args, tmp_path)

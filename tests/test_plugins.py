@@ -68,8 +68,12 @@ def test_a_method_is_one_registry_entry(toy_method, tmp_path):
     meas = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "auc" in r]
     assert meas and all(r["p_sym"] == [1.0] * 32 for r in meas)  # the identity predictor
     assert json.loads((tmp_path / "config.json").read_text())["config"]["method"] == "toy"
+    assert (tmp_path / "dynamics.png").exists() and (tmp_path / "summary.json").exists()  # the library's train()
+    # writes the same folder as the command
     with pytest.raises(ConfigError, match="--no-stop-grad with --method toy"):
         TrainConfig(**TINY, method="toy", stop_grad=False)
+    with pytest.raises(ConfigError, match="--predictor directpred with --method toy is not accepted"):
+        TrainConfig(**TINY, method="toy", predictor="directpred")
 
 
 def test_a_schedule_is_one_registry_entry(toy_schedules, tmp_path, monkeypatch):

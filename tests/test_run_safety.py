@@ -48,7 +48,7 @@ def damage(path, how: str) -> None:
 def test_a_damaged_checkpoint_costs_one_interval_not_the_run(finished, run, how):
     """checkpoint.pt damaged: the run continues from checkpoint.prev.pt (step 20) and ends with the metrics of the
     run that was never damaged; both damaged: one line naming the file, and nothing changed."""
-    assert RunDir(run).load_checkpoint()["step"] == 24 and RunDir(run).load_checkpoint()["step"] == 24
+    assert RunDir(run).load_checkpoint()["step"] == 24
     damage(run / "checkpoint.pt", how)
     folder = RunDir(run)
     assert folder.load_checkpoint()["step"] == 20 and "continued from checkpoint.prev.pt" in folder.note
@@ -56,6 +56,8 @@ def test_a_damaged_checkpoint_costs_one_interval_not_the_run(finished, run, how)
     assert r.returncode == 0, r.stderr
     assert "continued from checkpoint.prev.pt (step 20)" in " ".join(r.stderr.split())
     assert read_metrics(run / "metrics.jsonl") == read_metrics(finished / "metrics.jsonl")
+    assert (run / "checkpoint.damaged.pt").exists()  # set aside: the next save cannot rotate it over the good one
+    assert RunDir(run).load_checkpoint()["step"] == 24 and RunDir(run).note is None
     damage(run / "checkpoint.pt", how)
     damage(run / "checkpoint.prev.pt", how)
     before = (run / "metrics.jsonl").read_bytes()
@@ -84,8 +86,17 @@ def test_a_metrics_file_cut_short_is_read_up_to_its_last_whole_line(run):
 def test_a_checkpoint_write_killed_half_way_leaves_nothing_behind_after_resume(run):
     stale = run / ".checkpoint.pt.abc123.tmp"
     stale.write_bytes(b"half a checkpoint")
-    RunDir(run).clean_partial_writes()
-    assert not stale.exists() and (run / "checkpoint.pt").exists()
+    r = cli("train", "--resume", str(run))
+    assert r.returncode == 0, r.stderr
+    assert not stale.exists() and RunDir(run).load_checkpoint()["step"] == 24
+
+
+def test_a_damaged_config_or_missing_metrics_is_one_line(run):
+    (run / "metrics.jsonl").unlink()
+    assert "has no metrics.jsonl" in one_line(cli("compare", str(run), "--out", str(run / "cmp")))
+    (run / "config.json").write_text('{"config": {"dataset": "dig')
+    for args in (["train", "--resume", str(run)], ["probe", str(run)], ["compare", str(run)]):
+        assert "config.json cannot be read" in one_line(cli(*args))
 
 
 def test_every_run_file_has_the_same_mode(run):
@@ -132,3 +143,10 @@ def test_ctrl_c_says_interrupted_and_exits_130(monkeypatch, tmp_path):
     monkeypatch.setattr(practice_cmds, "run", interrupted)
     line = one_line(cli("train", "digits", "--out", str(tmp_path / "r")), code=130)
     assert "interrupted" in line and "--resume" in line
+
+
+def test_report_reads_the_run_and_never_redraws_it(run):
+    (run / "dynamics.png").unlink()
+    r = cli("report", str(run), "--out", str(run / "r.html"))
+    assert r.returncode == 0, r.stderr
+    assert "no dynamics.png" in (run / "r.html").read_text() and not (run / "dynamics.png").exists()

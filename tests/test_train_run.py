@@ -55,7 +55,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, mo
         return loss * float("nan") if calls["n"] == 9 else loss
 
     monkeypatch.setattr(objectives, "symmetric_loss", poisoned)
-    with pytest.raises(TrainingDiverged, match="at step 8") as e:
+    with pytest.raises(TrainingDiverged, match="at step 9") as e:
         train(TrainConfig(**TINY), tmp_path)
     assert "step 5" in str(e.value)  # the checkpoint written at step 5 is named and kept
     assert RunDir(tmp_path).load_checkpoint()["step"] == 5
