@@ -11,7 +11,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ssltheory.theory.io import save_figure, save_json, write_atomic  # noqa: F401  (re-exported for the commands)
+from ssltheory.theory.io import (  # noqa: F401  (save_figure, save_json, write_atomic: re-exported for the commands)
+    check_out_dir,
+    save_figure,
+    save_json,
+    write_atomic,
+)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -28,10 +33,15 @@ def hint(text: str) -> str:
     return escape(text)
 
 
-def out_dir(path: Path) -> Path:
-    """Create the output folder (and parents) and return it."""
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def out_dir(path: Path | str, flag: str = "--out") -> Path:
+    """Check that the output folder exists or can be created, and can be written, and return it; nothing is created.
+
+    A path that is a file, runs through a file, or lies where nothing can be created (``/proc/x``) raises a one-line
+    :class:`~ssltheory.theory.params.ConfigError` naming ``--out PATH`` and why (exit status 2), before any
+    computation. The folder itself is made when the results are written (``ssltheory.theory.outputs``), so a run
+    that fails leaves no empty folder behind.
+    """
+    return check_out_dir(path, flag)
 
 
 @contextmanager

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 from rich.table import Table
 
@@ -24,11 +22,11 @@ def phase_portrait(
     alpha_p: float = typer.Option(1.0, help=hint(ALPHA_P_HELP + " [paper: 1]")),
     tau: float = typer.Option(1.0, help=hint(TAU_HELP + " [paper Fig. 3: 1]")),
     sigma2: float = typer.Option(0.5, help=hint(SIGMA2_HELP + " [Fig. 3 does not state it; 0.5]")),
-    out: Path = typer.Option(Path("runs/phase-portrait"), help=hint("output folder for PNG and JSON")),
+    out: str = typer.Option("runs/phase-portrait", help=hint("output folder for PNG and JSON")),
 ) -> None:
     """Phase portrait of (p_j, s_j) at fixed τ with the invariant parabola and fixed points (Fig. 3)."""
     params = outputs.phase_portrait_params(eta, alpha_p, tau, sigma2)
-    done = outputs.phase_portrait(out_dir(out), params, tau)
+    done = outputs.phase_portrait(out_dir(out), params, tau)  # out_dir checks --out; the folder is made on writing
     table = Table("η", "p", "s", "kind", title="fixed points (lines: p or s range)")
     for rec in done["records"]:
         for fp in rec["fixed_points"]:
@@ -42,7 +40,7 @@ def fixed_points_cmd(
                                           "threshold τ²/(4(1+σ²)) (the three regimes of Fig. 4)")),
     tau: float = typer.Option(1.0, help=hint(TAU_HELP + " [paper: 1]")),
     sigma2: float = typer.Option(0.5, help=hint(SIGMA2_HELP + " [0.5]")),
-    out: Path = typer.Option(Path("runs/fixed-points"), help=hint("output folder for PNG and JSON")),
+    out: str = typer.Option("runs/fixed-points", help=hint("output folder for PNG and JSON")),
 ) -> None:
     """p' on the invariant parabola against p for the three weight-decay regimes (Fig. 4)."""
     ModeParams(sigma2=sigma2, tau_fixed=tau, ema=False)  # validates --tau, --sigma2 before --eta
@@ -87,9 +85,11 @@ def simulate(
     init_scale: float = typer.Option(0.3, help=hint("scale of the random W, W_p at t = 0 (matrix, sgd)")),
     seed: int = typer.Option(0, help=hint("random seed")),
     samples: int = typer.Option(400, help=hint("time samples kept in the JSON and figures")),
-    out: Path = typer.Option(Path("runs/simulate"), help=hint("output folder for PNG and JSON")),
+    out: str = typer.Option("runs/simulate", help=hint("output folder for PNG and JSON")),
 ) -> None:
     """Integrate the decoupled, full-matrix or SGD dynamics; with the defaults it reproduces Fig. 5."""
+    # Every setting is checked here, then --out, then the memory the runs need: a bad value stops the command with
+    # one line before anything is integrated or written.
     configs = outputs.simulation_configs(model=model, eta=eta, beta=beta, alpha_p=alpha_p, sigma2=sigma2, ema=ema,
                                          stop_grad=stop_grad, predictor=predictor, eps=eps, eta_p=eta_p, tau=tau,
                                          lr=lr, steps=steps, integrator=integrator, p0=p0, s0=s0, tau0=tau0,
@@ -100,33 +100,42 @@ def simulate(
     wrote(done["paths"])
 
 
+def _diverged(by) -> str:
+    return f"diverged (t ≤ {by:.4g})"
+
+
 def _print_summary(results) -> None:
     if results[0].config.model == "modes":
-        table = Table("η", "β", "p0", "final p", "final s", "final τ", "collapsed", title="final state per mode")
+        table = Table("η", "β", "p0", "final p", "final s", "final τ", "outcome", title="final state per mode")
         for r in results:
             s = r.summary
             for j, p in enumerate(r.config.p0):
+                outcome = _diverged(s["diverged_by_t"][j]) if s["diverged"][j] else s["outcome"][j]
                 table.add_row(f"{r.config.params.eta:g}", f"{r.config.params.beta:g}", f"{p:g}",
                               f"{s['final_p'][j]:.4f}", f"{s['final_s'][j]:.4g}", f"{s['final_tau'][j]:.4f}",
-                              "yes" if s["collapsed"][j] else "no")
+                              outcome)
     elif results[0].config.model == "reduced":
         table = Table("η", "τ", "flow", "‖A‖ start → end", "‖B‖ start → end", "‖[F,W_p]‖ start → end (max)",
                       title="reduced flow: final diagnostics")
         for r in results:
             s = r.summary
-            table.add_row(f"{r.config.params.eta:g}", f"{s['tau']:g}", s["flow"],
+            flow = s["flow"] + (f", {_diverged(s['diverged_by_t'])}" if s["diverged"] else "")
+            table.add_row(f"{r.config.params.eta:g}", f"{s['tau']:g}", flow,
                           f"{s['start_norm_A']:.3g} → {s['final_norm_A']:.3g}",
                           f"{s['start_norm_B']:.3g} → {s['final_norm_B']:.3g}",
                           f"{s['start_commutator']:.3g} → {s['final_commutator']:.3g} ({s['max_commutator']:.3g})")
     else:
-        table = Table("η", "β", "‖W‖ final", "min alignment", "‖[F,W_p]‖", "asym", "Thm1 max", "collapsed modes",
-                      title=f"{results[0].config.model}: final diagnostics")
+        first = results[0].summary
+        table = Table("η", "β", "‖W‖ final", "min alignment", "‖[F,W_p]‖", "asym",
+                      f"Thm1 max ({first['theorem1_integrator']})", "collapsed modes",
+                      title=f"{results[0].config.model}: final diagnostics",
+                      caption=f"Theorem 1 residual: {first['theorem1_note']}")
         for r in results:
             s = r.summary
+            collapsed = _diverged(s["diverged_by_t"]) if s["diverged"] else f"{s['collapsed_modes']}/{r.config.dim}"
             table.add_row(f"{r.config.params.eta:g}", f"{r.config.params.beta:g}", f"{s['final_norm_W']:.4g}",
                           f"{min(s['final_alignment']):.4f}", f"{s['final_commutator']:.3g}",
-                          f"{s['final_asymmetry']:.3g}", f"{s['max_theorem1_residual']:.3g}",
-                          f"{s['collapsed_modes']}/{r.config.dim}")
+                          f"{s['final_asymmetry']:.3g}", f"{s['max_theorem1_residual']:.3g}", collapsed)
     console.print(table)
 
 

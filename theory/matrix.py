@@ -66,7 +66,12 @@ def isotropic_data(n1: int, sigma2: float) -> tuple[Array, Array]:
 
 
 def directpred_matrix(F: Array, eps: float = 0.0) -> Array:
-    """DirectPred's predictor U diag(p) U^T for a correlation F (n2 x n2), p from :func:`directpred_eigenvalues`."""
+    """DirectPred's predictor U diag(p) U^T for a correlation F (n2 x n2), p from :func:`directpred_eigenvalues`.
+
+    A non-finite F (a diverged run) gives a NaN predictor instead of an eigensolver error.
+    """
+    if not np.all(np.isfinite(F)):
+        return np.full_like(F, np.nan, dtype=float)
     s, U = np.linalg.eigh(0.5 * (F + F.T))
     p = directpred_eigenvalues(s, eps)
     return (U * p) @ U.T

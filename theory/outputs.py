@@ -1,8 +1,10 @@
 """What the theory commands write, as library calls: a recipe passes a config instead of re-entering the CLI.
 
-Each function computes, writes its files into ``out`` (created if needed) with :mod:`ssltheory.theory.io` and
-returns what it wrote and computed; none prints. The command line (``ssltheory phase-portrait``, ``fixed-points``,
-``simulate``) parses its flags, calls these and prints the tables.
+Each function checks its settings and that ``out`` can be created and written (nothing is created yet), computes,
+then creates ``out`` and writes its files with :mod:`ssltheory.theory.io`, and returns what it wrote and computed;
+none prints. Bad settings or a bad ``out`` raise :class:`~ssltheory.theory.params.ConfigError` and a failed run a
+:class:`~ssltheory.theory.params.RunError`, both before any file is written. The command line (``ssltheory
+phase-portrait``, ``fixed-points``, ``simulate``) parses its flags, calls these and prints the tables.
 
 - :func:`phase_portrait`: ``phase_portrait.png``, ``fixed_points.json``, ``config.json`` (Fig. 3).
 - :func:`fixed_points`: ``parabola_flow.png``, ``fixed_points.json``, ``config.json`` (Fig. 4).
@@ -21,8 +23,9 @@ from typing import Any
 from . import plots
 from .fixed_points import collapse_threshold, parabola_points
 from .fixed_points import fixed_points as find_fixed_points
-from .io import save_figure, save_json
-from .params import ConfigError, ModeParams, SimulationConfig, parse_floats
+from .io import check_out_dir, make_out_dir, save_figure, save_json
+from .params import ConfigError, ModeParams, RunError, SimulationConfig, parse_floats
+from .resources import check_memory
 from .simulate import simulate as run_simulation
 
 Progress = Callable[[str], AbstractContextManager[Callable[[float], None]]]
@@ -33,10 +36,13 @@ _MODE_FIELDS = tuple(f.name for f in dataclasses.fields(ModeParams) if f.name no
 _RUN_FIELDS = tuple(f.name for f in dataclasses.fields(SimulationConfig) if f.name not in ("model", "params"))
 
 
-def _folder(out: Path) -> Path:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def _write(out: Path, files: list[tuple[str, Callable[[Path], Path]]]) -> list[Path]:
+    """Create ``out`` and write ``(name, save)`` pairs into it; a failed write (disk full, ...) is a RunError."""
+    folder = make_out_dir(out)
+    try:
+        return [save(folder / name) for name, save in files]
+    except OSError as e:
+        raise RunError(f"writing into --out {out} failed: {e.strerror or e}") from None
 
 
 def _common(values: list) -> Any:
@@ -60,7 +66,7 @@ def phase_portrait(out: Path, params: list[ModeParams], tau: float) -> dict:
     """
     if not params:
         raise ConfigError("phase portrait with no parameter set: expected at least one --eta")
-    folder = _folder(out)
+    check_out_dir(out)
     fig = plots.phase_portrait_figure(params, tau)
     records = [{"eta": p.eta, "alpha_p": p.alpha_p, "tau": tau, "sigma2": p.sigma2,
                 "collapse_threshold_eta": collapse_threshold(tau, p.sigma2),
@@ -68,9 +74,9 @@ def phase_portrait(out: Path, params: list[ModeParams], tau: float) -> dict:
     config = {"command": "phase-portrait", "eta": [p.eta for p in params],
               "alpha_p": _common([p.alpha_p for p in params]), "tau": tau,
               "sigma2": _common([p.sigma2 for p in params])}
-    paths = [save_figure(fig, folder / "phase_portrait.png"),
-             save_json(folder / "fixed_points.json", {"panels": records}),
-             save_json(folder / "config.json", config)]
+    paths = _write(out, [("phase_portrait.png", lambda p: save_figure(fig, p)),
+                         ("fixed_points.json", lambda p: save_json(p, {"panels": records})),
+                         ("config.json", lambda p: save_json(p, config))])
     return {"paths": paths, "records": records}
 
 
@@ -95,13 +101,16 @@ def fixed_points(out: Path, etas: Sequence[float] | None, tau: float = 1.0, sigm
     etas = [0.0, 0.5 * thr, 2.0 * thr] if etas is None else parse_floats("--eta", list(etas), low=0.0)
     if not etas:
         raise ConfigError("--eta is empty: expected at least one weight decay")
-    folder = _folder(out)
+    for e in etas:
+        ModeParams(eta=e, sigma2=sigma2, tau_fixed=tau, ema=False)  # the same bounds as every other command
+    check_out_dir(out)
     regimes = [{"eta": e, "regime": _regime(e, thr), "fixed_points": parabola_points(e, tau, sigma2)} for e in etas]
-    paths = [save_figure(plots.parabola_flow_figure(etas, tau, sigma2), folder / "parabola_flow.png"),
-             save_json(folder / "fixed_points.json", {"tau": tau, "sigma2": sigma2, "collapse_threshold_eta": thr,
-                                                      "regimes": regimes}),
-             save_json(folder / "config.json", {"command": "fixed-points", "eta": etas, "tau": tau,
-                                                "sigma2": sigma2})]
+    fig = plots.parabola_flow_figure(etas, tau, sigma2)
+    data = {"tau": tau, "sigma2": sigma2, "collapse_threshold_eta": thr, "regimes": regimes}
+    config = {"command": "fixed-points", "eta": etas, "tau": tau, "sigma2": sigma2}
+    paths = _write(out, [("parabola_flow.png", lambda p: save_figure(fig, p)),
+                         ("fixed_points.json", lambda p: save_json(p, data)),
+                         ("config.json", lambda p: save_json(p, config))])
     return {"paths": paths, "regimes": regimes, "threshold": thr}
 
 
@@ -148,7 +157,9 @@ def simulate(out: Path, configs: list[SimulationConfig], progress: Progress | No
     model = configs[0].model
     if any(c.model != model for c in configs):
         raise ConfigError(f"simulate with models {sorted({c.model for c in configs})}: expected one model per call")
-    folder = _folder(out)
+    for cfg in configs:
+        check_memory(cfg)  # every run of the sweep, before the first allocates anything
+    check_out_dir(out)
     results = []
     for i, cfg in enumerate(configs):
         if progress is None:
@@ -156,10 +167,32 @@ def simulate(out: Path, configs: list[SimulationConfig], progress: Progress | No
             continue
         with progress(f"{model} {i + 1}/{len(configs)} η={cfg.params.eta:g} β={cfg.params.beta:g}") as update:
             results.append(run_simulation(cfg, on_progress=update))
+    _refuse_if_all_diverged(results)
     fig = {"modes": plots.modes_figure, "reduced": plots.reduced_figure}.get(model, plots.matrix_figure)(results)
-    paths = [save_figure(fig, folder / "trajectories.png"),
-             save_json(folder / "trajectories.json",
-                       {"runs": [{"eta": r.config.params.eta, "beta": r.config.params.beta, "t": r.t,
-                                  "series": r.series, "summary": r.summary} for r in results]}),
-             save_json(folder / "config.json", {"command": "simulate", "runs": [c.to_dict() for c in configs]})]
+    runs = {"runs": [{"eta": r.config.params.eta, "beta": r.config.params.beta, "t": r.t, "series": r.series,
+                      "summary": r.summary} for r in results]}
+    config = {"command": "simulate", "runs": [c.to_dict() for c in configs]}
+    paths = _write(out, [("trajectories.png", lambda p: save_figure(fig, p)),
+                         ("trajectories.json", lambda p: save_json(p, runs)),
+                         ("config.json", lambda p: save_json(p, config))])
     return {"paths": paths, "results": results}
+
+
+def _refuse_if_all_diverged(results: list) -> None:
+    """A sweep in which every trajectory diverged has nothing to show: a RunError (exit status 1) instead of a table
+    of NaN. When only some diverged, the others are worth keeping and the summaries mark the diverged ones."""
+    def diverged(r) -> list[bool]:
+        d = r.summary.get("diverged", False)
+        return list(d) if isinstance(d, list) else [d]
+
+    if not all(all(diverged(r)) for r in results):
+        return
+    first = results[0]
+    by = first.summary["diverged_by_t"]
+    by = min(b for b in by if b is not None) if isinstance(by, list) else by
+    cfg = first.config
+    how = "the SGD step" if cfg.model == "sgd" else "the Euler step"  # solve_ivp raises IntegrationError itself
+    advice = "a smaller --lr" + (" or a solve_ivp --integrator (rk45, dop853, lsoda)" if cfg.model != "sgd" else "")
+    raise RunError(f"every trajectory diverged (not finite, or beyond 1e30, by t = {by:g} in the first run, "
+                   f"η = {cfg.params.eta:g}) under {how} --lr {cfg.lr:g}: expected settings whose trajectories stay "
+                   f"finite, e.g. {advice}")

@@ -41,11 +41,14 @@ class RunError(RuntimeError):
 
 MAX_CONSTANT = 1e6
 """Largest magnitude accepted for the theory's constants and starts (eta, eta_p, alpha_p, sigma^2, tau, eps, p0, s0,
-tau0, lr, init_scale). The paper's values are O(1). The flow is a polynomial of degree at most 5 in these numbers
-(e.g. s' = 2 p s (tau - (1 + sigma^2) p)), so with every factor at most 1e6 the rates at the start stay below about
-1e36 and the Jacobians and eigenvalue problems built from them (which square such numbers) below 1e80: float64
-(largest 1.8e308) computes the phase portraits, fixed points and first integration steps without overflow. Far
-larger values (1e200, 1e308) overflow to inf/nan at the first evaluation."""
+tau0, lr, init_scale); alpha_p, which also divides (s = p^2 / alpha_p), is at least 1 / MAX_CONSTANT.
+
+The paper's values are O(1). The flow is a polynomial of degree at most 5 in these numbers (e.g.
+s' = 2 p s (tau - (1 + sigma^2) p)), so with every factor at most 1e6 the rates at the start stay below about 1e36
+and the Jacobians and eigenvalue problems built from them (which square such numbers) below 1e80: float64 (largest
+1.8e308) computes the phase portraits, fixed points and first integration steps without overflow. Far larger values
+(1e200, 1e308) overflow to inf/nan at the first evaluation: a LinAlgError at --eta 1e308, a broken streamplot grid
+at --tau 1e200, a table of NaN at --sigma2 1e308."""
 
 MAX_STEPS = 2 ** 53
 """Largest ``--steps``: step indices k and times k * lr stay exact in float64 (and the run ends in this universe)."""
@@ -77,10 +80,10 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
 
 
 def check_constant(name: str, value: Any, *, low: float | None = None, low_open: bool = False,
-                   high: float | None = None) -> float:
+                   high: float | None = None, note: str = _CAP_NOTE) -> float:
     """:func:`check_number` with the float64 cap :data:`MAX_CONSTANT` (and ``-MAX_CONSTANT`` when ``low`` is None)."""
     return check_number(name, value, low=-MAX_CONSTANT if low is None else low, low_open=low_open,
-                        high=MAX_CONSTANT if high is None else high, note=_CAP_NOTE)
+                        high=MAX_CONSTANT if high is None else high, note=note)
 
 
 def check_int(name: str, value: Any, *, low: int = 1, high: int | None = None) -> int:
@@ -144,15 +147,20 @@ class ModeParams:
     eps: float = 0.0
 
     def __post_init__(self) -> None:
-        check_number("--alpha-p", self.alpha_p, low=0.0)
-        check_number("--eta", self.eta, low=0.0)
-        check_number("--sigma2", self.sigma2, low=0.0)
+        # alpha_p = 0 would freeze the predictor and leave the invariant parabola s = p^2 / alpha_p (and Theorem 1's
+        # W_p^T W_p / alpha_p) undefined: rejected rather than patched over.
+        check_constant("--alpha-p", self.alpha_p, low=1.0 / MAX_CONSTANT,
+                       note="α_p is the predictor's learning-rate ratio: s = p²/α_p needs α_p > 0, and 1/α_p "
+                            "is a factor of the flow's window and of Theorem 1, so α_p is kept in [1e-6, 1e6] to "
+                            "keep float64 arithmetic finite")
+        check_constant("--eta", self.eta, low=0.0)
+        check_constant("--sigma2", self.sigma2, low=0.0)
         check_number("--beta", self.beta, low=0.0, high=1.0, low_open=True)
         if self.eta_p is not None:
-            check_number("--eta-p", self.eta_p, low=0.0)
+            check_constant("--eta-p", self.eta_p, low=0.0)
         if self.tau_fixed is not None:
-            check_number("--tau", self.tau_fixed)
-        check_number("--eps", self.eps, low=0.0)
+            check_constant("--tau", self.tau_fixed)
+        check_constant("--eps", self.eps, low=0.0)
         check_choice("--predictor", self.predictor, PREDICTORS)
         if not self.stop_grad and self.ema:
             raise ConfigError("--no-stop-grad with --ema is not accepted: expected --no-ema with it, since "
@@ -200,30 +208,72 @@ class SimulationConfig:
     def __post_init__(self) -> None:
         check_choice("--model", self.model, MODELS)
         check_choice("--integrator", self.integrator, INTEGRATORS)
-        check_number("--lr", self.lr, low=0.0, low_open=True)
-        check_int("--steps", self.steps, low=1)
+        check_constant("--lr", self.lr, low=0.0, low_open=True)
+        check_int("--steps", self.steps, low=1, high=MAX_STEPS)
         check_int("--dim", self.dim, low=1)
         check_int("--batch", self.batch, low=1)
         check_int("--samples", self.samples, low=2)
-        check_number("--init-scale", self.init_scale, low=0.0, low_open=True)
+        check_int("--seed", self.seed, low=0)  # numpy's generators take non-negative seeds only
+        check_constant("--init-scale", self.init_scale, low=0.0, low_open=True)
         check_number("--rho", self.rho, low=0.0, high=1.0, high_open=True)
-        check_number("--tau0", self.tau0)
-        if self.model == "reduced" and (self.params.predictor not in ("linear", "symmetric")
-                                        or not self.params.stop_grad):
+        check_constant("--tau0", self.tau0)
+        if self.model == "reduced" and not self.params.stop_grad:
+            raise ConfigError("--model reduced with --no-stop-grad is not accepted: expected --stop-grad (Eqs. 62 "
+                              "and 67 are derived with the stop-gradient)")
+        if self.model == "reduced" and self.params.predictor not in ("linear", "symmetric"):
             raise ConfigError(f"--model reduced with --predictor {self.params.predictor} is not accepted: expected "
-                              "--predictor linear (Eq. 62) or symmetric (Eq. 67), with stop-gradient")
+                              "--predictor linear (Eq. 62) or symmetric (Eq. 67)")
         if len(self.p0) == 0:
             raise ConfigError("--p0 is empty: expected at least one initial eigenvalue")
         for v in self.p0:
-            check_number("--p0", v)
+            check_constant("--p0", v)
         if self.s0 is not None:
             if len(self.s0) != len(self.p0):
                 raise ConfigError(f"--s0 has {len(self.s0)} values but --p0 has {len(self.p0)}: "
                                   "expected one s0 per mode")
             for v in self.s0:
-                check_number("--s0", v, low=0.0)
+                check_constant("--s0", v, low=0.0)
         if self.model == "sgd" and self.integrator != "euler":
             raise ConfigError(f"--integrator {self.integrator!r} does not apply to --model sgd: expected euler")
+        self._check_discrete_process()
+        self._check_negative_start_under_ema()
+
+    def _check_discrete_process(self) -> None:
+        """Euler and SGD are the discrete process of step lr: its EMA and weight decay are per-step factors.
+
+        1 - gamma_a = lr * beta must be at most 1 (gamma_a in [0, 1)), and the weight decay multiplies the weights by
+        1 - lr * eta per step, which stops being a decay (it flips their sign) once lr * eta > 1. solve_ivp
+        integrates the flow, where lr only sets the time unit, so neither applies there.
+        """
+        if self.integrator != "euler" and self.model != "sgd":
+            return
+        a, lr = self.params, self.lr
+        if a.ema and lr * a.beta > 1.0:
+            raise ConfigError(f"--lr {lr:g} with --beta {a.beta:g} gives 1 - γ_a = lr·β = {lr * a.beta:g}: expected "
+                              f"lr·β <= 1 (γ_a = 1 - lr·β in [0, 1)), i.e. --lr <= {1.0 / a.beta:g}")
+        decays = [("--eta", a.eta)] + ([("--eta-p", a.eta_p)] if a.eta_p is not None else [])
+        for name, eta in decays:
+            if lr * eta > 1.0:
+                raise ConfigError(f"--lr {lr:g} with {name} {eta:g} scales the weights by 1 - lr·η = {1 - lr * eta:g} "
+                                  f"per step: expected lr·η <= 1 in the discrete process (euler, sgd), i.e. {name} <= "
+                                  f"{1.0 / lr:g} or --lr <= {1.0 / eta:g} (or a solve_ivp --integrator)")
+
+    def _check_negative_start_under_ema(self) -> None:
+        """A decoupled mode that starts with p < 0 under EMA is refused (the README's promise).
+
+        tau_j = W_a / W_j of Eq. 13: from p_j < 0 the online weight W_j shrinks (Delta_j < 0) faster than the EMA
+        target follows, so tau' ~ |p| tau^2 races p back to 0. Whether tau blows up first depends on p0 and on the
+        integrator (Euler of step 0.01 blows up from p0 = -10, or -2 at eta = 0; dop853 reports a collapse), so no
+        answer from this parametrisation can be trusted. At fixed tau (``--tau``, ``--no-ema``) p < 0 is fine.
+        """
+        a = self.params
+        if self.model != "modes" or not a.tau_dynamic or a.predictor not in ("linear", "symmetric"):
+            return
+        for v in self.p0:
+            if v < 0:
+                raise ConfigError(f"--p0 {v:g} is negative with an EMA target: expected p0 >= 0 with --ema (from p < 0 "
+                                  "the mode shrinks faster than the target follows and τ = W_a/W of Eq. 13 can blow "
+                                  "up in finite time); for p0 < 0 use --no-ema or a fixed --tau")
 
     @property
     def t_end(self) -> float:

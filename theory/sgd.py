@@ -60,29 +60,36 @@ def run_sgd(params: ModeParams, y0: Array, shapes: Shapes, *, lr: float, steps: 
     if params.predictor == "none":
         W_p = np.eye(shapes.n2)
     record = record_steps(steps, samples)
-    ts = np.empty(len(record))
-    ys = np.empty((len(record), shapes.size))
+    ts = record * float(lr)
+    ys = np.full((len(record), shapes.size), np.nan)
     F_hat = None
     nxt = 0
     report_every = max(1, steps // 200)
-    for k in range(steps + 1):
-        x0 = rng.standard_normal((shapes.n1, batch))
-        x1 = x0 + sigma * rng.standard_normal(x0.shape)
-        x2 = x0 + sigma * rng.standard_normal(x0.shape)
-        if params.predictor == "directpred":
-            f = W @ np.concatenate([x1, x2], axis=1)
-            C = f @ f.T / f.shape[1]
-            F_hat = C if F_hat is None else rho * F_hat + (1.0 - rho) * C
-            W_p = directpred_matrix(F_hat, params.eps)
-        if k == record[nxt]:
-            ts[nxt] = k * lr
-            ys[nxt] = pack(W, W_p, W_a)
-            nxt += 1
-            if nxt == len(record):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for k in range(steps + 1):
+            if not (np.isfinite(W).all() and np.isfinite(W_p).all() and np.isfinite(W_a).all()):
+                # Diverged (the step is too large for these constants): one non-finite entry spreads to every
+                # weight within a step, and DirectPred's eigendecomposition cannot take it. The samples from
+                # here on stay NaN; the caller reports the run as diverged.
+                if nxt < len(record) and k == record[nxt]:
+                    ys[nxt] = pack(W, W_p, W_a)
                 break
-        W, W_p, W_a = sgd_step(W, W_p, W_a, x1, x2, params, lr)
-        if on_progress is not None and (k + 1) % report_every == 0:
-            on_progress((k + 1) / steps)
+            x0 = rng.standard_normal((shapes.n1, batch))
+            x1 = x0 + sigma * rng.standard_normal(x0.shape)
+            x2 = x0 + sigma * rng.standard_normal(x0.shape)
+            if params.predictor == "directpred":
+                f = W @ np.concatenate([x1, x2], axis=1)
+                C = f @ f.T / f.shape[1]
+                F_hat = C if F_hat is None else rho * F_hat + (1.0 - rho) * C
+                W_p = directpred_matrix(F_hat, params.eps)
+            if k == record[nxt]:
+                ys[nxt] = pack(W, W_p, W_a)
+                nxt += 1
+                if nxt == len(record):
+                    break
+            W, W_p, W_a = sgd_step(W, W_p, W_a, x1, x2, params, lr)
+            if on_progress is not None and (k + 1) % report_every == 0:
+                on_progress((k + 1) / steps)
     if on_progress is not None:
         on_progress(1.0)
     return Trajectory(ts, ys)
