@@ -104,15 +104,15 @@ class Runner:
         t = time.perf_counter()
         for i in range(n):
             x1, x2 = self._next()
-            loss, f1, f2 = optimizer_step(self.model, self.opt, None, x1, x2, self.cfg, self.step, 10**6,
-                                      self.feed.prefetch)
+            loss, views = optimizer_step(self.model, self.opt, None, (x1, x2), self.cfg, self.step, 10**6,
+                                         self.feed.prefetch)
             self.step += 1
             self.losses.append(loss.detach().clone())  # (a CUDA graph's output is rewritten by the next step)
             if self.step % 10 == 0 and not bool(torch.isfinite(torch.stack(self.losses[-10:])).all()):
                 raise RuntimeError("loss is not finite")
             if self.live is not None:
                 if i % self.cfg.measure_every == 0:
-                    self.live.submit(self.model, f1, torch.stack(self.losses).double().mean(), {"step": self.step}, f2)
+                    self.live.submit(self.model, views, torch.stack(self.losses).double().mean(), {"step": self.step})
                     self.losses = []
                 self.live.ready()
             self.losses = self.losses[-10:]

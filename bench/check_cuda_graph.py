@@ -32,7 +32,7 @@ def run(graph: str, a, images) -> tuple[list[float], torch.Tensor, torch.Tensor]
     sched = make_scheduler(cfg, opt, schedule)
     losses = []
     for step, (x1, x2) in enumerate(feed.epoch(0, 0)):
-        loss, *_ = optimizer_step(model, opt, sched, x1, x2, cfg, step, a.steps)
+        loss, *_ = optimizer_step(model, opt, sched, (x1, x2), cfg, step, a.steps)
         losses.append(float(loss.detach()))
     weights = torch.cat([p.detach().flatten().double() for p in model.online.parameters()])
     return losses, model.corr.F.double(), weights

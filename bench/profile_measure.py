@@ -14,6 +14,7 @@ import torch
 from bench_throughput import Runner
 
 from ssltheory.practice.live import record, snapshot
+from ssltheory.practice.objectives import Views
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
@@ -24,11 +25,11 @@ if __name__ == "__main__":
     r.block(3)
     f, loss = torch.randn(512, 128, device=device), torch.zeros((), device=device)
     probe_x = r.live.probe_x
-    record(snapshot(r.model, probe_x, f, loss, {}))
+    record(snapshot(r.model, probe_x, Views.of(f), loss, {}))
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(3):
-        record(snapshot(r.model, probe_x, f, loss, {}))
+        record(snapshot(r.model, probe_x, Views.of(f), loss, {}))
     if device.type == "cuda":
         torch.cuda.synchronize()
     prof.disable()

@@ -20,6 +20,7 @@ import torch
 from bench_throughput import SIZES, Runner, sync
 
 from ssltheory.practice.live import record, snapshot
+from ssltheory.practice.objectives import Views
 from ssltheory.practice.predictors import directpred_weight, directpred_weight_ns
 from ssltheory.practice.step import optimizer_step
 
@@ -60,15 +61,15 @@ def main() -> None:
     F = r.model.corr.F.to(device)
     eigh_s = per_call(lambda: directpred_weight(F, 0.1), a.steps, device)
     ns_s = per_call(lambda: directpred_weight_ns(F, 0.1), a.steps, device, host, "ns")
-    model_s = per_call(lambda: optimizer_step(r.model, r.opt, None, x1, x2, r.cfg, 0, 10**6), a.steps, device, host,
+    model_s = per_call(lambda: optimizer_step(r.model, r.opt, None, (x1, x2), r.cfg, 0, 10**6), a.steps, device, host,
                        "model")
     if r.model.graph is not None:
         replay_s = per_call(lambda: r.model.graph(x1, x2), a.steps, device, host, "replay")
         print(f"CUDA graph replay (forward + backward) {1e3 * replay_s:.1f} ms, host {1e3 * host['replay']:.2f} ms")
     f1 = x1.new_zeros(batch, r.cfg.proj_dim)
     loss = torch.zeros((), device=device)
-    queue_s = per_call(lambda: snapshot(r.model, r.live.probe_x, f1, loss, {}), 5, device)
-    snap = snapshot(r.model, r.live.probe_x, f1, loss, {})
+    queue_s = per_call(lambda: snapshot(r.model, r.live.probe_x, Views.of(f1), loss, {}), 5, device)
+    snap = snapshot(r.model, r.live.probe_x, Views.of(f1), loss, {})
     record_s = per_call(lambda: record(snap), 3, device)
     full_s = r.block(a.steps) / a.steps
     print(f"{a.dataset} batch {batch}, {a.predictor}: full step {1e3 * full_s:.1f} ms (a measurement every "

@@ -68,7 +68,8 @@ def _train_signature() -> inspect.Signature:
         choices = choices_of(meta)
         if callable(meta.get("choices")):  # a registry: its names as they are now, added methods included
             text = f"{' | '.join(choices)}: {text}"
-        default = typer.Option(f.default, help=hint(text), rich_help_panel=meta["section"])
+        spelling = [meta["flag"]] if meta.get("flag") else []
+        default = typer.Option(f.default, *spelling, help=hint(text), rich_help_panel=meta["section"])
         params.append(inspect.Parameter(f.name, kw, default=default, annotation=types[f.name]))
     for name, kind, help_text in (
             ("config", Path | None, "settings file: a run's config.json, or JSON / YAML of {setting: value}; flags "

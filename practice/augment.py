@@ -11,14 +11,20 @@ same distributions (the batched GPU path of the scale issue) reads the same valu
   (0.4, 0.4, 0.2, 0.1) with p = 0.8, grayscale 0.2, blur 1.0 / 0.1, solarize 0.0 / 0.2, ImageNet normalisation.
 - digits (8x8 grey, offline): crop scale (0.5, 1), small rotations, brightness/contrast jitter; no flip (digits
   are not mirror-symmetric).
+
+Multi-crop (``--multi-crop NxSIZE``, :func:`view_set`): the two global views crop with scale
+:data:`~.mixing.GLOBAL_SCALE` at the usual size, the N local views with :data:`~.mixing.LOCAL_SCALE` at SIZE px,
+everything else as the first view's spec.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torchvision.transforms.v2 as T
+
+from .mixing import GLOBAL_SCALE, LOCAL_SCALE, parse_multi_crop
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -65,6 +71,22 @@ def view_specs(dataset: str, size: int) -> tuple[AugSpec, AugSpec]:
     return AugSpec(size, blur_p=1.0, solarize_p=0.0, **base), AugSpec(size, blur_p=0.1, solarize_p=0.2, **base)
 
 
+def view_set(dataset: str, size: int, multi_crop: str = "") -> tuple[AugSpec, ...]:
+    """The specs of every view of a training item: :func:`view_specs`'s two without multi-crop; with
+    ``multi_crop`` "NxSIZE" the two global views at crop scale GLOBAL_SCALE (same size and augmentations otherwise)
+    and N local views: the first view's spec at SIZE px and crop scale LOCAL_SCALE (a blur kernel tied to the
+    global size is recomputed for SIZE)."""
+    specs = view_specs(dataset, size)
+    n, local_size = parse_multi_crop(multi_crop)
+    if n == 0:
+        return specs
+    glob = tuple(replace(s, crop_scale=GLOBAL_SCALE) for s in specs)
+    first = specs[0]
+    local = replace(first, size=local_size, crop_scale=LOCAL_SCALE,
+                    blur_kernel=first.blur_kernel if local_size == size else 0)
+    return (*glob, *(local,) * n)
+
+
 def build(spec: AugSpec) -> T.Compose:
     """A torchvision v2 pipeline drawing one view from ``spec``; takes a PIL image or a tensor, returns float."""
     interp = T.InterpolationMode.BICUBIC if spec.bicubic else T.InterpolationMode.BILINEAR
@@ -104,11 +126,13 @@ def eval_transform(dataset: str, size: int) -> T.Compose:
 
 
 class TwoViews:
-    """Callable mapping one image to its two augmented views (v1, v2)."""
+    """Callable mapping one image to its views: (v1, v2) (each (C, size, size)), or with ``multi_crop`` "NxSIZE"
+    (v1, v2, l1, ..., lN), the locals (C, SIZE, SIZE) (see :func:`view_set`). Drawn in that order from torch's
+    global generator (in a DataLoader worker, the worker's)."""
 
-    def __init__(self, dataset: str, size: int) -> None:
-        s1, s2 = view_specs(dataset, size)
-        self.t1, self.t2 = build(s1), build(s2)
+    def __init__(self, dataset: str, size: int, multi_crop: str = "") -> None:
+        self.specs = view_set(dataset, size, multi_crop)
+        self.pipelines = [build(s) for s in self.specs]
 
-    def __call__(self, img):
-        return self.t1(img), self.t2(img)
+    def __call__(self, img) -> tuple:
+        return tuple(t(img) for t in self.pipelines)

@@ -15,8 +15,9 @@ on a CPU generator so that CPU and GPU runs, and every rank of a DDP run, draw t
 - grayscale, Gaussian blur (sigma uniform, reflect padding, the spec's kernel), solarize (threshold 128 / 255);
 - the dataset's normalisation.
 
-Both views of a batch go through one pass (:func:`apply_views`), their parameters as one pinned float32 plan copied
-without waiting, so that on a GPU the whole data path is queued ahead of the step that consumes it.
+The views of a batch that share a layout (both views; with multi-crop the globals, then the locals) go through one
+pass (:func:`apply_views`), their parameters as one pinned float32 plan copied without waiting, so that on a GPU
+the whole data path is queued ahead of the step that consumes it.
 
 Differences from the CPU pipeline that are not distributional: the CPU pipeline rounds to uint8 after each op on
 uint8 images, this path stays in float; crop borders read the neighbouring pixels instead of clamping at the crop.
@@ -277,20 +278,36 @@ def apply_view(images: torch.Tensor, params: dict[str, torch.Tensor], spec: AugS
     return apply_views(images, [params], [spec])
 
 
-class BatchTwoViews:
-    """Two views of a batch, with the parameters drawn from one CPU generator (checkpointed by the trainer)."""
+class BatchViews:
+    """The views of a batch, one per spec (the two of :func:`.augment.view_specs`, or with multi-crop the two global
+    and the N local ones of :func:`.augment.view_set`), every parameter drawn from one CPU generator (checkpointed by
+    the trainer), view by view in the specs' order. Views that share a layout (size, kernel, normalisation,
+    rotation) go through one batched pass: the globals together, the locals together."""
 
-    def __init__(self, specs: tuple[AugSpec, AugSpec], seed: int) -> None:
-        self.specs = specs
+    def __init__(self, specs: tuple[AugSpec, ...], seed: int) -> None:
+        self.specs = tuple(specs)
         self.generator = torch.Generator().manual_seed(seed)
 
-    def params(self, n: int, height: int, width: int) -> tuple[dict, dict]:
+    def params(self, n: int, height: int, width: int) -> tuple[dict, ...]:
+        """Every view's parameters (:func:`sample_params`) for ``n`` images of (height, width), one dict per spec."""
         return tuple(sample_params(s, n, height, width, self.generator) for s in self.specs)
 
-    def __call__(self, images: torch.Tensor, params: tuple[dict, dict] | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(v1, v2) of ``images`` (B, C, H, W); ``params`` (e.g. this rank's slice of the global batch's) or fresh."""
+    def __call__(self, images: torch.Tensor, params: tuple[dict, ...] | None = None) -> tuple[torch.Tensor, ...]:
+        """The views of ``images`` (B, C, H, W): a tuple with one (B, C, size_v, size_v) float32 tensor per spec;
+        ``params`` (e.g. this rank's slice of the global batch's) or fresh."""
         if params is None:
             params = self.params(images.shape[0], images.shape[2], images.shape[3])
-        both = apply_views(images, list(params), list(self.specs))
-        return both[: images.shape[0]], both[images.shape[0]:]
+        B = images.shape[0]
+        groups: dict[tuple, list[int]] = {}
+        for v, s in enumerate(self.specs):
+            groups.setdefault(_layout(s), []).append(v)
+        made: dict[int, torch.Tensor] = {}
+        for views in groups.values():
+            both = apply_views(images, [params[v] for v in views], [self.specs[v] for v in views])
+            for k, v in enumerate(views):
+                made[v] = both[k * B:(k + 1) * B]
+        return tuple(made[v] for v in range(len(self.specs)))
+
+
+BatchTwoViews = BatchViews
+"""The former name (two views); the same class."""

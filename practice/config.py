@@ -87,6 +87,12 @@ class TrainConfig:
     proj_hidden: int = setting(512, "projector hidden width", "Model", paper="512", low=1, high=65536)
     proj_dim: int = setting(128, "projector output width d of F̂ and W_p", "Model", paper="128", low=1, high=16384)
     pred_hidden: int = setting(512, "hidden width of the mlp predictor", "Model", paper="512", low=1, high=65536)
+    projector: str = setting("directpred", "projector layout: directpred (Linear+bias -> BN without affine -> ReLU, "
+                             "..., Linear; the DirectPred code's) | unigrad (Linear without bias -> BN -> ReLU, ..., "
+                             "Linear with bias; UniGrad's 2048-2048-2048)", "Model", paper="directpred",
+                             choices=("directpred", "unigrad"))
+    proj_layers: int = setting(2, "projector depth: linear layers (Table 9 of UniGrad: 3)", "Model", paper="2",
+                               low=1, high=16)
     # Method
     method: str = setting("byol", "the self-supervised method (byol: EMA target; simsiam: target = online net)",
                           "Method", choices=lambda: METHODS)
@@ -117,6 +123,33 @@ class TrainConfig:
                              "Method", paper="0.996", low=0.0, high=1.0)
     ema_schedule: str = setting("constant", "schedule of γ_a: constant (the paper) | cosine (γ_a → 1, BYOL)",
                                 "Method", paper="constant", choices=("constant", "cosine"))
+    form: str = setting("auto", "loss (autograd through the method's own loss) | gradient (its exact gradient form, "
+                        "UniGrad Table 2 (a),(b),(d),(f),(i)) | unified (the simplified unified form: (e) for byol, "
+                        "(g)/(h) barlowtwins, (j) vicreg) [auto: gradient for unigrad, loss otherwise]", "Method",
+                        choices=("auto", "loss", "gradient", "unified"))
+    lam: float | None = setting(None, "balance factor λ of the negative gradient [default: the paper's per method "
+                                "and form: unigrad 100, barlowtwins 5e-3 (bn) / 50 (l2), vicreg 25 (unified)]",
+                                "Method", low=0.0, low_open=True, high=1e6, flag="--lambda")
+    tau: float = setting(0.2, "temperature τ of InfoNCE (moco, simclr)", "Method", paper="0.2", low=0.0,
+                         low_open=True, high=100.0)
+    queue_size: int = setting(65536, "moco: momentum keys kept in the queue of negatives", "Method", paper="65536",
+                              low=1, high=10**7)
+    positive_target: str = setting("auto", "branch of the positive target u2ᵗ: online (with gradient) | stop-grad "
+                                   "(the online net, detached) | ema (momentum encoder, --gamma-a) [auto: the "
+                                   "method's own]", "Method", choices=("auto", "online", "stop-grad", "ema"))
+    negative_target: str = setting("auto", "branch of the negatives / F (moco, simclr, barlowtwins, vicreg, unigrad): "
+                                   "online | stop-grad | ema [auto: the positive target's]", "Method",
+                                   choices=("auto", "online", "stop-grad", "ema"))
+    f_rho: float = setting(0.99, "unigrad / byol --form gradient: moving-average rate ρ of the method's F",
+                           "Method", paper="0.99", low=0.0, high=1.0, high_open=True)
+    gradient_eps: float = setting(0.3, "byol --form gradient: ε of W_p = U diag(sqrt(s/s_max) + ε) Uᵀ and "
+                                  "M = F/s_max + ε² I", "Method", paper="0.3", low=0.0, high=10.0)
+    norm: str = setting("auto", "barlowtwins: normalisation of the outputs, bn (standardised over the batch) | l2 "
+                        "[auto: bn, l2 for --form unified]", "Method", choices=("auto", "bn", "l2"))
+    cutmix: float = setting(0.0, "CutMix on the online views, Beta(α, α) mixing ratio [0: off; unigrad only]",
+                            "Method", low=0.0, high=100.0)
+    multi_crop: str = setting("", "local crops NxSIZE besides the two global views, e.g. 6x96 (global scale "
+                              "(0.14, 1), local (0.05, 0.14)) ['': off; unigrad only]", "Method")
     # Optimisation
     epochs: int = setting(100, "epochs", "Optimisation", paper="100", low=1, high=10**6)
     batch_size: int = setting(128, "global batch size, split over torchrun ranks", "Optimisation", paper="128",
@@ -133,6 +166,8 @@ class TrainConfig:
                              paper="1", low=0.0, low_open=True, high=1e4)
     lr_schedule: str = setting("constant", "lr schedule: constant | cosine (with warm-up)", "Optimisation",
                                paper="constant", choices=("constant", "cosine"))
+    min_lr: float = setting(0.0, "floor of the cosine lr schedule and start of its warm-up, as a fraction of the "
+                            "peak lr (UniGrad: 1e-3)", "Optimisation", paper="0", low=0.0, high=1.0)
     warmup_epochs: int = setting(0, "linear warm-up epochs of the cosine lr schedule", "Optimisation", low=0,
                                  high=10**6)
     optimizer: str = setting("sgd", "sgd | lars", "Optimisation", paper="sgd", choices=("sgd", "lars"))
@@ -165,6 +200,10 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _checked(f, getattr(self, f.name)))
         check_device(self.device)
+        if self.cuda_graph == "on" and (METHODS[self.method].negatives(self) or self.cutmix or self.multi_crop):
+            raise ConfigError(f"--cuda-graph on with --method {self.method} (--form {self.resolved_form}) or CutMix / "
+                              "multi-crop is not accepted: the step keeps state or changes shape between steps; "
+                              "expected --cuda-graph auto or off")
         if self.cuda_graph == "on" and self.compile != "none":
             raise ConfigError(f"--cuda-graph on with --compile {self.compile} is not accepted: expected one of them "
                               "(--compile reduce-overhead makes its own CUDA graphs)")
@@ -181,12 +220,13 @@ class TrainConfig:
         if self.freq != 1 and self.predictor not in ("directpred", "optimal"):
             raise ConfigError(f"--freq {self.freq} is only for --predictor directpred or optimal (got --predictor "
                               f"{self.predictor!r}): expected --freq 1 or one of those")
+        self._check_method()
         if not self.stop_grad and self.target_mode != "online":
             online = [m for m, spec in METHODS.items() if spec.target(self) == "online"]
             raise ConfigError(f"--no-stop-grad with --method {self.method} is not accepted: expected --method "
                               f"{' or '.join(online)}, whose target is the online network (W_a = W) that gradients "
                               "can flow through")
-        if not METHODS[self.method].predictor and self.predictor != "linear":
+        if not METHODS[self.method].predictor(self) and self.predictor != "linear":
             raise ConfigError(f"--predictor {self.predictor} with --method {self.method} is not accepted: that method "
                               "has no predictor; expected no --predictor")
         linear = self.resolved_backbone == "linear"
@@ -204,10 +244,76 @@ class TrainConfig:
             raise ConfigError(f"--warmup-epochs {self.warmup_epochs} is out of range: expected fewer than "
                               f"--epochs {self.epochs}")
 
+    def _check_method(self) -> None:
+        """The method's settings: its forms, its branches, its balance factor, CutMix and multi-crop."""
+        method, form = METHODS[self.method], self.resolved_form
+        if form not in method.forms:
+            raise ConfigError(f"--form {self.form} with --method {self.method} is not accepted: expected one of "
+                              f"{', '.join(method.forms)}")
+        if not self.stop_grad and self.positive_target not in ("auto", "online"):
+            raise ConfigError(f"--no-stop-grad with --positive-target {self.positive_target} is not accepted: "
+                              "expected --positive-target online (the same thing) or no --no-stop-grad")
+        if not method.negatives(self) and self.negative_target != "auto":
+            raise ConfigError(f"--negative-target {self.negative_target} with --method {self.method} (--form {form}) "
+                              "is not accepted: it uses no negatives; expected no --negative-target")
+        if form != "loss" and "online" in (self.target_mode, self.negative_mode):
+            which = "--positive-target" if self.target_mode == "online" else "--negative-target"
+            raise ConfigError(f"{which} online with --form {form} is not accepted: a gradient form treats its targets "
+                              "and negatives as constants; expected stop-grad or ema")
+        if self.lam is not None and method.lam(self) is None:
+            raise ConfigError(f"--lambda {self.lam} with --method {self.method} (--form {form}) is not accepted: it "
+                              "has no balance factor; expected no --lambda, or --method unigrad, barlowtwins, vicreg")
+        if self.norm != "auto" and self.method != "barlowtwins":
+            raise ConfigError(f"--norm {self.norm} with --method {self.method} is not accepted: expected --method "
+                              "barlowtwins (the other methods l2-normalise)")
+        if self.norm == "l2" and form != "unified":
+            raise ConfigError(f"--norm l2 with --method {self.method} --form {form} is not accepted: Barlow Twins' "
+                              "own loss and its exact gradient standardise (bn); expected --form unified for l2")
+        from .mixing import parse_multi_crop
+
+        parse_multi_crop(self.multi_crop)
+        if self.cutmix or self.multi_crop:
+            objective = method.objective(self)
+            for flag, value, can in (("--cutmix", self.cutmix, objective.cutmix),
+                                     ("--multi-crop", self.multi_crop, objective.multi_crop)):
+                if value and not can:
+                    able = [m for m in ("unigrad",) if m in METHODS]
+                    raise ConfigError(f"{flag} {value} with --method {self.method} (--form {form}) is not accepted: "
+                                      f"its objective does not support it; expected --method {' or '.join(able)}")
+            if self.negative_mode == "online" or self.target_mode == "online":
+                raise ConfigError("--cutmix / --multi-crop need targets that gradients do not reach: expected "
+                                  "--positive-target and --negative-target stop-grad or ema")
+
+    @property
+    def resolved_form(self) -> str:
+        """The method's form: ``loss``, ``gradient`` or ``unified`` (its first when ``auto``)."""
+        return self.form if self.form != "auto" else METHODS[self.method].forms[0]
+
     @property
     def target_mode(self) -> str:
-        """How the method makes its targets with these settings: ``ema``, ``stop-grad`` or ``online``."""
+        """Where the positive targets come from with these settings: ``ema``, ``stop-grad`` or ``online``."""
+        if self.positive_target != "auto":
+            return self.positive_target
         return METHODS[self.method].target(self)
+
+    @property
+    def negative_mode(self) -> str | None:
+        """Where the negatives (and F) come from: ``ema``, ``stop-grad``, ``online``; None if the method has none."""
+        if not METHODS[self.method].negatives(self):
+            return None
+        return self.negative_target if self.negative_target != "auto" else self.target_mode
+
+    @property
+    def resolved_lam(self) -> float | None:
+        """The balance factor λ: ``--lambda`` or the paper's for the method and form (None: the method has none)."""
+        return self.lam if self.lam is not None else METHODS[self.method].lam(self)
+
+    @property
+    def resolved_norm(self) -> str:
+        """Barlow Twins' normalisation: ``bn`` for its loss and gradient forms, ``l2`` for the unified one."""
+        if self.norm != "auto":
+            return self.norm
+        return "l2" if self.resolved_form == "unified" else "bn"
 
     @property
     def resolved_image_size(self) -> int:
@@ -267,8 +373,12 @@ class TrainConfig:
         return "device" if device_type == "cuda" and self.dataset in IN_MEMORY else "loader"
 
     def resolved_cuda_graph(self, device_type: str, world: int) -> bool:
-        """Whether the step is replayed from a CUDA graph: ``auto`` on CUDA, on one process, without --compile."""
-        return not (self.cuda_graph == "off" or device_type != "cuda" or world > 1 or self.compile != "none")
+        """Whether the step is replayed from a CUDA graph: ``auto`` on CUDA, on one process, without --compile, for a
+        method without negatives (whose objectives keep state across steps: a running F, a queue) and without CutMix
+        or multi-crop (the graph captures two views of fixed shapes)."""
+        stateful = METHODS[self.method].negatives(self) or self.cutmix > 0 or bool(self.multi_crop)
+        return not (self.cuda_graph == "off" or device_type != "cuda" or world > 1 or self.compile != "none"
+                    or stateful)
 
     def resolved_directpred_solver(self, device_type: str) -> str:
         """How DirectPred computes W_p: ``newton-schulz`` (matrix products only) on CUDA, where the eigendecomposition
@@ -287,7 +397,9 @@ class TrainConfig:
         """What a run of these settings resolves to on ``device`` with ``world`` ranks (config.json's ``run``)."""
         t = device.type
         return {"device": str(device), "data_path": self.resolved_data_path(t), "precision": self.resolved_precision(t),
-                "world_size": world, "cuda_graph": self.resolved_cuda_graph(t, world),
+                "world_size": world, "cuda_graph": self.resolved_cuda_graph(t, world), "form": self.resolved_form,
+                "positive_target": self.target_mode, "negative_target": self.negative_mode,
+                "lambda": self.resolved_lam,
                 "directpred_solver": self.resolved_directpred_solver(t), "per_rank_batch": self.batch_size // world,
                 "global_batch": self.batch_size, "lr_used": self.effective_lr,
                 "lr_rule": f"lr x {self.lr_scale} scaling of batch {self.batch_size} / 256" if self.lr_scale != "none"
@@ -335,9 +447,11 @@ def field_names(settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` keyed by field name (``alpha-p`` and ``--alpha-p`` become ``alpha_p``); a one-line error for a
     name that is no setting, with the nearest flags."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
+    spelled = {flag_of(n).lstrip("-").replace("-", "_"): n for n in known}  # --lambda is field lam
     out = {}
     for key, value in settings.items():
         name = str(key).lstrip("-").replace("-", "_")
+        name = spelled.get(name, name)
         if name not in known:
             near = difflib.get_close_matches(name, sorted(known), n=3)
             hint = f" (did you mean {', '.join(flag_of(n) for n in near)}?)" if near else ""

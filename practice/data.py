@@ -84,7 +84,8 @@ class SyntheticGaussian(Dataset):
 
 @dataclass
 class DataBundle:
-    """The SSL dataset (items: ((v1, v2), label)) and the eval splits (items: (image, label))."""
+    """The SSL dataset (items: ((v1, v2), label), with multi-crop ((v1, v2, l1, ..., lN), label)) and the eval
+    splits (items: (image, label))."""
 
     ssl: Dataset
     train_eval: Dataset
@@ -111,7 +112,7 @@ def _folder(root: Path, what: str):
 def build_data(cfg: TrainConfig) -> DataBundle:
     """Datasets for ``cfg`` with the paper's augmentations; raises ConfigError if files are missing."""
     size = cfg.resolved_image_size
-    views = TwoViews(cfg.dataset, size)
+    views = TwoViews(cfg.dataset, size, cfg.multi_crop)
     ev = eval_transform(cfg.dataset, size)
     root = Path(cfg.data_dir)
     if cfg.dataset == "synthetic":

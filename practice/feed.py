@@ -1,4 +1,8 @@
-"""Where the training batches come from: two paths that yield the same global batches of two views.
+"""Where the training batches come from: two paths that yield the same global batches of views.
+
+Each batch is a tuple of views, each (B_rank, C, size, size): (x1, x2) of the two views, or with ``--multi-crop
+NxSIZE`` (x1, x2, l1, ..., lN), the two global views then N local ones (B_rank, C, SIZE, SIZE)
+(:func:`.augment.view_set`); so ``x1, x2, *locals = views`` on either path.
 
 - ``loader``: a torch DataLoader over the dataset with the per-image torchvision pipeline (workers, pinned memory,
   persistent workers); for ImageNet, folders and anything that does not fit in memory.
@@ -18,8 +22,8 @@ from contextlib import nullcontext
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .augment import view_specs
-from .batch_augment import BatchTwoViews
+from .augment import view_set
+from .batch_augment import BatchViews
 from .config import TrainConfig
 from .distributed import Dist
 from .schedule import Schedule
@@ -52,7 +56,8 @@ class RankSampler(Sampler[int]):
 
 
 class LoaderFeed:
-    """Batches from a DataLoader over ``ds`` (items ((v1, v2), label)), moved to ``device``."""
+    """Batches from a DataLoader over ``ds`` (items ((v1, v2, *locals), label), e.g. :class:`.augment.TwoViews`'s),
+    moved to ``device``."""
 
     def __init__(self, cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist, schedule: Schedule) -> None:
         self.device = device
@@ -62,10 +67,11 @@ class LoaderFeed:
                                  persistent_workers=cfg.workers > 0,
                                  generator=torch.Generator().manual_seed(cfg.seed * 7919))
 
-    def epoch(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """This rank's batches of ``epoch`` from global batch ``start_batch`` on: tuples of views (module doc)."""
         self.sampler.set_epoch(epoch, start_batch)
-        for (x1, x2), _ in self.loader:
-            yield x1.to(self.device, non_blocking=True), x2.to(self.device, non_blocking=True)
+        for views, _ in self.loader:
+            yield tuple(v.to(self.device, non_blocking=True) for v in views)
 
     def prefetch(self) -> None:
         """Nothing to do: the DataLoader's workers make batches ahead on their own."""
@@ -90,8 +96,9 @@ def in_memory_images(ds: Dataset) -> torch.Tensor:
 
 
 class DeviceFeed:
-    """Batches indexed from the dataset held on ``device`` and augmented there, all views of a global batch drawn
-    at once from one generator (so every rank draws the same numbers and keeps its slice).
+    """Batches indexed from the dataset held on ``device`` and augmented there, all views of a global batch (the
+    locals of multi-crop included, after the two global views) drawn at once from one generator (so every rank draws
+    the same numbers and keeps its slice, and the checkpointed generator state covers every view).
 
     One batch is made ahead, on CUDA on a side stream. The consumer says when with :meth:`prefetch`: once its step's
     device work is queued and before anything in the step waits for the device (DirectPred's eigendecomposition
@@ -103,7 +110,7 @@ class DeviceFeed:
     def __init__(self, cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist, schedule: Schedule) -> None:
         self.cfg, self.d, self.device, self.schedule = cfg, d, device, schedule
         self.images = in_memory_images(ds).to(device)
-        self.aug = BatchTwoViews(view_specs(cfg.dataset, cfg.resolved_image_size), seed=cfg.seed * 31 + 17)
+        self.aug = BatchViews(view_set(cfg.dataset, cfg.resolved_image_size, cfg.multi_crop), seed=cfg.seed * 31 + 17)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._batches_left: Iterator | None = None  # the epoch being served
         self._ahead: tuple | None | object = _NOT_MADE  # the batch made ahead (None: the epoch has no more)
@@ -112,7 +119,7 @@ class DeviceFeed:
     def __len__(self) -> int:
         return len(self.images)
 
-    def _batches(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _batches(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, ...]]:
         B, (H, W) = self.cfg.batch_size, self.images.shape[-2:]
         mine = self.d.shard(B)
         idx = rank_order(self.schedule.order(epoch), B, start_batch, self.d)
@@ -130,7 +137,8 @@ class DeviceFeed:
         with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
             self._ahead = next(self._batches_left, None)
 
-    def epoch(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """This rank's batches of ``epoch`` from global batch ``start_batch`` on: tuples of views (module doc)."""
         self._batches_left, self._ahead, self.state = self._batches(epoch, start_batch), _NOT_MADE, None
         self.prefetch()
         while self._ahead is not None:

@@ -19,6 +19,7 @@ one to keep the GPU fed.
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,10 +28,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
 from .distributed import Dist, all_gather_rows
-from .measure import AUC_NORMALISATION, collapse_auc, linear_modes, normalized_std, positive_cosine, predictor_metrics
+from .measure import (AUC_NORMALISATION, collapse_auc, decorrelation, linear_modes, method_metrics, negative_cosine,
+                      normalized_std, positive_cosine, predictor_metrics)
+from .objectives import Views
 
 
 def probe_tensor(probe: Dataset, device: torch.device, d: Dist) -> torch.Tensor:
@@ -61,17 +65,20 @@ class Snapshot:
     tensors: dict[str, torch.Tensor | None] = field(default_factory=dict)
     event: torch.cuda.Event | None = None
     linear: bool = False
+    objective: nn.Module | None = None  # a copy of the objective as it was at the step (its F, its queue)
 
 
 @torch.no_grad()
-def snapshot(model, probe_x: torch.Tensor, f1: torch.Tensor, loss: torch.Tensor, meta: dict, linear: bool = False,
-             batch_size: int = 256, f2: torch.Tensor | None = None) -> Snapshot:
+def snapshot(model, probe_x: torch.Tensor, views: Views, loss: torch.Tensor, meta: dict, linear: bool = False,
+             batch_size: int = 256) -> Snapshot:
     """Queue half 1 of a measurement of ``model`` (a :class:`.step.Model`) at this point of the step.
 
-    probe_x: this rank's probe images (n_r, C, H, W) on the model's device; f1: this rank's projector outputs
-    (B_r, d) of the step (f2: the other view's, for the positive-pair similarity); loss: 0-d tensor, the mean loss
-    since the last measurement; linear: the backbone is the theory's W (its modes are recorded too). Under DDP the
-    features and f are gathered over ranks here (a collective), so every rank's record is the global one."""
+    probe_x: this rank's probe images (n_r, C, H, W) on the model's device; views: the step's :class:`Views` (this
+    rank's (B_r, d) features: f1, f2 for the positive- and negative-pair similarities and the decorrelation, all of
+    them for the objective's own ``measure``, which gets a copy of the objective as it is now); loss: 0-d tensor,
+    the mean loss since the last measurement; linear: the backbone is the theory's W (its modes are recorded too).
+    Under DDP the features and f are gathered over ranks here (a collective), so every rank's record is the global
+    one."""
     d = model.dist
     net, head = model.online.backbone, model.online.projector
     was = net.training, head.training
@@ -82,14 +89,15 @@ def snapshot(model, probe_x: torch.Tensor, f1: torch.Tensor, loss: torch.Tensor,
     proj = head(feats).float()
     net.train(was[0])
     head.train(was[1])
-    tensors = {"feats": feats, "proj": proj, "f": all_gather_rows(f1.detach().float(), d), "loss": loss,
-               "F": model.corr.F, "W_p": model.predictor.W_p()}
-    if f2 is not None:
-        tensors["f2"] = all_gather_rows(f2.detach().float(), d)
+    tensors = {"feats": feats, "proj": proj, "loss": loss, "F": model.corr.F, "W_p": model.predictor.W_p()}
+    for name in ("f1", "f2", "p1", "p2", "z1", "z2", "n1", "n2"):
+        t = getattr(views, name)
+        tensors["v_" + name] = None if t is None else all_gather_rows(t.detach().float(), d)
+    objective = copy.deepcopy(model.objective)  # read later, in the background: as it is at this step
     if linear:  # the linear model: its modes are read off the weights
         tensors["W"] = net.weight
         tensors["W_a"] = model.target.network.backbone.weight if model.target.network is not None else None
-    snap = Snapshot(meta, {k: _host(v) for k, v in tensors.items()}, linear=linear)
+    snap = Snapshot(meta, {k: _host(v) for k, v in tensors.items()}, linear=linear, objective=objective)
     if feats.is_cuda:
         snap.event = torch.cuda.Event()
         snap.event.record()
@@ -103,12 +111,16 @@ def record(snap: Snapshot) -> dict:
     t = snap.tensors
     rec = predictor_metrics(t["F"], t["W_p"])
     c, proj = collapse_auc(t["feats"]), collapse_auc(t["proj"])
-    std = normalized_std(t["f"])
+    f1, f2 = t["v_f1"], t["v_f2"]
+    std = normalized_std(f1)
     rec.update(auc=c["auc"], k_eq=c["k_eq"], auc_projector=proj["auc"], feature_std=std,
-               feature_std_x_sqrt_d=std * t["f"].shape[1] ** 0.5, probe_n=int(t["feats"].shape[0]),
-               feature_dim=int(t["feats"].shape[1]), auc_normalisation=AUC_NORMALISATION)
-    if t.get("f2") is not None:
-        rec["positive_cosine"] = positive_cosine(t["f"], t["f2"])
+               feature_std_x_sqrt_d=std * f1.shape[1] ** 0.5, probe_n=int(t["feats"].shape[0]),
+               feature_dim=int(t["feats"].shape[1]), auc_normalisation=AUC_NORMALISATION,
+               positive_cosine=positive_cosine(f1, f2), negative_cosine=negative_cosine(f1),
+               decorrelation=decorrelation(f1))
+    if hasattr(snap.objective, "measure"):  # the method's own quantities (its F, balance, gradient cosines)
+        views = Views(*(t["v_" + n] for n in ("p1", "p2", "f1", "f2", "z1", "z2", "n1", "n2")))
+        rec.update(method_metrics(snap.objective.cpu().measure(views)))
     if snap.linear:
         rec.update(linear_modes(t["W"], t["W_p"], t["W_a"]))
     return {**rec, **snap.meta, "loss": float(t["loss"])}
@@ -152,10 +164,10 @@ class LiveMeasurer:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="live-measure") if background else None
         self.pending: deque[Future | dict] = deque()
 
-    def submit(self, model, f1: torch.Tensor, loss: torch.Tensor, meta: dict, f2: torch.Tensor | None = None) -> None:
-        """Measure ``model`` now (``meta``: step, epoch, lr, ... copied into the record; f1, f2: the step's projector
-        outputs of the two views)."""
-        snap = snapshot(model, self.probe_x, f1, loss, meta, self.linear, f2=f2)
+    def submit(self, model, views: Views, loss: torch.Tensor, meta: dict) -> None:
+        """Measure ``model`` now (``meta``: step, epoch, lr, ... copied into the record; views: the step's
+        :class:`Views`)."""
+        snap = snapshot(model, self.probe_x, views, loss, meta, self.linear)
         self.pending.append(self.pool.submit(record_on_one_core, snap) if self.pool else record(snap))
 
     def ready(self, wait: bool = False) -> list[dict]:

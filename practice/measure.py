@@ -131,6 +131,40 @@ def positive_cosine(f1: torch.Tensor, f2: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(f1.double(), f2.double(), dim=1).mean())
 
 
+def negative_cosine(f: torch.Tensor) -> float:
+    """Mean cosine similarity of different images' outputs, f: (B, d) of one view (UniGrad Fig. 2: near 0 for spread
+    features, 1 under complete collapse)."""
+    u = torch.nn.functional.normalize(f.double(), dim=1)
+    n = u.shape[0]
+    if n < 2:
+        return float("nan")
+    total = u.sum(0)
+    return float((total @ total - (u * u).sum()) / (n * (n - 1)))
+
+
+def decorrelation(f: torch.Tensor) -> float:
+    """Mean |off-diagonal| of the correlation matrix of the l2-normalised outputs' dimensions, f: (B, d): 0 when the
+    dimensions are decorrelated (what Barlow Twins and VICReg enforce), 1 when they all move together."""
+    u = torch.nn.functional.normalize(f.double(), dim=1)
+    u = u - u.mean(0, keepdim=True)
+    std = u.norm(dim=0).clamp_min(1e-12)
+    c = (u.T @ u) / (std[:, None] * std[None, :])
+    d = c.shape[0]
+    if d < 2:
+        return 0.0
+    return float((c.abs().sum() - c.diagonal().abs().sum()) / (d * (d - 1)))
+
+
+def method_metrics(measured: dict) -> dict:
+    """A record's entries from an objective's ``measure`` (:class:`.objectives.Objective`): the spectrum of the
+    method's F (``s_method``, descending; trace 1 under l2 normalisation) and its scalars as they are."""
+    out = {k: float(v) for k, v in measured.items() if k != "method_F" and v is not None}
+    if measured.get("method_F") is not None:
+        F = torch.as_tensor(measured["method_F"]).detach().cpu().double()
+        out["s_method"] = torch.linalg.eigvalsh(0.5 * (F + F.T)).flip(0).tolist()
+    return out
+
+
 def normalized_std(z: torch.Tensor) -> float:
     """Mean over dimensions of the batch std of z / ||z||; z: (B, d)."""
     zn = torch.nn.functional.normalize(z.detach().float(), dim=1)

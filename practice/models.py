@@ -70,10 +70,34 @@ def backbone(name: str, in_channels: int, image_size: int, out_dim: int = 128) -
     return resnet(name, in_channels, small_input=image_size <= 64)
 
 
-def projector(in_dim: int, hidden: int = 512, out: int = 128) -> nn.Sequential:
-    """Linear -> BN(affine=False) -> ReLU -> Linear, with biases (the official code's projection head)."""
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden, affine=False), nn.ReLU(inplace=True),
-                         nn.Linear(hidden, out))
+PROJECTOR_STYLES = ("directpred", "unigrad")
+
+
+def projector(in_dim: int, hidden: int = 512, out: int = 128, layers: int = 2, style: str = "directpred"
+              ) -> nn.Sequential:
+    """The projection head, (B, in_dim) -> (B, out): ``layers`` linear layers, ``layers - 1`` hidden blocks of width
+    ``hidden`` then the output Linear(hidden, out) with bias (``layers`` = 1: one Linear(in_dim, out) with bias).
+
+    - ``directpred`` (the DirectPred code's): hidden block Linear (with bias) -> BatchNorm1d(affine=False) -> ReLU;
+      ``layers`` = 2 is the official 512 -> 128 head.
+    - ``unigrad`` (UniGrad's, unigrad.md A4): hidden block Linear (no bias) -> BatchNorm1d (affine) -> ReLU;
+      ``layers`` = 3, 2048 wide, is its 2048-2048-2048 head.
+    """
+    if style not in PROJECTOR_STYLES:
+        raise ValueError(f"projector style {style!r}: expected one of {', '.join(PROJECTOR_STYLES)}")
+    if layers < 1:
+        raise ValueError(f"projector layers {layers}: expected at least 1")
+    mods: list[nn.Module] = []
+    width = in_dim
+    for _ in range(layers - 1):
+        if style == "directpred":
+            mods += [nn.Linear(width, hidden), nn.BatchNorm1d(hidden, affine=False)]
+        else:
+            mods += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden)]
+        mods.append(nn.ReLU(inplace=True))
+        width = hidden
+    mods.append(nn.Linear(width, out))
+    return nn.Sequential(*mods)
 
 
 class Encoder(nn.Module):

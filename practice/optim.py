@@ -61,18 +61,26 @@ def make_optimizer(cfg: TrainConfig, online: nn.Module, predictor: Predictor) ->
     return torch.optim.SGD(groups, lr=cfg.effective_lr, momentum=cfg.resolved_momentum)
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
-    """Multiplier of the base lr: 1 (constant, the paper) or linear warm-up then cosine decay to 0."""
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_lr: float = 0.0) -> float:
+    """Multiplier of the base lr at 0-based ``step``: 1 (``constant``, the paper's) or, for ``cosine``, a linear
+    warm-up then a cosine decay to the floor ``min_lr`` (a fraction of the peak; UniGrad's 1e-3).
+
+    Warm-up (step < warmup_steps): min_lr + (1 - min_lr) (step + 1) / warmup_steps, the line from min_lr (before the
+    first step) to 1 (the last warm-up step); with min_lr = 0 it is (step + 1) / warmup_steps exactly. Then
+    min_lr + (1 - min_lr) (1 + cos(pi p)) / 2 with p = (step - warmup_steps) / (total_steps - warmup_steps), clipped
+    at 1, so 1 right after the warm-up and min_lr at ``total_steps``. (UniGrad's code divides by the total instead
+    of the post-warm-up length, ending at ~0.7% of the peak rather than at min_lr; not reproduced.)
+    """
     if schedule == "constant":
         return 1.0
     if step < warmup_steps:
-        return (step + 1) / warmup_steps
+        return min_lr + (1.0 - min_lr) * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return min_lr + (1.0 - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, schedule: Schedule):
     """torch's LambdaLR over :func:`lr_factor`, stepped once per iteration; the run's and the warm-up's lengths in
     steps come from the data schedule (its epochs may differ in length)."""
     total, warm = schedule.epoch_start(cfg.epochs), schedule.epoch_start(cfg.warmup_epochs)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, cfg.lr_schedule))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, cfg.lr_schedule, cfg.min_lr))

@@ -24,16 +24,19 @@ from torch import nn
 from ssltheory.theory.params import ConfigError
 
 from .config import TrainConfig
-from .distributed import Dist, all_reduce_sum, global_batchnorm
+from .distributed import Dist, all_gather_rows, all_reduce_sum, global_batchnorm
 from .measure import RunningCorrelation
 from .methods import METHODS
 from .models import Encoder, backbone, projector
 from .predictors import IdentityPredictor, Predictor, build_predictor
-from .target import TargetBranch, make_branch
+from .mixing import cutmix
+from .objectives import Views
+from .target import Targets
 
 
 class Siamese(nn.Module):
-    """Both views through the online encoder and the predictor in one forward: (f1, f2, p1, p2), each (B, d).
+    """Both views through the online encoder and the predictor in one forward: (f1, f2, p1, p2), each (B, d), then
+    the online outputs of any multi-crop local views (B, d) each.
 
     One module call per step is what DDP wraps and torch.compile traces."""
 
@@ -41,18 +44,18 @@ class Siamese(nn.Module):
         super().__init__()
         self.online, self.predictor = online, predictor
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor):
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, *local: torch.Tensor):
         f1, f2 = self.online(x1), self.online(x2)
-        return f1, f2, self.predictor(f1), self.predictor(f2)
+        return (f1, f2, self.predictor(f1), self.predictor(f2), *(self.online(x) for x in local))
 
 
 @dataclass
 class Model:
-    """The pieces of a run (online encoder, predictor, target branch, objective, F̂) and how a step runs them."""
+    """The pieces of a run (online encoder, predictor, target branches, objective, F̂) and how a step runs them."""
 
     online: Encoder
     predictor: Predictor
-    target: TargetBranch
+    target: Targets
     objective: nn.Module
     corr: RunningCorrelation
     forward: nn.Module | None = None  # Siamese(online, predictor), DDP-wrapped and/or compiled
@@ -92,20 +95,21 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(cfg: TrainConfig, in_channels: int, device: torch.device, d: Dist | None = None) -> Model:
-    """Online encoder, predictor, target branch, objective and F̂ of ``cfg``'s method, seeded by ``cfg.seed``."""
+    """Online encoder, predictor, target branches, objective and F̂ of ``cfg``'s method, seeded by ``cfg.seed``."""
     d = d or Dist()
     method = METHODS[cfg.method]
     torch.manual_seed(cfg.seed)
     net = backbone(cfg.resolved_backbone, in_channels, cfg.resolved_image_size, cfg.proj_dim)
-    head = nn.Identity() if cfg.resolved_backbone == "linear" else projector(net.dim, cfg.proj_hidden, cfg.proj_dim)
+    head = (nn.Identity() if cfg.resolved_backbone == "linear"
+            else projector(net.dim, cfg.proj_hidden, cfg.proj_dim, cfg.proj_layers, cfg.projector))
     online = Encoder(net, head).to(device)
-    predictor = (build_predictor(cfg, cfg.proj_dim, device.type) if method.predictor
+    predictor = (build_predictor(cfg, cfg.proj_dim, device.type) if method.predictor(cfg)
                  else IdentityPredictor(cfg.proj_dim)).to(device)
     if d.active:
         online, predictor = global_batchnorm(online, device), global_batchnorm(predictor, device)
     if device.type == "cuda" and cfg.resolved_backbone != "linear":
         online = online.to(memory_format=torch.channels_last)
-    target = make_branch(cfg.target_mode, online, cfg)
+    target = Targets(cfg.target_mode, cfg.negative_mode, online, cfg)
     forward: nn.Module = Siamese(online, predictor)
     if d.active:
         from torch.nn.parallel import DistributedDataParallel
@@ -117,19 +121,47 @@ def build_model(cfg: TrainConfig, in_channels: int, device: torch.device, d: Dis
         if target.network is not None:
             target.forward = torch.compile(target.forward, mode=cfg.compile)
     objective = method.objective(cfg).to(device)
+    if hasattr(objective, "rank"):  # where this rank's rows sit in a gathered bank
+        objective.rank = d.rank
     return Model(online, predictor, target, objective, RunningCorrelation(cfg.proj_dim, cfg.rho), forward, d,
                  cfg.resolved_precision(device.type))
 
 
-def forward_loss(model: Model, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Both branches on both views: (loss of this rank's batch, f1, f2, z1, z2), the features (B, d) in fp32. Under
-    bf16 autocast the loss and everything measured stay fp32/fp64. ``autocast_cache`` is off inside a CUDA graph."""
+def forward_views(model: Model, x1: torch.Tensor, x2: torch.Tensor, local: tuple[torch.Tensor, ...] = (),
+                  mix: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, Views]:
+    """Both branches on both views (B, C, H, W): (loss of this rank's batch, the step's :class:`Views`), features
+    (B, d) in fp32. Under bf16 autocast the loss and everything measured stay fp32/fp64. ``autocast_cache`` is off
+    inside a CUDA graph. ``local``: multi-crop local views (online branch only); ``mix``: CutMix's (mixed x1, mixed
+    x2, perm, lam) (the online branch sees the mixed views, the targets the clean ones)."""
     with torch.autocast(x1.device.type, dtype=torch.bfloat16, enabled=model.precision == "bf16",
                         cache_enabled=not (x1.is_cuda and torch.cuda.is_current_stream_capturing())):
-        f1, f2, p1, p2 = model.forward(x1, x2)
-        z1, z2 = model.target(x1, x2, f1, f2)
+        online_x = (x1, x2) if mix is None else mix[:2]
+        f1, f2, p1, p2, *fl = model.forward(*online_x, *local)
+        z1, z2, n1, n2 = model.target(x1, x2, f1, f2)
+    same = n1 is z1  # the negatives are the positive targets (one branch)
     f1, f2, p1, p2, z1, z2 = (t.float() for t in (f1, f2, p1, p2, z1, z2))
-    return model.objective(p1, p2, z1, z2), f1, f2, z1, z2
+    n1, n2 = (z1, z2) if same else (_float(n1), _float(n2))
+    views = Views(p1, p2, f1, f2, z1, z2, n1, n2, [t.float() for t in fl], None if mix is None else mix[2:],
+                  model.reduce, lambda t: all_gather_rows(t, model.dist), model.dist.world)
+    return model.objective(views), views
+
+
+def _float(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.float()
+
+
+def forward_loss(model: Model, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """:func:`forward_views` as tensors (what a CUDA graph captures): (loss, f1, f2, p1, p2, z1, z2[, n1, n2])."""
+    loss, v = forward_views(model, x1, x2)
+    negs = () if v.n1 is None or v.n1 is v.z1 else (v.n1, v.n2)
+    return (loss, v.f1, v.f2, v.p1, v.p2, v.z1, v.z2, *negs)
+
+
+def _views(model: Model, out: tuple[torch.Tensor, ...]) -> Views:
+    """The :class:`Views` of :func:`forward_loss`'s tensors (a replayed graph's outputs)."""
+    _, f1, f2, p1, p2, z1, z2, *negs = out
+    n1, n2 = negs if negs else ((z1, z2) if model.target.negative is not None else (None, None))
+    return Views(p1, p2, f1, f2, z1, z2, n1, n2, reduce=model.reduce, world=model.dist.world)
 
 
 def observe(model: Model, f1: torch.Tensor, f2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> None:
@@ -139,29 +171,37 @@ def observe(model: Model, f1: torch.Tensor, f2: torch.Tensor, z1: torch.Tensor, 
     model.predictor.observe(f1.detach(), f2.detach(), z1.detach(), z2.detach(), reduce)
 
 
-def optimizer_step(model: Model, opt, sched, x1: torch.Tensor, x2: torch.Tensor, cfg: TrainConfig, step: int,
-                   total: int, prefetch: Callable[[], None] | None = None) -> tuple[torch.Tensor, ...]:
-    """One training iteration on views (B, C, H, W) at 0-based ``step`` of ``total``: forward, backward, optimizer
-    and lr steps, the predictor hook, the target's update; returns (loss of this rank's batch, f1, f2).
+def optimizer_step(model: Model, opt, sched, batch: tuple[torch.Tensor, ...], cfg: TrainConfig, step: int,
+                   total: int, prefetch: Callable[[], None] | None = None) -> tuple[torch.Tensor, Views]:
+    """One training iteration on the feed's ``batch`` (x1, x2, *local views), each (B, C, H, W), at 0-based ``step``
+    of ``total``: CutMix if asked, forward, backward, optimizer and lr steps, the predictor hook, the targets'
+    update; returns (loss of this rank's batch, the step's :class:`Views`).
 
     ``prefetch`` (the feed's) is called once the step's device work is queued and before the predictor hook, the
     one part that may wait for the device (DirectPred's eigendecomposition checks its result on the host): the host
     makes the next batch while the device is busy, so that it has the next step to queue as soon as the wait ends.
     """
+    x1, x2, *local = batch
     if x1.is_cuda and x1.dim() == 4:
-        x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
+        x1, x2, *local = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2, *local))
     if model.graph is None and x1.is_cuda and cfg.resolved_cuda_graph("cuda", model.dist.world):
         from .graphed import CapturedStep
 
         opt.zero_grad(set_to_none=True)
         model.graph = CapturedStep(lambda a, b: forward_loss(model, a, b), model.modules().values(), x1, x2)
     if model.graph is not None:  # forward and backward replayed from one CUDA graph; grads land in place
-        loss, f1, f2, z1, z2 = model.graph(x1, x2)
+        out = model.graph(x1, x2)
+        loss, views = out[0], _views(model, out)
     else:
         if cfg.compile in ("reduce-overhead", "max-autotune"):  # CUDA graphs: a new step may reuse their outputs
             torch.compiler.cudagraph_mark_step_begin()
-        loss, f1, f2, z1, z2 = forward_loss(model, x1, x2)
-    observe(model, f1, f2, z1, z2)
+        mix = None
+        if cfg.cutmix > 0:  # one draw per step, seeded by the step: a resumed run mixes the same way
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            both, perm, lam = cutmix(torch.cat([x1, x2], dim=1), cfg.cutmix, g)  # one box and pairing for both
+            mix = (*both.split(x1.shape[1], dim=1), perm, lam)
+        loss, views = forward_views(model, x1, x2, tuple(local), mix)
+    observe(model, views.f1, views.f2, views.z1, views.z2)
     if model.graph is None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -172,7 +212,7 @@ def optimizer_step(model: Model, opt, sched, x1: torch.Tensor, x2: torch.Tensor,
         prefetch()
     model.predictor.after_step(step, model.corr.F.to(x1.device))
     model.target.after_step(model.online, step, total)
-    return loss, f1, f2
+    return loss, views
 
 
 def training_state(model: Model, opt, sched, feed) -> dict:

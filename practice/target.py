@@ -97,6 +97,60 @@ def make_branch(mode: str, online: nn.Module, cfg) -> TargetBranch:
     return {"stop-grad": StopGradient, "online": Online}[mode]()
 
 
+class Targets:
+    """The positive-target branch and the negatives' branch of a run (UniGrad's Table 3: e.g. momentum positives with
+    stop-gradient negatives), with one momentum encoder at most, shared when both are ``ema``.
+
+    Called like a branch, it gives (z1, z2, n1, n2): n1, n2 are None when the method reads no negatives, and the
+    very tensors z1, z2 when both branches are the same. ``network`` / ``forward`` are the momentum encoder's (the
+    checkpoint's ``target``, what ``--compile`` compiles)."""
+
+    def __init__(self, positive: str, negative: str | None, online: nn.Module, cfg) -> None:
+        self.positive = make_branch(positive, online, cfg)
+        if negative is None or negative == positive:
+            self.negative = self.positive if negative is not None else None
+        elif negative == "ema" or positive == "ema":
+            ema = self.positive if positive == "ema" else make_branch("ema", online, cfg)
+            self.negative = ema if negative == "ema" else make_branch(negative, online, cfg)
+            self.positive = ema if positive == "ema" else self.positive
+        else:
+            self.negative = make_branch(negative, online, cfg)
+        self.branches = [b for b in dict.fromkeys((self.positive, self.negative)) if b is not None]
+        self.mode = positive
+
+    @property
+    def ema(self) -> MomentumEncoder | None:
+        return next((b for b in self.branches if isinstance(b, MomentumEncoder)), None)
+
+    @property
+    def network(self) -> nn.Module | None:
+        return self.ema.network if self.ema is not None else None
+
+    @property
+    def forward(self) -> nn.Module | None:
+        return self.ema.forward if self.ema is not None else None
+
+    @forward.setter
+    def forward(self, module: nn.Module) -> None:
+        self.ema.forward = module
+
+    def __call__(self, x1, x2, f1, f2):
+        z1, z2 = self.positive(x1, x2, f1, f2)
+        if self.negative is None:
+            return z1, z2, None, None
+        if self.negative is self.positive:
+            return z1, z2, z1, z2
+        n1, n2 = self.negative(x1, x2, f1, f2)
+        return z1, z2, n1, n2
+
+    def after_step(self, online: nn.Module, step: int, total: int) -> None:
+        for b in self.branches:
+            b.after_step(online, step, total)
+
+    def record(self, step: int, total: int) -> dict:
+        return {k: v for b in self.branches for k, v in b.record(step, total).items()}
+
+
 def make_target(online: nn.Module) -> nn.Module:
     """An exact copy of the online encoder that gradients never reach."""
     target = copy.deepcopy(online)

@@ -139,14 +139,14 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
 
     try:
         while step < total:
-            for x1, x2 in feed.epoch(*schedule.locate(step)):
+            for batch in feed.epoch(*schedule.locate(step)):
                 try:
-                    loss, f1, f2 = optimizer_step(model, opt, sched, x1, x2, cfg, step, total, feed.prefetch)
+                    loss, views = optimizer_step(model, opt, sched, batch, cfg, step, total, feed.prefetch)
                 except torch.linalg.LinAlgError:  # a predictor's eigh / solve on a non-finite F̂
                     _check_finite([torch.tensor(float("nan"))], step + 1, folder)
                 step += 1
                 losses.append(model.reduce(loss.detach()) / d.world)
-                n_images += x1.shape[0] * d.world
+                n_images += batch[0].shape[0] * d.world
                 measure_due = step % cfg.measure_every == 0 or step == total
                 epochs_done, end_of_epoch = schedule.locate(step)[0], schedule.ends_epoch(step)
                 every = cfg.checkpoint_every
@@ -155,9 +155,9 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
                     _check_finite(losses[-check_every:], step, folder)
                 if measure_due:
                     mean_loss = torch.stack(losses).double().mean()
-                    live.submit(model, f1, mean_loss, {"step": step, "epoch": schedule.epoch_float(step),
-                                                       "lr": opt.param_groups[0]["lr"],
-                                                       **model.target.record(step, total)}, f2)
+                    live.submit(model, views, mean_loss, {"step": step, "epoch": schedule.epoch_float(step),
+                                                          "lr": opt.param_groups[0]["lr"],
+                                                          **model.target.record(step, total)})
                     losses = []
                 warning = drain(wait=save_due)
                 knn_due = end_of_epoch and cfg.knn_every and epochs_done % cfg.knn_every == 0

@@ -27,9 +27,9 @@ class SquaredDistance(nn.Module):
         super().__init__()
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))
 
-    def forward(self, p1, p2, z1, z2):
+    def forward(self, v):
         self.seen += 1
-        return (p1 - z2).pow(2).sum(1).mean() + (p2 - z1).pow(2).sum(1).mean()
+        return (v.p1 - v.z2).pow(2).sum(1).mean() + (v.p2 - v.z1).pow(2).sum(1).mean()
 
 
 class FirstHalf(Schedule):

@@ -10,6 +10,7 @@ from torch.utils.data import TensorDataset
 from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.distributed import Dist
 from ssltheory.practice.live import LiveMeasurer
+from ssltheory.practice.objectives import Views
 from ssltheory.practice.step import build_model, optimizer_step
 from ssltheory.theory.params import ConfigError
 
@@ -33,7 +34,7 @@ def test_background_measurements_equal_inline_ones_in_step_order():
     try:
         for step in (1, 2):
             for live in (inline, background):
-                live.submit(model, f1, loss, {"step": step})
+                live.submit(model, Views.of(f1), loss, {"step": step})
             with torch.no_grad():
                 model.predictor.linear.weight.mul_(0.5)
         a, b = inline.ready(), background.ready(wait=True)
@@ -96,7 +97,7 @@ def test_cuda_graph_step_follows_the_eager_trajectory():
         from ssltheory.practice.optim import make_optimizer
 
         opt = make_optimizer(cfg, model.online, model.predictor)
-        losses = [float(optimizer_step(model, opt, None, a, b, cfg, k, 6)[0].detach()) for k, (a, b) in enumerate(x)]
+        losses = [float(optimizer_step(model, opt, None, (a, b), cfg, k, 6)[0].detach()) for k, (a, b) in enumerate(x)]
         out.append((losses, torch.cat([p.detach().flatten() for p in model.online.parameters()])))
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-5)
     assert torch.allclose(out[0][1], out[1][1], rtol=1e-4, atol=1e-6)
@@ -151,7 +152,7 @@ def test_the_next_batch_is_made_before_directpred_waits_for_the_device():
     hook = model.predictor.after_step
     model.predictor.after_step = lambda step, F: (seen.append(feed._ahead is not _NOT_MADE), hook(step, F))
     for step, (x1, x2) in enumerate(feed.epoch(0, 0)):
-        optimizer_step(model, opt, None, x1, x2, cfg, step, 6, feed.prefetch)
+        optimizer_step(model, opt, None, (x1, x2), cfg, step, 6, feed.prefetch)
     assert seen == [True] * 6
 
 
@@ -166,7 +167,7 @@ def test_newton_schulz_directpred_trains_like_the_eigendecomposition():
         model = build_model(cfg, 1, torch.device("cpu"))
         assert model.predictor.solver == solver
         opt = make_optimizer(cfg, model.online, model.predictor)
-        losses = [float(optimizer_step(model, opt, None, a, b, cfg, k, 6)[0].detach()) for k, (a, b) in enumerate(x)]
+        losses = [float(optimizer_step(model, opt, None, (a, b), cfg, k, 6)[0].detach()) for k, (a, b) in enumerate(x)]
         out.append((losses, model.predictor.W_p().detach().clone()))
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-6)
     assert torch.allclose(out[0][1], out[1][1], atol=1e-6)

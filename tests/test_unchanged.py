@@ -52,7 +52,8 @@ def test_simulate_reproduces_the_recorded_run(name, baseline, tmp_path):
 SUMMARY_ADDED = {"diverged", "diverged_by_t", "outcome", "theorem1_integrator", "theorem1_note"}
 
 
-ADDED = {"positive_cosine", "probe_n", "feature_dim", "auc_normalisation", "collapse_alarm"}
+ADDED = {"positive_cosine", "probe_n", "feature_dim", "auc_normalisation", "collapse_alarm", "negative_cosine",
+         "decorrelation"}
 """Keys a measurement record has gained since the recording (the reliability issue's collapse signals)."""
 REPLACED = {"warning"}
 """Keys whose meaning changed on purpose: the collapse warning of a rising AUC became :class:`CollapseWatch`'s."""

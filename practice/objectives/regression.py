@@ -1,17 +1,15 @@
-"""Objectives: what a method minimises, from the online predictions p and the targets z of both views.
+"""BYOL's and SimSiam's objective: each view's prediction regresses the other view's target.
 
-Each objective is a small :class:`torch.nn.Module` whose ``forward(p1, p2, z1, z2)`` returns the loss of the batch
-(p, z: (B, d); z is used as the target branch made it: detached under stop-gradient or from a momentum encoder).
-State an objective keeps across steps (a running F, a bank of keys) lives in its buffers, so it is checkpointed with
-the run. The losses themselves are pure functions below. The UniGrad family (MoCo/SimCLR, Barlow Twins, VICReg,
-UniGrad) lands here as one function and one module each.
+The losses are pure functions of p (the online predictions) and z (the targets, used as the target branch made
+them: detached under stop-gradient or from a momentum encoder), p, z: (B, d).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from .base import Objective, Views
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -36,7 +34,7 @@ def symmetric_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: tor
     return negative_cosine(p1, z2) + negative_cosine(p2, z1)
 
 
-class Regression(nn.Module):
+class Regression(Objective):
     """BYOL's and SimSiam's objective: each view's prediction regresses the other view's target
     (:func:`symmetric_loss`; ``kind`` cosine for networks, l2 for the theory's linear model). No state."""
 
@@ -44,5 +42,5 @@ class Regression(nn.Module):
         super().__init__()
         self.kind = kind
 
-    def forward(self, p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return symmetric_loss(p1, p2, z1, z2, self.kind)
+    def forward(self, v: Views) -> torch.Tensor:
+        return symmetric_loss(v.p1, v.p2, v.z1, v.z2, self.kind)
