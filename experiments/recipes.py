@@ -77,6 +77,9 @@ class Recipe:
     paper_numbers: str
     cells: dict[str, dict | TheoryCell] = field(default_factory=dict)
     paper_base: dict | None = None  # training at paper scale on another dataset (ImageNet)
+    paper: dict[str, float] = field(default_factory=dict)  # the paper's number per cell (results.csv's "paper")
+    smoke_base: dict | None = None  # settings every smoke cell shares besides SMOKE_TRAIN
+    smoke: dict[str, dict] = field(default_factory=dict)  # per-cell settings that differ at smoke scale
 
     @property
     def training(self) -> bool:
@@ -84,9 +87,11 @@ class Recipe:
 
     def configs(self, scale: str, max_steps: int = 0) -> dict[str, TrainConfig]:
         """``{cell: TrainConfig}`` of a training recipe at ``scale`` (smoke | paper), capped at ``max_steps``."""
-        base = SMOKE_TRAIN if scale == "smoke" else (self.paper_base or PAPER_TRAIN)
+        smoke = scale == "smoke"
+        base = {**SMOKE_TRAIN, **(self.smoke_base or {})} if smoke else (self.paper_base or PAPER_TRAIN)
         cap = {"max_steps": max_steps} if max_steps else {}
-        return {k: TrainConfig.from_settings({**base, **v, **cap}) for k, v in self.cells.items()}
+        return {k: TrainConfig.from_settings({**base, **v, **(self.smoke.get(k, {}) if smoke else {}), **cap})
+                for k, v in self.cells.items()}
 
 
 def _grid(**cells: str) -> dict[str, dict]:
@@ -172,3 +177,97 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            paper_base={"dataset": "imagenet", "data_dir": "data/imagenet", "backbone": "resnet50", "epochs": 60,
                        "device": "cuda", "workers": 16}),
 ]}
+
+
+# UniGrad (Tao et al. 2022; unigrad.md). Paper scale is A4's 100-epoch ImageNet ResNet-50 recipe: global batch 1024,
+# SGD lr 0.05 x 1024/256, wd 1e-4, 5 warm-up epochs then cosine to min-lr 1e-3, momentum encoder 0.996 -> 1 per
+# iteration (cosine), the 3-layer 2048 projector. Smoke scale: digits as the DirectPred recipes (batch 64, 10 epochs,
+# 200 steps), the same 3-layer projector at width 256, gamma_a 0.99 (0.996 hardly moves the target in 200 steps) and
+# every balance factor scaled by d / 2048 = 1/8, which keeps lambda / d, the size of lambda F u for spread features
+# (trace F = 1), at the paper's value.
+UNIGRAD_PAPER = {"dataset": "imagenet", "data_dir": "data/imagenet", "backbone": "resnet50", "epochs": 100,
+                 "batch_size": 1024, "lr": 0.05, "lr_scale": "linear", "weight_decay": 1e-4, "lr_schedule": "cosine",
+                 "warmup_epochs": 5, "min_lr": 1e-3, "ema_schedule": "cosine", "projector": "unigrad",
+                 "proj_layers": 3, "proj_hidden": 2048, "proj_dim": 2048, "device": "cuda", "workers": 16}
+UNIGRAD_SMOKE = {"projector": "unigrad", "proj_layers": 3, "proj_hidden": 256, "proj_dim": 256, "gamma_a": 0.99,
+                 "lr_schedule": "cosine", "warmup_epochs": 1, "min_lr": 1e-3, "lr": 0.05, "queue_size": 1024,
+                 "probe_size": 1024}
+SMOKE_LAMBDA = 256 / 2048
+"""The smoke projector's width over the paper's: balance factors are scaled by it."""
+
+
+def _scaled(**lams: float) -> dict[str, dict]:
+    """Smoke overrides ``{cell: {"lam": paper lambda x SMOKE_LAMBDA}}``."""
+    return {cell: {"lam": lam * SMOKE_LAMBDA} for cell, lam in lams.items()}
+
+
+TABLE2 = _grid(a="--method moco --form gradient", b="--method simclr --form gradient",
+               c="--method byol --predictor mlp", d="--method byol --form gradient", e="--method unigrad",
+               f="--method barlowtwins --form gradient", g="--method barlowtwins --form unified --norm bn",
+               h="--method barlowtwins --form unified --norm l2", i="--method vicreg --form gradient",
+               j="--method vicreg --form unified")
+TARGETS = {"sg-sg": "--positive-target stop-grad --negative-target stop-grad",
+           "m-m": "--positive-target ema --negative-target ema",
+           "m-sg": "--positive-target ema --negative-target stop-grad"}
+TABLE3_PAPER = {"b": (67.6, 70.0, 70.1), "e": (67.9, 70.2, 70.3), "j": (67.6, 69.8, 69.8)}
+ALL_METHODS = {"moco": "--form gradient", "simclr": "--form gradient", "byol": "--form gradient",
+               "simsiam": "--predictor mlp", "barlowtwins": "--form unified", "vicreg": "--form unified", "unigrad": ""}
+"""Each method as UniGrad's README re-implements it: its gradient form (b, d, h, j of Table 2; SimSiam has none
+released: its own loss with the 2-layer predictor)."""
+ORIGINAL = {"moco": 67.4, "simclr": 62.7, "byol": 66.5, "simsiam": 68.1, "barlowtwins": 68.7, "vicreg": 68.6}
+BRANCH = {"stop-grad": "--positive-target stop-grad", "ema": "--positive-target ema"}
+"""Both targets from one branch: the negatives follow the positive target (--negative-target auto)."""
+
+RECIPES.update({r.name: r for r in [
+    Recipe("unigrad-table2", "every gradient form of Table 2 with a momentum encoder: (a) MoCo, (b) SimCLR, (c) BYOL, "
+           "(d) BYOL with DirectPred's W_p (adaptive balance), (e) UniGrad, (f)-(h) Barlow Twins, (i)-(j) VICReg",
+           "a 70.0, b 70.0, c 70.3, d 70.2, e 70.3, f 69.0, g 69.7, h 70.0, i 70.0, j 69.8 (ImageNet R50 100 ep)",
+           TABLE2, paper_base=UNIGRAD_PAPER, smoke_base=UNIGRAD_SMOKE,
+           paper={"a": 70.0, "b": 70.0, "c": 70.3, "d": 70.2, "e": 70.3, "f": 69.0, "g": 69.7, "h": 70.0, "i": 70.0,
+                  "j": 69.8},
+           smoke=_scaled(e=100, h=50, j=25)),
+    Recipe("unigrad-table3", "where the positive and the negative gradients come from (stop-gradient or momentum "
+           "encoder), for the unified forms (b) contrastive, (e) asymmetric, (j) decorrelation",
+           "sg/sg 67.6 67.9 67.6; m/m 70.0 70.2 69.8; m/sg 70.1 70.3 69.8: the momentum positive is the whole gain",
+           {f"{row}-{t}": {**TABLE2[row], **_grid(x=TARGETS[t])["x"]} for row in ("b", "e", "j") for t in TARGETS},
+           paper_base=UNIGRAD_PAPER, smoke_base=UNIGRAD_SMOKE,
+           paper={f"{row}-{t}": TABLE3_PAPER[row][k] for row in TABLE3_PAPER for k, t in enumerate(TARGETS)},
+           smoke={**{f"e-{t}": {"lam": 100 * SMOKE_LAMBDA} for t in TARGETS},
+                  **{f"j-{t}": {"lam": 25 * SMOKE_LAMBDA} for t in TARGETS}}),
+    Recipe("unigrad-table4", "UniGrad with CutMix and multi-crop (2 global views at scale (0.14, 1), 6 local 96 px "
+           "views at (0.05, 0.14); smoke: 2 local 6 px views of the 8 px digits)",
+           "UniGrad 70.3, + CutMix 71.2, + multi-crop 71.7, + both 72.3 (100 ep)",
+           _grid(unigrad="--method unigrad", cutmix="--method unigrad --cutmix 1",
+                 multicrop="--method unigrad --multi-crop 6x96", both="--method unigrad --cutmix 1 --multi-crop 6x96"),
+           paper_base=UNIGRAD_PAPER, smoke_base=UNIGRAD_SMOKE,
+           paper={"unigrad": 70.3, "cutmix": 71.2, "multicrop": 71.7, "both": 72.3},
+           smoke={cell: {"lam": 100 * SMOKE_LAMBDA, **({"multi_crop": "2x6"} if "crop" in cell or cell == "both"
+                                                       else {})}
+                  for cell in ("unigrad", "cutmix", "multicrop", "both")}),
+    Recipe("unigrad-table9-10", "UniGrad's projector: depth 1-5 at width 2048 (Table 9) and width 1024-16384 at depth "
+           "3 (Table 10; hidden = output); smoke: widths / 8",
+           "depth 1 60.7, 2 65.2, 3 70.3, 4 70.0, 5 69.8; width 1024 68.3, 2048 70.3, 4096 70.5, 8192 70.9, "
+           "16384 71.2",
+           {**{f"depth{k}": {"method": "unigrad", "proj_layers": k} for k in (1, 2, 3, 4, 5)},
+            **{f"width{w}": {"method": "unigrad", "proj_hidden": w, "proj_dim": w}
+               for w in (1024, 4096, 8192, 16384)}},
+           paper_base=UNIGRAD_PAPER, smoke_base=UNIGRAD_SMOKE,
+           paper={"depth1": 60.7, "depth2": 65.2, "depth3": 70.3, "depth4": 70.0, "depth5": 69.8, "width1024": 68.3,
+                  "width4096": 70.5, "width8192": 70.9, "width16384": 71.2},
+           smoke={**{f"depth{k}": {"lam": 100 * SMOKE_LAMBDA} for k in (1, 2, 3, 4, 5)},
+                  **{f"width{w}": {"proj_hidden": w // 8, "proj_dim": w // 8, "lam": 100 * w / 2048 / 8}
+                     for w in (1024, 4096, 8192, 16384)}}),
+    Recipe("unigrad-methods", "every method in its gradient form, its targets from the online network under "
+           "stop-gradient or from a momentum encoder (UniGrad's README table: w/o and w/ momentum encoder)",
+           "w/o momentum 67.6-67.9 for every method, w/ momentum 69.8-70.3 (gradient re-implementations); "
+           "original papers: MoCo 67.4, SimCLR 62.7, BYOL 66.5, SimSiam 68.1, Barlow Twins 68.7, VICReg 68.6",
+           {f"{m}-{b}": _grid(x=f"--method {m} {extra} {BRANCH[b]}")["x"] for m, extra in ALL_METHODS.items()
+            for b in BRANCH},
+           paper_base=UNIGRAD_PAPER, smoke_base=UNIGRAD_SMOKE,
+           paper={"moco-stop-grad": 67.6, "moco-ema": 70.0, "simclr-stop-grad": 67.6, "simclr-ema": 70.0,
+                  "byol-stop-grad": 67.9, "byol-ema": 70.2, "simsiam-stop-grad": 67.9, "simsiam-ema": 70.2,
+                  "barlowtwins-stop-grad": 67.6, "barlowtwins-ema": 70.0, "vicreg-stop-grad": 67.6,
+                  "vicreg-ema": 69.8, "unigrad-ema": 70.3},
+           smoke={f"{m}-{b}": {"lam": lam * SMOKE_LAMBDA} for m, lam in (("unigrad", 100), ("barlowtwins", 50),
+                                                                          ("vicreg", 25)) for b in BRANCH}),
+]})

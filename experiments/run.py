@@ -20,7 +20,8 @@ from ssltheory.theory.params import ConfigError, check_choice
 from .recipes import RECIPES, SCALES, Recipe
 
 SUMMARY_KEYS = ("knn_acc_init", "knn_acc_final", "feature_std_x_sqrt_d", "auc", "mean_alignment_top_modes",
-                "asymmetry_top", "steps")
+                "asymmetry_top", "positive_cosine", "negative_cosine", "decorrelation", "balance_ratio",
+                "adaptive_balance", "grad_cosine", "steps")
 Trainer = Callable[[TrainConfig, Path, bool, bool], dict]
 """(config, run folder, resume, force) -> summary: how a training cell is run (the library's train, or the CLI's
 with a progress bar)."""
@@ -68,7 +69,7 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, tra
     for cell, spec in recipe.cells.items():
         cell_out = out / cell
         if cell in configs:
-            row = {"cell": cell, "command": command_line(configs[cell], cell_out)}
+            row = {"cell": cell, "paper": recipe.paper.get(cell), "command": command_line(configs[cell], cell_out)}
             if announce:
                 announce(row["command"])
             summary = run_cell(configs[cell], cell_out, trainer, force)
@@ -112,7 +113,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     import io
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["cell", *SUMMARY_KEYS], extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=["cell", "paper", *SUMMARY_KEYS], extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
     write_atomic(path, buf.getvalue().encode())

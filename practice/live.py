@@ -32,8 +32,17 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .distributed import Dist, all_gather_rows
-from .measure import (AUC_NORMALISATION, collapse_auc, decorrelation, linear_modes, method_metrics, negative_cosine,
-                      normalized_std, positive_cosine, predictor_metrics)
+from .measure import (
+    AUC_NORMALISATION,
+    collapse_auc,
+    decorrelation,
+    linear_modes,
+    method_metrics,
+    negative_cosine,
+    normalized_std,
+    positive_cosine,
+    predictor_metrics,
+)
 from .objectives import Views
 
 

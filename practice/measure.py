@@ -238,7 +238,8 @@ def linear_modes(W: torch.Tensor, W_p: torch.Tensor | None, W_a: torch.Tensor | 
 
 
 SUMMARY_KEYS = ("loss", "auc", "k_eq", "auc_projector", "feature_std", "feature_std_x_sqrt_d", "asymmetry",
-                "asymmetry_top")
+                "asymmetry_top", "positive_cosine", "negative_cosine", "decorrelation", "balance_ratio",
+                "adaptive_balance", "grad_cosine")
 """What the summary takes from a run's last measurement."""
 
 

@@ -31,16 +31,160 @@ def _note(ax, text: str, color: str = "0.3") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=9, color=color, wrap=True)
 
 
+METHOD_PANELS = {
+    "pair_similarity": ("negative_cosine",),
+    "decorrelation": ("decorrelation",),
+    "s_method": ("s_method",),
+    "balance": ("balance_ratio", "adaptive_balance"),
+    "grad_cosine": ("grad_cosine",),
+}
+"""The third row of :func:`run_figure` (UniGrad's Fig. 2 and 3): each panel's name in ``fig.panels`` and the record
+keys that add it (any one of them in any measurement). ``positive_cosine`` alone adds none: runs from before the
+UniGrad methods have it, and their figure stays as it was."""
+
+METHOD_KEYS = ("negative_cosine", "decorrelation", "s_method", "balance_ratio", "adaptive_balance", "grad_cosine")
+"""The measurement keys of the UniGrad methods' quantities (see :data:`METHOD_PANELS`)."""
+
+METHOD_MODES = 8
+"""How many of the method's F's top eigenvalues the "method's F spectrum" panel draws."""
+
+
+def method_panels(records: list[dict]) -> list[str]:
+    """The names of the third-row panels (:data:`METHOD_PANELS`) that ``records`` have data for, in order."""
+    meas = [r for r in records if "auc" in r or "s" in r]
+    return [name for name, keys in METHOD_PANELS.items()
+            if any(r.get(k) is not None for r in meas for k in keys)]
+
+
+def _layout(extra: int):
+    """The figure and its axes: the 2 x 4 grid of every run (tight layout), and (``extra`` > 0) a third row of
+    ``extra`` panels of the same width (narrower when there are five) in a subfigure below (constrained layout, which
+    keeps the rows apart where tight layout cannot place panels of two widths)."""
+    if not extra:
+        fig, ax = plt.subplots(2, 4, figsize=(21, 8.8))
+        return fig, ax, []
+    fig = plt.figure(figsize=(21, 13.2), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=(2, 1))
+    ax = top.subplots(2, 4)
+    row = list(bottom.subplots(1, max(4, extra)))
+    for a in row[extra:]:
+        a.remove()
+    return fig, ax, row[:extra]
+
+
+def _column(meas: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, values) of the measurements that have ``key`` (a number each)."""
+    have = [r for r in meas if r.get(key) is not None]
+    return np.array([r["epoch"] for r in have], float), np.array([r[key] for r in have], float)
+
+
+def _draw_method_panels(axes: list, names: list[str], meas: list[dict], panels: dict) -> None:
+    """Draw the third row (:data:`METHOD_PANELS`) on ``axes``, one per name; what each drew goes into ``panels``:
+    {"x": epochs, "y": values} of the measurements that have the key (``x`` and ``y`` dicts by record key where a
+    panel has several series; "s_method": ``y`` (n, k) and its "reference", F̂'s s_1 / tr F̂)."""
+    for a, name in zip(axes, names, strict=True):
+        few = sum(any(r.get(k) is not None for k in METHOD_PANELS[name]) for r in meas) <= 30
+        if name == "pair_similarity":
+            a.set_title("pair similarity: mean cos of the outputs (1 = collapsed)", fontsize=10)
+            x, y = {}, {}
+            for key, label, color in (("positive_cosine", "positive pairs (two views of an image)", "tab:blue"),
+                                      ("negative_cosine", "negative pairs (different images)", "tab:red")):
+                x[key], y[key] = _column(meas, key)
+                if len(x[key]):
+                    _series(a, x[key], y[key], few, color=color, label=label)
+            low = min([0.0] + [float(np.nanmin(v)) for v in y.values() if np.isfinite(v).any()])
+            a.set_ylim(min(-0.05, low - 0.05), 1.05)
+            a.axhline(0.0, color="0.6", lw=0.6)
+            a.legend(fontsize=8, loc="best")
+            panels[name] = {"x": x, "y": y}
+        elif name == "decorrelation":
+            a.set_title("decorrelation: mean |off-diagonal corr.| (0 = decorrelated)", fontsize=10)
+            x, y = _column(meas, "decorrelation")
+            _series(a, x, y, few, color="tab:purple")
+            a.set_ylim(bottom=0.0)
+            panels[name] = {"x": x, "y": y}
+        elif name == "s_method":
+            _draw_s_method(a, meas, few, panels)
+        elif name == "balance":
+            adaptive = any(r.get("adaptive_balance") is not None for r in meas)
+            a.set_title(r"balance: $\|\lambda G_{neg}\| / \|u_2\|$" + (r", adaptive $\lambda$ (right)" if adaptive
+                                                                       else ""), fontsize=10)
+            x, y, handles = {}, {}, []
+            for key, label, color, axis in (
+                    ("balance_ratio", r"balance ratio $\|\lambda G_{neg}\| / \|u_2\|$", "tab:blue", a),
+                    ("adaptive_balance", r"adaptive $\lambda$: mean $\lambda_i$ (DirectPred gradient)", "tab:orange",
+                     None)):
+                xs, ys = _column(meas, key)
+                if not len(xs):
+                    continue
+                if axis is None:
+                    axis = a.twinx()
+                    axis.set_ylabel(r"mean $\lambda_i$")
+                handles += _series(axis, xs, ys, few, color=color, ls="-" if axis is a else "--", label=label)
+                x[key], y[key] = xs, ys
+            if "balance_ratio" in y:
+                a.axhline(1.0, color="0.6", lw=0.6, ls=":")
+                a.set_ylabel("balance ratio")
+            a.legend(handles=handles, fontsize=8, loc="best")
+            panels[name] = {"x": x, "y": y}
+        elif name == "grad_cosine":
+            a.set_title("simplified vs exact gradient: mean cos", fontsize=10)
+            x, y = _column(meas, "grad_cosine")
+            _series(a, x, y, few, color="tab:green")
+            a.axhline(0.0, color="0.6", lw=0.6)
+            a.set_ylim(-1.05, 1.05)
+            panels[name] = {"x": x, "y": y, "ylim": (-1.05, 1.05)}
+        a.set_xlabel("epoch")
+
+
+def _draw_s_method(a, meas: list[dict], few: bool, panels: dict) -> None:
+    """The "method's F spectrum" panel: the top :data:`METHOD_MODES` eigenvalues of the method's F (log; those
+    <= 0 are not drawn, and a note says so) and, for reference, F̂'s s_1 / tr F̂ (the same scale: the method's F has
+    trace 1 under l2 normalisation)."""
+    have = [r for r in meas if r.get("s_method") is not None]
+    x = np.array([r["epoch"] for r in have], float)
+    k = min(METHOD_MODES, max(len(r["s_method"]) for r in have))
+    y = np.full((len(have), k), np.nan)
+    for i, r in enumerate(have):
+        top = np.asarray(r["s_method"], float)[:k]
+        y[i, :len(top)] = top
+    a.set_title(f"method's F spectrum: top {k} eigenvalues (log)", fontsize=10)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, k))
+    for j in range(k):
+        _series(a, x, np.where(y[:, j] > 0, y[:, j], np.nan), few, color=colors[j], lw=0.9,
+                label="method's F, $s_1$ ... $s_k$" if j == 0 else None)
+    panels["s_method"] = {"x": x, "y": y}
+    ref = [r for r in have if r.get("s")]
+    if ref:
+        share = np.array([r["s"][0] / sum(r["s"]) if sum(r["s"]) > 0 else np.nan for r in ref], float)
+        xr = np.array([r["epoch"] for r in ref], float)
+        _series(a, xr, share, few, color="k", ls="--", lw=0.9, label=r"$\hat F$: $s_1 / \mathrm{tr}\,\hat F$")
+        panels["s_method"]["reference"] = {"x": xr, "y": share}
+    a.set_yscale("log")
+    a.legend(fontsize=8, loc="best")
+    if np.any(y <= 0):
+        note = "eigenvalues <= 0 are not drawn (log scale)"
+        a.text(0.5, 0.04, note, ha="center", transform=a.transAxes, fontsize=8, color="0.3")
+        panels["s_method"]["note"] = note
+
+
 def run_figure(records: list[dict], title: str = "", predictor: str | None = None) -> Figure:
     """2 x 4 panels of a run's metrics records: log s_j of F̂; eigenvalues of sym(W_p); alignment and asymmetry of
     W_p on F̂'s leading modes; the collapse AUC with k_eq; the collapse signals (feature std x sqrt(d), positive-pair
     cosine, s_2/s_1 of F̂) with the collapse warnings; kNN accuracy; the loss.
 
+    When the records have the UniGrad methods' quantities (:data:`METHOD_KEYS`), a third row (UniGrad's Fig. 2 and
+    3) shows those it has, in this order: "pair similarity" (positive- and negative-pair cosine), "decorrelation",
+    "method's F spectrum" (its top eigenvalues, log, with F̂'s s_1 / tr F̂), "balance" (balance ratio, adaptive
+    lambda) and "simplified vs exact gradient" (grad_cosine); see :data:`METHOD_PANELS`. Records without them get
+    the 2 x 4 figure only.
+
     ``predictor``: the run's (``none`` has no W_p to show). What each panel drew (or why not) is kept in
     ``fig.panels`` ({name: {"x", "y", "note", "ylim"}}) for tests and readers."""
     meas = [r for r in records if "s" in r]
     knn = [r for r in records if "knn_acc" in r]
-    fig, ax = plt.subplots(2, 4, figsize=(21, 8.8))
+    extra = method_panels(records)
+    fig, ax, ax_method = _layout(len(extra))
     panels: dict[str, dict] = {}
     few = len(meas) <= 30
     t = np.array([r["epoch"] for r in meas], float)
@@ -145,8 +289,11 @@ def run_figure(records: list[dict], title: str = "", predictor: str | None = Non
         _series(a, t, [r["loss"] for r in meas], few, color="k", lw=0.9)
     for a in ax.ravel():
         a.set_xlabel("epoch")
+    if extra:
+        _draw_method_panels(ax_method, extra, [r for r in records if "auc" in r or "s" in r], panels)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    if not extra:
+        fig.tight_layout()
     fig.panels = panels
     return fig
 

@@ -1,4 +1,5 @@
-"""One self-contained HTML page per run: settings, every figure (embedded), the theory beside it, final numbers."""
+"""One self-contained HTML page per run: settings, every figure (embedded), the method's quantities (UniGrad's
+Fig. 2 and 3), the theory beside it, final numbers."""
 
 from __future__ import annotations
 
@@ -40,6 +41,42 @@ def _fmt(v) -> str:
     return str(v)
 
 
+METHOD_ROWS = {
+    "positive_cosine": "pair similarity: mean cos of the two views' outputs",
+    "negative_cosine": "pair similarity: mean cos between different images' outputs",
+    "decorrelation": "mean |off-diagonal| of the correlation matrix of the l2-normalised outputs",
+    "s_method": "method's F spectrum: its top eigenvalues (trace 1 under l2 normalisation)",
+    "balance_ratio": "balance: mean ||lambda G_neg|| / ||u2||",
+    "adaptive_balance": "balance: mean per-sample lambda_i of BYOL-DirectPred's gradient form",
+    "grad_cosine": "simplified vs exact gradient: mean cosine",
+}
+"""The rows of the report's table of the method's quantities (UniGrad's Fig. 2 and 3), by record key."""
+
+
+def method_table(records: list[dict]) -> str:
+    """The HTML table of the last measurement's method quantities (:data:`METHOD_ROWS`: key, value, what it is),
+    or "" when the run has none of the UniGrad methods' keys (:data:`.plots.METHOD_KEYS`; a run from before them)."""
+    from .plots import METHOD_KEYS, METHOD_MODES
+
+    meas = [r for r in records if "auc" in r]
+    if not meas or not any(r.get(k) is not None for r in meas for k in METHOD_KEYS):
+        return ""
+    last = meas[-1]
+    rows = []
+    for key, what in METHOD_ROWS.items():
+        v = last.get(key)
+        if v is None:
+            continue
+        if key == "s_method":
+            what = f"{what}, top {min(METHOD_MODES, len(v))} of {len(v)}"
+            v = "[" + ", ".join(f"{float(x):.4g}" for x in v[:METHOD_MODES]) + "]"
+        rows.append(f"<tr><th>{html.escape(key)}</th><td>{html.escape(_fmt(v))}</td>"
+                    f"<td>{html.escape(what)}</td></tr>")
+    where = f"step {last.get('step')}, epoch {_fmt(last.get('epoch'))}"
+    return (f"<h2>the method's quantities (last measurement: {html.escape(where)})</h2>"
+            f"<p>over the run: the third row of {FIGURE}</p><table>{''.join(rows)}</table>")
+
+
 def build_report(run_dir: Path, n_modes: int = 8) -> str:
     """The HTML text of ``run_dir``'s report. The compare section says why when the theory cannot be applied."""
     from .compare import compare_run, to_json
@@ -55,6 +92,10 @@ def build_report(run_dir: Path, n_modes: int = 8) -> str:
     probe = run_dir / "probe.json"
     if probe.exists():
         parts.append(_table(json.loads(probe.read_text()), "linear probe (last epoch)"))
+    try:
+        parts.append(method_table(RunDir(run_dir).records()))
+    except ConfigError as e:  # no metrics.jsonl, or a damaged line in it: the compare section says so too
+        parts.append(f"<p>no table of the method's quantities: {html.escape(str(e))}</p>")
     pngs = sorted(run_dir.glob("*.png"))
     if not (run_dir / FIGURE).exists():
         parts.append(f"<p>no {FIGURE}: the run has not finished (training writes it at its end)</p>")

@@ -27,10 +27,10 @@ from .config import TrainConfig
 from .distributed import Dist, all_gather_rows, all_reduce_sum, global_batchnorm
 from .measure import RunningCorrelation
 from .methods import METHODS
-from .models import Encoder, backbone, projector
-from .predictors import IdentityPredictor, Predictor, build_predictor
 from .mixing import cutmix
+from .models import Encoder, backbone, projector
 from .objectives import Views
+from .predictors import IdentityPredictor, Predictor, build_predictor
 from .target import Targets
 
 
