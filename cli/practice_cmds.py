@@ -46,7 +46,10 @@ def _train(ctx: typer.Context, dataset: str | None, config: Path | None, resume:
         raise ConfigError("DATASET is missing: expected one of digits, stl10, cifar10, imagenet, folder, synthetic "
                           "(or --config FILE, or --resume RUN_DIR)")
     cfg = TrainConfig.from_settings(settings)
-    run_dir = out or Path("runs") / f"{cfg.dataset}-{cfg.method}-{cfg.predictor}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from ssltheory.practice.methods import METHODS
+
+    variant = cfg.predictor if METHODS[cfg.method].predictor(cfg) else cfg.resolved_form
+    run_dir = out or Path("runs") / f"{cfg.dataset}-{cfg.method}-{variant}-{time.strftime('%Y%m%d-%H%M%S')}"
     run(cfg, run_dir, force=force)
 
 
@@ -85,7 +88,8 @@ def _train_signature() -> inspect.Signature:
 
 def _make_train():
     def train(ctx: typer.Context, **kwargs) -> None:
-        """Train BYOL or SimSiam with the theory's knobs, measuring F̂, W_p, alignment and collapse as it goes.
+        """Train a Siamese method (BYOL, SimSiam, MoCo, SimCLR, Barlow Twins, VICReg, UniGrad; loss or gradient form)
+        with the theory's knobs, measuring F̂, W_p, alignment, the method's F and balance, and collapse as it goes.
         Every setting is a flag; --config FILE reads them from a file and flags override it."""
         _train(ctx, kwargs.pop("dataset"), kwargs.pop("config"), kwargs.pop("resume"), kwargs.pop("force"),
                kwargs.pop("out"), **kwargs)
@@ -109,7 +113,10 @@ def run(cfg, run_dir: Path, resume: bool = False, force: bool = False) -> dict:
                    TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} img/s"),
                    TextColumn("kNN {task.fields[knn]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                    console=err_console)
-    task = bar.add_task(f"{cfg.dataset} {cfg.method} {cfg.predictor}", total=None, loss="-", rate="-", knn="-")
+    from ssltheory.practice.methods import METHODS
+
+    variant = cfg.predictor if METHODS[cfg.method].predictor(cfg) else cfg.resolved_form
+    task = bar.add_task(f"{cfg.dataset} {cfg.method} {variant}", total=None, loss="-", rate="-", knn="-")
 
     def update(p) -> None:
         if not bar.live.is_started:  # started on the first report, so set-up errors stay one line

@@ -272,6 +272,9 @@ class TrainConfig:
         from .mixing import parse_multi_crop
 
         parse_multi_crop(self.multi_crop)
+        if (self.cutmix or self.multi_crop) and self.dataset == "synthetic":
+            raise ConfigError(f"--cutmix / --multi-crop with DATASET synthetic is not accepted: they cut images; "
+                              f"expected an image dataset ({', '.join(d for d in DATASETS if d != 'synthetic')})")
         if self.cutmix or self.multi_crop:
             objective = method.objective(self)
             for flag, value, can in (("--cutmix", self.cutmix, objective.cutmix),

@@ -17,9 +17,16 @@ from .measure import leading_modes  # noqa: E402
 def run_title(cfg) -> str:
     """The figure title of a run: dataset, method, predictor and the knobs of the theory (gamma_a only for an EMA
     target)."""
-    ema = f", γ_a={cfg.gamma_a:g}" if cfg.target_mode == "ema" else ""
-    return (f"{cfg.dataset}, {cfg.method}, predictor={cfg.predictor}, lr={cfg.lr:g}, wd={cfg.weight_decay:g}, "
-            f"α_p={cfg.alpha_p:g}{ema}")
+    from .methods import METHODS
+
+    ema = f", γ_a={cfg.gamma_a:g}" if "ema" in (cfg.target_mode, cfg.negative_mode) else ""
+    if METHODS[cfg.method].predictor(cfg):
+        return (f"{cfg.dataset}, {cfg.method}, predictor={cfg.predictor}, lr={cfg.lr:g}, wd={cfg.weight_decay:g}, "
+                f"α_p={cfg.alpha_p:g}{ema}")
+    lam = f", λ={cfg.resolved_lam:g}" if cfg.resolved_lam is not None else ""
+    negatives = f"/{cfg.negative_mode}" if cfg.negative_mode not in (None, cfg.target_mode) else ""
+    return (f"{cfg.dataset}, {cfg.method} {cfg.resolved_form}{lam}, targets {cfg.target_mode}{negatives}, "
+            f"lr={cfg.lr:g}, wd={cfg.weight_decay:g}{ema}")
 
 
 def _series(ax, t, y, few: bool, **kw):
@@ -58,18 +65,17 @@ def method_panels(records: list[dict]) -> list[str]:
 
 def _layout(extra: int):
     """The figure and its axes: the 2 x 4 grid of every run (tight layout), and (``extra`` > 0) a third row of
-    ``extra`` panels of the same width (narrower when there are five) in a subfigure below (constrained layout, which
-    keeps the rows apart where tight layout cannot place panels of two widths)."""
+    ``extra`` panels (as wide as those above, narrower when there are five) on nested grids with fixed margins (tight
+    layout cannot place panels of two widths; constrained layout costs seconds per figure)."""
     if not extra:
         fig, ax = plt.subplots(2, 4, figsize=(21, 8.8))
         return fig, ax, []
-    fig = plt.figure(figsize=(21, 13.2), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=(2, 1))
-    ax = top.subplots(2, 4)
-    row = list(bottom.subplots(1, max(4, extra)))
-    for a in row[extra:]:
-        a.remove()
-    return fig, ax, row[:extra]
+    fig = plt.figure(figsize=(21, 13.2))
+    outer = fig.add_gridspec(3, 1, left=0.045, right=0.985, top=0.93, bottom=0.045, hspace=0.32)
+    top = outer[0:2].subgridspec(2, 4, wspace=0.28, hspace=0.32)
+    ax = np.array([[fig.add_subplot(top[r, c]) for c in range(4)] for r in range(2)])
+    bottom = outer[2].subgridspec(1, max(4, extra), wspace=0.28)
+    return fig, ax, [fig.add_subplot(bottom[0, k]) for k in range(extra)]
 
 
 def _column(meas: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:

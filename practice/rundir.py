@@ -160,7 +160,10 @@ class RunDir:
         records = self.records()
         summary = summarize(records)
         save_json(self.file(SUMMARY), summary)
-        save_figure(run_figure(records, run_title(cfg), cfg.predictor), self.file(FIGURE))
+        from .methods import METHODS
+
+        predictor = cfg.predictor if METHODS[cfg.method].predictor(cfg) else "none"  # the identity: no W_p to show
+        save_figure(run_figure(records, run_title(cfg), predictor), self.file(FIGURE))
         return summary
 
 

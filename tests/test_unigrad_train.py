@@ -38,7 +38,7 @@ def test_every_method_trains_and_measures_its_quantities(method, form, extra, tm
 
 def test_a_killed_unigrad_run_resumes_to_the_same_metrics_with_its_F(tmp_path):
     """F is state of the objective: checkpointed, restored, and the resumed run writes what the whole one wrote."""
-    cfg = TrainConfig(**{**TINY, "max_steps": 0, "epochs": 2}, method="unigrad", checkpoint_every=7)
+    cfg = TrainConfig(**{**TINY, "max_steps": 12}, method="unigrad", checkpoint_every=7)
     train(cfg, tmp_path / "whole")
     whole = read_metrics(tmp_path / "whole" / "metrics.jsonl")
 
@@ -46,7 +46,7 @@ def test_a_killed_unigrad_run_resumes_to_the_same_metrics_with_its_F(tmp_path):
         pass
 
     def kill(p):
-        if p.step == 11:
+        if p.step == 10:
             raise Killed
 
     with pytest.raises(Killed):
