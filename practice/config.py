@@ -128,7 +128,8 @@ class TrainConfig:
                         "(g)/(h) barlowtwins, (j) vicreg) [auto: gradient for unigrad, loss otherwise]", "Method",
                         choices=("auto", "loss", "gradient", "unified"))
     lam: float | None = setting(None, "balance factor λ of the negative gradient [default: the paper's per method "
-                                "and form: unigrad 100, barlowtwins 5e-3 (bn) / 50 (l2), vicreg 25 (unified)]",
+                                "and form: unigrad 100; barlowtwins 5e-3 (off-diagonal weight; bn) / 50 (unified "
+                                "l2); vicreg 1 (the covariance weight of its loss and gradient) / 25 (unified)]",
                                 "Method", low=0.0, low_open=True, high=1e6, flag="--lambda")
     tau: float = setting(0.2, "temperature τ of InfoNCE (moco, simclr)", "Method", paper="0.2", low=0.0,
                          low_open=True, high=100.0)
@@ -227,8 +228,9 @@ class TrainConfig:
                               f"{' or '.join(online)}, whose target is the online network (W_a = W) that gradients "
                               "can flow through")
         if not METHODS[self.method].predictor(self) and self.predictor != "linear":
-            raise ConfigError(f"--predictor {self.predictor} with --method {self.method} is not accepted: that method "
-                              "has no predictor; expected no --predictor")
+            raise ConfigError(f"--predictor {self.predictor} with --method {self.method} --form {self.resolved_form} "
+                              "is not accepted: that method and form have no trained predictor (byol --form gradient "
+                              "sets W_p from F); expected no --predictor")
         linear = self.resolved_backbone == "linear"
         if linear != (self.dataset == "synthetic"):
             raise ConfigError(f"--backbone {self.backbone} with DATASET {self.dataset} is not accepted: expected "
@@ -256,10 +258,10 @@ class TrainConfig:
         if not method.negatives(self) and self.negative_target != "auto":
             raise ConfigError(f"--negative-target {self.negative_target} with --method {self.method} (--form {form}) "
                               "is not accepted: it uses no negatives; expected no --negative-target")
-        if form != "loss" and "online" in (self.target_mode, self.negative_mode):
+        if (form != "loss" or not method.trains_target) and "online" in (self.target_mode, self.negative_mode):
             which = "--positive-target" if self.target_mode == "online" else "--negative-target"
-            raise ConfigError(f"{which} online with --form {form} is not accepted: a gradient form treats its targets "
-                              "and negatives as constants; expected stop-grad or ema")
+            raise ConfigError(f"{which} online with --method {self.method} --form {form} is not accepted: this form "
+                              "treats its targets and negatives as constants; expected stop-grad or ema")
         if self.lam is not None and method.lam(self) is None:
             raise ConfigError(f"--lambda {self.lam} with --method {self.method} (--form {form}) is not accepted: it "
                               "has no balance factor; expected no --lambda, or --method unigrad, barlowtwins, vicreg")
@@ -283,9 +285,11 @@ class TrainConfig:
                     able = [m for m in ("unigrad",) if m in METHODS]
                     raise ConfigError(f"{flag} {value} with --method {self.method} (--form {form}) is not accepted: "
                                       f"its objective does not support it; expected --method {' or '.join(able)}")
-            if self.negative_mode == "online" or self.target_mode == "online":
-                raise ConfigError("--cutmix / --multi-crop need targets that gradients do not reach: expected "
-                                  "--positive-target and --negative-target stop-grad or ema")
+            if self.cutmix and (self.target_mode, self.negative_mode) != ("ema", "ema"):
+                raise ConfigError(f"--cutmix with --positive-target {self.target_mode} --negative-target "
+                                  f"{self.negative_mode} is not accepted: the online views are mixed, so only a "
+                                  "momentum encoder sees the clean images that the targets and F come from; expected "
+                                  "ema for both")
 
     @property
     def resolved_form(self) -> str:

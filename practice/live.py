@@ -103,6 +103,8 @@ def snapshot(model, probe_x: torch.Tensor, views: Views, loss: torch.Tensor, met
         t = getattr(views, name)
         tensors["v_" + name] = None if t is None else all_gather_rows(t.detach().float(), d)
     objective = copy.deepcopy(model.objective)  # read later, in the background: as it is at this step
+    if hasattr(objective, "rank"):
+        objective.rank = 0  # it measures the gathered (global) views, as one process
     if linear:  # the linear model: its modes are read off the weights
         tensors["W"] = net.weight
         tensors["W_a"] = model.target.network.backbone.weight if model.target.network is not None else None

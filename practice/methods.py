@@ -31,7 +31,9 @@ class Method:
     """A method: ``target(cfg)`` -> its own positive-target branch, ``objective(cfg)`` -> the objective module,
     ``predictor(cfg)``: whether the online branch has a predictor (``--predictor``; False: the identity),
     ``negatives(cfg)``: whether the objective reads negatives (``Views.n1``, ``n2``), ``forms``: the forms it has,
-    the default first; ``lam(cfg)``: the paper's balance factor for the run's form (None: the method has none)."""
+    the default first; ``lam(cfg)``: the paper's balance factor for the run's form (None: the method has none);
+    ``trains_target``: whether its loss form passes gradients to an online target (UniGrad's explicit loss holds
+    its targets constant)."""
 
     name: str
     summary: str
@@ -41,6 +43,7 @@ class Method:
     negatives: Callable[[Any], bool] = _always(False)
     forms: tuple[str, ...] = ("loss",)
     lam: Callable[[Any], float | None] = _always(None)
+    trains_target: bool = True  # whether its loss form lets gradients reach an online target
 
     def __post_init__(self) -> None:  # a plain bool is accepted for predictor / negatives
         for name in ("predictor", "negatives"):
@@ -115,6 +118,12 @@ def _not_gradient(cfg) -> bool:
     return cfg.resolved_form != "gradient"
 
 
+def _unified(cfg) -> bool:
+    """Barlow Twins' and VICReg's own loss and exact gradient read the two views only; the unified form's negative
+    term reads the negative branch."""
+    return cfg.resolved_form == "unified"
+
+
 register(Method("byol", "momentum-encoder target (EMA of the online network, --gamma-a), predictor, regression; "
                 "--form gradient: the BYOL gradient with a DirectPred predictor from F (Table 2 (d))",
                 target=_always("ema"), objective=_byol, predictor=_not_gradient,
@@ -130,11 +139,11 @@ register(Method("simclr", "InfoNCE (--tau) against the batch's other views; loss
                 forms=("loss", "gradient")))
 register(Method("barlowtwins", "cross-correlation of the two views' standardised outputs to the identity "
                 "(--lambda off-diagonal weight)", target=_loss_online_else_ema, objective=_barlowtwins,
-                predictor=False, negatives=True, forms=("loss", "gradient", "unified"),
+                predictor=False, negatives=_unified, forms=("loss", "gradient", "unified"),
                 lam=_decorrelation_lam("barlowtwins")))
 register(Method("vicreg", "invariance + variance + covariance of the two views' outputs", target=_loss_online_else_ema,
-                objective=_vicreg, predictor=False, negatives=True, forms=("loss", "gradient", "unified"),
+                objective=_vicreg, predictor=False, negatives=_unified, forms=("loss", "gradient", "unified"),
                 lam=_decorrelation_lam("vicreg")))
 register(Method("unigrad", "-u2ᵗ + λ F u1: the unified gradient, F the moving correlation of the negatives (λ 100, "
                 "--f-rho 0.99), momentum target", target=_always("ema"), objective=_unigrad, predictor=False,
-                negatives=True, forms=("gradient", "loss"), lam=_always(100.0)))
+                negatives=True, forms=("gradient", "loss"), lam=_always(100.0), trains_target=False))

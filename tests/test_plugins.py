@@ -72,7 +72,7 @@ def test_a_method_is_one_registry_entry(toy_method, tmp_path):
     # writes the same folder as the command
     with pytest.raises(ConfigError, match="--no-stop-grad with --method toy"):
         TrainConfig(**TINY, method="toy", stop_grad=False)
-    with pytest.raises(ConfigError, match="--predictor directpred with --method toy is not accepted"):
+    with pytest.raises(ConfigError, match="--predictor directpred with --method toy --form loss is not accepted"):
         TrainConfig(**TINY, method="toy", predictor="directpred")
 
 

@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 
-from ssltheory.practice.objectives import regression as objectives
 from ssltheory.practice.config import TrainConfig
+from ssltheory.practice.objectives import regression as objectives
 from ssltheory.practice.rundir import RunDir, read_metrics
 from ssltheory.practice.train import TrainingDiverged, train
 

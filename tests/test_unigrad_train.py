@@ -107,9 +107,17 @@ def test_every_table2_row_is_a_command():
     (["--method", "moco", "--cutmix", "1"], "--cutmix 1.0 with --method moco (--form loss) is not accepted"),
     (["--method", "byol", "--lambda", "5"], "--lambda 5.0 with --method byol (--form loss) is not accepted"),
     (["--method", "simclr", "--form", "gradient", "--positive-target", "online"],
-     "--positive-target online with --form gradient is not accepted"),
+     "--positive-target online with --method simclr --form gradient is not accepted"),
+    (["--method", "unigrad", "--form", "loss", "--positive-target", "online"],
+     "--positive-target online with --method unigrad --form loss is not accepted"),
+    (["--method", "unigrad", "--cutmix", "1", "--negative-target", "stop-grad"],
+     "--cutmix with --positive-target ema --negative-target stop-grad is not accepted"),
+    (["--method", "byol", "--form", "gradient", "--predictor", "directpred"],
+     "--predictor directpred with --method byol --form gradient is not accepted"),
     (["--method", "byol", "--negative-target", "ema"], "--negative-target ema with --method byol (--form loss) is "
                                                       "not accepted"),
+    (["--method", "barlowtwins", "--negative-target", "ema"], "--negative-target ema with --method barlowtwins "
+                                                             "(--form loss) is not accepted"),
     (["--method", "barlowtwins", "--norm", "l2"], "--norm l2 with --method barlowtwins --form loss is not accepted"),
 ])
 def test_bad_method_settings_are_one_line(args, message, tmp_path):

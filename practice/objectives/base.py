@@ -53,7 +53,7 @@ class Views:
     def of(cls, f1: torch.Tensor, f2: torch.Tensor | None = None) -> Views:
         """Views of online outputs alone (p = f, targets f), e.g. for a measurement outside a step."""
         f2 = f1 if f2 is None else f2
-        return cls(f1, f2, f1, f2, f1, f2)
+        return cls(f1, f2, f1, f2, f1, f2, f1, f2)
 
     def detached(self) -> Views:
         """The same views with every tensor detached (what a measurement reads)."""

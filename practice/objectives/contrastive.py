@@ -215,7 +215,12 @@ class Contrastive(Objective):
         """(bank (K, d), mask of view 1's queries, of view 2's, add_pos) for queries u (B, d)."""
         B = u.shape[0]
         if self.queue_size == 0:
-            bank = v.gather(keys)
+            bank = v.gather(keys.detach())
+            if v.world > 1:  # the gather has no gradient: put this rank's keys (with theirs) back in their rows
+                off = self.rank * keys.shape[0]
+                bank = torch.cat([bank[:off], keys, bank[off + keys.shape[0]:]])
+            else:
+                bank = keys
             if not self.mask_self:
                 return bank, None, None, False
             m1, m2 = self_masks(B, bank.shape[0], self.rank, bank.device)

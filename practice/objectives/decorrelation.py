@@ -303,9 +303,12 @@ class BarlowTwins(Objective):
                     surr = surr + 0.5 * surrogate(bn_backward(g, a, inv, v), f)
                     value = value + 0.5 * val
                 return surr - surr.detach() + value.detach()
+            # C = N^-1 sum_j v1_j n2_j^T: v1 this view's online outputs (detached), as the released code's z1_bank,
+            # n2 the other view's negatives (unigrad.md A2.3)
             n1, n2 = (self._normalise(n, v) for n in _negatives(v))
+            o1, o2 = (self._normalise(f.detach(), v) for f in (v.p1, v.p2))
             surr = 0.0
-            for f, t, n_own, n_other in ((v.p1, v.z2, n1, n2), (v.p2, v.z1, n2, n1)):
+            for f, t, n_own, n_other in ((v.p1, v.z2, o1, n2), (v.p2, v.z1, o2, n1)):
                 surr = surr + 0.5 * self._unified_surrogate(f, t, n_own, n_other, v)
             return surr
 
@@ -349,9 +352,9 @@ class BarlowTwins(Objective):
             f1, z2 = v.p1.detach(), v.z2.detach()
             a, inv = global_standardise(f1, v)
             exact = bn_backward(barlow_twins_exact(a, global_standardise(z2, v)[0], lam_x, v)[0], a, inv, v)
-            n1, n2 = _negatives(v)
-            n1, n2 = (global_standardise(n, v)[0] for n in (n1, n2)) if norm_u == "bn" else (unit(n1), unit(n2))
-            simple, g, t, C = self._unified_grad(f1, z2, n1, n2, v, lam_u, norm_u)
+            n2 = _negatives(v)[1]
+            o1, n2 = (global_standardise(x, v)[0] for x in (f1, n2)) if norm_u == "bn" else (unit(f1), unit(n2))
+            simple, g, t, C = self._unified_grad(f1, z2, o1, n2, v, lam_u, norm_u)
             C_sym = 0.5 * (C + C.T) / (C.shape[0] if norm_u == "bn" else 1.0)
             return {"method_F": C_sym.float(), "balance_ratio": balance_ratio(t, lam_u * (t @ C.T)),
                     "grad_cosine": grad_cosine(simple, exact)}
