@@ -34,8 +34,9 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-## experiments-smoke: every runnable paper result at smoke scale into runs/experiments/ (CPU, ~15 min)
-EXPERIMENTS := fig2 fig3 fig4 fig5 fig7 fig8 fig9 table1 table2 table3 table5 table6 table7 table8 table9
+## experiments-smoke: every runnable paper result at smoke scale into runs/experiments/ (CPU, ~45 min)
+EXPERIMENTS := fig2 fig3 fig4 fig5 fig7 fig8 fig9 table1 table2 table3 table5 table6 table7 table8 table9 \
+	unigrad-methods unigrad-table2 unigrad-table3 unigrad-table4 unigrad-table9-10
 experiments-smoke: $(STAMP)
 	for e in $(EXPERIMENTS); do $(BIN)/ssltheory experiment $$e --scale smoke || exit 1; done
 
@@ -44,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_modes.py
 	$(BIN)/python bench/bench_train_overhead.py
 	$(BIN)/python bench/bench_live_record.py
+	$(BIN)/python bench/bench_methods.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info
