@@ -88,3 +88,26 @@ def test_a_two_rank_run_resumes_on_one_process(one_process, tmp_path):
         < 1e-4
     starts = json.loads(cfg_path.read_text())["run"]["starts"]
     assert [s["world_size"] for s in starts] == [2, 1] and starts[1]["step"] == 3
+
+
+@pytest.mark.parametrize("method", [
+    ["--method", "simclr"],  # its own loss: online keys, gathered with their gradient, each query's own key masked
+    ["--method", "unigrad", "--lambda", "12.5"],  # F from both views of the global batch (all-reduced)
+])
+def test_two_ranks_train_the_unigrad_family_as_one_process(method, tmp_path):
+    """Same global batch 64 = 2 x 32, 4 steps: losses, the method's F spectrum and the weights agree to 1e-4."""
+    args = ["train", "digits", "--batch-size", "64", "--max-steps", "4", "--measure-every", "2", "--knn-every", "0",
+            "--probe-size", "64", "--data-path", "device", "--device", "cpu", "--proj-hidden", "64", "--proj-dim",
+            "32", *method]
+    _run(1, tmp_path / "one", *args)
+    _run(2, tmp_path / "two", *args)
+    for key in ("loss", "s_method", "balance_ratio"):
+        a, b = _by_step(tmp_path / "one", key), _by_step(tmp_path / "two", key)
+        assert a.keys() == b.keys() and a, key
+        for step in a:
+            assert torch.allclose(torch.tensor(b[step], dtype=torch.float64), torch.tensor(a[step],
+                                  dtype=torch.float64), rtol=1e-4, atol=1e-6), (key, step, a[step], b[step])
+    sa, sb = RunDir(tmp_path / "one").load_checkpoint(), RunDir(tmp_path / "two").load_checkpoint()
+    for k, v in sa["modules"]["online"].items():
+        if v.is_floating_point():
+            assert _rel(sb["modules"]["online"][k], v) < 1e-4, k

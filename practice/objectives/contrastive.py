@@ -215,12 +215,14 @@ class Contrastive(Objective):
         """(bank (K, d), mask of view 1's queries, of view 2's, add_pos) for queries u (B, d)."""
         B = u.shape[0]
         if self.queue_size == 0:
-            bank = v.gather(keys.detach())
-            if v.world > 1:  # the gather has no gradient: put this rank's keys (with theirs) back in their rows
-                off = self.rank * keys.shape[0]
-                bank = torch.cat([bank[:off], keys, bank[off + keys.shape[0]:]])
-            else:
+            if v.world == 1:
                 bank = keys
+            elif keys.requires_grad:  # online negatives: a gather whose backward returns each rank its keys' grads
+                from torch.distributed.nn.functional import all_gather
+
+                bank = torch.cat(all_gather(keys))  # (equal batches per rank: the trainer splits evenly)
+            else:
+                bank = v.gather(keys)
             if not self.mask_self:
                 return bank, None, None, False
             m1, m2 = self_masks(B, bank.shape[0], self.rank, bank.device)
