@@ -36,7 +36,7 @@ lint: $(STAMP)
 
 ## experiments-smoke: every runnable paper result at smoke scale into runs/experiments/ (CPU, ~45 min)
 EXPERIMENTS := fig2 fig3 fig4 fig5 fig7 fig8 fig9 table1 table2 table3 table5 table6 table7 table8 table9 \
-	unigrad-methods unigrad-table2 unigrad-table3 unigrad-table4 unigrad-table9-10
+	unigrad-methods unigrad-table2 unigrad-table3 unigrad-table4 unigrad-table9-10 theory-unified
 experiments-smoke: $(STAMP)
 	for e in $(EXPERIMENTS); do $(BIN)/ssltheory experiment $$e --scale smoke || exit 1; done
 

@@ -15,6 +15,15 @@ ETA_HELP = "weight decay η of the flow (discrete decay = lr × η); comma list 
 ALPHA_P_HELP = "predictor learning-rate ratio α_p (lr of W_p / lr of W)"
 TAU_HELP = "EMA ratio τ of W_a = τW, held fixed (1 = no EMA)"
 SIGMA2_HELP = "augmentation variance σ² (X = I, X' = σ²I)"
+METHOD_HELP = ("byol (the DirectPred paper's flow, Eqs. 11-13) | unigrad | vicreg | barlowtwins | simclr: UniGrad's "
+               "unified gradient forms (Table 2 (e), (j), (h), (b); simclr approximately) in the linear model, without "
+               "predictor (theory/unified.py)")
+LAMBDA_HELP = ("balance factor λ of the negative gradient (unified forms) [1; the paper's: unigrad 100, "
+               "barlowtwins 50, vicreg 25 at width 2048 with l2-normalised features; here λ only sets the scale "
+               "of s* = (1−η)/(λκ)]")
+F_BRANCH_HELP = ("where F = E[uuᵀ] of unigrad, vicreg, simclr comes from: momentum (the target branch, the official "
+                 "code) | online [paper: momentum]")
+TEMPERATURE_HELP = "temperature T of simclr, whose balance is 1/T (small-similarity approximation) [paper: 0.2]"
 
 
 def phase_portrait(
@@ -37,15 +46,33 @@ def phase_portrait(
 
 def fixed_points_cmd(
     eta: str = typer.Option("", help=hint("weight decays η, comma list; default: 0, half and twice the collapse "
-                                          "threshold τ²/(4(1+σ²)) (the three regimes of Fig. 4)")),
+                                          "threshold τ²/(4(1+σ²)) (the three regimes of Fig. 4); unified forms: "
+                                          "0.04,0.5,1.1")),
     tau: float = typer.Option(1.0, help=hint(TAU_HELP + " [paper: 1]")),
     sigma2: float = typer.Option(0.5, help=hint(SIGMA2_HELP + " [0.5]")),
     out: str = typer.Option("runs/fixed-points", help=hint("output folder for PNG and JSON")),
+    method: str = typer.Option("byol", help=hint(METHOD_HELP + " | all (every unified form's s* and BYOL's p*± "
+                                                 "against η, and the collapsed point against β)")),
+    lam: float = typer.Option(1.0, "--lambda", help=hint(LAMBDA_HELP)),
+    f_branch: str = typer.Option("momentum", help=hint(F_BRANCH_HELP)),
+    temperature: float = typer.Option(0.2, help=hint(TEMPERATURE_HELP)),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help=hint("unified forms: momentum-encoder target (EMA, "
+                                                               "paper) or stop-gradient (τ = 1)")),
+    beta: float = typer.Option(0.4, help=hint("unified forms: EMA rate β relative to lr [Fig. 5: 0.4]")),
 ) -> None:
-    """p' on the invariant parabola against p for the three weight-decay regimes (Fig. 4)."""
+    """p' on the invariant parabola against p for the three weight-decay regimes (Fig. 4); with a unified --method,
+    the fixed points of its modes (U3)-(U4) for each --eta (default 0.04, 0.5, 1.1)."""
+    unified = {"method": method, "lam": lam, "f_branch": f_branch, "temperature": temperature, "ema": ema,
+               "beta": beta}
+    if method != "byol":
+        etas = parse_floats("--eta", eta, low=0.0) if eta else None
+        done = outputs.fixed_points(out_dir(out), etas, tau=tau, sigma2=sigma2, **unified)
+        _print_unified_fixed_points(done)
+        wrote(done["paths"])
+        return
     ModeParams(sigma2=sigma2, tau_fixed=tau, ema=False)  # validates --tau, --sigma2 before --eta
     etas = parse_floats("--eta", eta, low=0.0) if eta else None
-    done = outputs.fixed_points(out_dir(out), etas, tau=tau, sigma2=sigma2)
+    done = outputs.fixed_points(out_dir(out), etas, tau=tau, sigma2=sigma2, **unified)
     table = Table("η", "regime", "fixed points p (kind)",
                   title=f"Eq. 16, collapse threshold η = {done['threshold']:.4g}")
     for r in done["regimes"]:
@@ -78,23 +105,32 @@ def simulate(
     lr: float = typer.Option(0.01, help=hint("Euler step α = online learning rate [paper Fig. 5: 0.01]")),
     integrator: str = typer.Option("euler", help=hint("euler (the discrete process) | rk45 | dop853 | lsoda")),
     p0: str = typer.Option("0.01,0.05,0.1,0.2,0.3", help=hint("initial p_j of the modes, one per mode")),
-    s0: str = typer.Option("", help=hint("initial s_j per mode [default: on the parabola, p0²/α_p]")),
-    tau0: float = typer.Option(0.0, help=hint("initial τ with EMA [paper Fig. 5: 0]")),
+    s0: str = typer.Option("", help=hint("initial s_j per mode [default: on the parabola, p0²/α_p; unified "
+                                             "forms: 0.01,0.1,0.5,1,2]")),
+    tau0: float = typer.Option(0.0, help=hint("initial τ with EMA (unified --model matrix: W_a(0) = τ0 W(0)) "
+                                              "[paper Fig. 5: 0]")),
     batch: int = typer.Option(1024, help=hint("batch size of the sgd model")),
     rho: float = typer.Option(0.3, help=hint("DirectPred's moving-average rate ρ of F̂ (sgd model) [paper: 0.3]")),
     init_scale: float = typer.Option(0.3, help=hint("scale of the random W, W_p at t = 0 (matrix, sgd)")),
     seed: int = typer.Option(0, help=hint("random seed")),
     samples: int = typer.Option(400, help=hint("time samples kept in the JSON and figures")),
     out: str = typer.Option("runs/simulate", help=hint("output folder for PNG and JSON")),
+    method: str = typer.Option("byol", help=hint(METHOD_HELP + "; a unified form runs --model modes ((U3)-(U4) "
+                                                 "from --s0, τ from --tau0) or matrix ((U1)/(U2), W_a(0) = τ0 W(0))")),
+    lam: float = typer.Option(1.0, "--lambda", help=hint(LAMBDA_HELP)),
+    f_branch: str = typer.Option("momentum", help=hint(F_BRANCH_HELP)),
+    temperature: float = typer.Option(0.2, help=hint(TEMPERATURE_HELP)),
 ) -> None:
-    """Integrate the decoupled, full-matrix or SGD dynamics; with the defaults it reproduces Fig. 5."""
+    """Integrate the decoupled, full-matrix or SGD dynamics; with the defaults it reproduces Fig. 5. With a unified
+    --method: its modes or full matrices (modes from --s0, default 0.01,0.1,0.5,1,2)."""
     # Every setting is checked here, then --out, then the memory the runs need: a bad value stops the command with
     # one line before anything is integrated or written.
     configs = outputs.simulation_configs(model=model, eta=eta, beta=beta, alpha_p=alpha_p, sigma2=sigma2, ema=ema,
                                          stop_grad=stop_grad, predictor=predictor, eps=eps, eta_p=eta_p, tau=tau,
                                          lr=lr, steps=steps, integrator=integrator, p0=p0, s0=s0, tau0=tau0,
                                          dim=dim, init_scale=init_scale, batch=batch, rho=rho, seed=seed,
-                                         samples=samples)
+                                         samples=samples, method=method, lam=lam, f_branch=f_branch,
+                                         temperature=temperature)
     done = outputs.simulate(out_dir(out), configs, progress=progress)
     _print_summary(done["results"])
     wrote(done["paths"])
@@ -104,7 +140,26 @@ def _diverged(by) -> str:
     return f"diverged (t ≤ {by:.4g})"
 
 
+def _print_unified_fixed_points(done: dict) -> None:
+    if "forms" in done:  # --method all
+        table = Table("form", "κ", "balance", "s* at η = " + ", ".join(f"{e:g}" for e in done["etas"]),
+                      title=f"s* = (1−η)/(λκ), collapse at η ≥ 1; BYOL collapses above η = "
+                            f"{done['byol']['collapse_threshold_eta']:.4g}")
+        for f in done["forms"]:
+            table.add_row(f["label"], f"{f['kappa']:g}", f"{f['balance']:g}",
+                          ", ".join(f"{r['s_star']:.4g}" for r in f["fixed_points_at_beta"]))
+    else:
+        table = Table("η", "s*", "fixed points s, τ (kind)", title=f"{done['method']}: (U3)-(U4), collapse at η ≥ 1")
+        for r in done["regimes"]:
+            table.add_row(f"{r['eta']:.4g}", f"{r['s_star']:.4g}",
+                          ", ".join(f"{fp['s']:.4g}, {fp['tau']:.4g} ({fp['kind']})" for fp in r["fixed_points"]))
+    console.print(table)
+
+
 def _print_summary(results) -> None:
+    if isinstance(results[0].config, outputs.UnifiedRun):
+        _print_unified_summary(results)
+        return
     if results[0].config.model == "modes":
         table = Table("η", "β", "p0", "final p", "final s", "final τ", "outcome", title="final state per mode")
         for r in results:
@@ -136,6 +191,31 @@ def _print_summary(results) -> None:
             table.add_row(f"{r.config.params.eta:g}", f"{r.config.params.beta:g}", f"{s['final_norm_W']:.4g}",
                           f"{min(s['final_alignment']):.4f}", f"{s['final_commutator']:.3g}",
                           f"{s['final_asymmetry']:.3g}", f"{s['max_theorem1_residual']:.3g}", collapsed)
+    console.print(table)
+
+
+def _print_unified_summary(results) -> None:
+    if results[0].config.model == "modes":
+        table = Table("η", "β", "s0", "final s", "final τ", "s*", "outcome",
+                      title=f"{results[0].config.params.form}: final state per mode (U3)-(U4)")
+        for r in results:
+            s = r.summary
+            for j, s0 in enumerate(r.config.s0):
+                outcome = _diverged(s["diverged_by_t"][j]) if s["diverged"][j] else s["outcome"][j]
+                table.add_row(f"{r.config.params.eta:g}", f"{r.config.params.beta:g}", f"{s0:g}",
+                              f"{s['final_s'][j]:.6g}", f"{s['final_tau'][j]:.4f}", f"{s['s_star']:.6g}", outcome)
+    else:
+        table = Table("η", "β", "s*", "eigenvalues of WWᵀ (final, min … max)", "max |s/s* − 1|", "cos(W_a, W)",
+                      "collapsed modes",
+                      title=f"{results[0].config.params.form}: full matrices (U1)/(U2), X = I")
+        for r in results:
+            s = r.summary
+            err = s["max_rel_error_s_star"]
+            collapsed = _diverged(s["diverged_by_t"]) if s["diverged"] else f"{s['collapsed_modes']}/{r.config.dim}"
+            table.add_row(f"{r.config.params.eta:g}", f"{r.config.params.beta:g}", f"{s['s_star']:.4g}",
+                          f"{min(s['final_s']):.4g} … {max(s['final_s']):.4g}", "-" if err is None else f"{err:.3g}",
+                          f"{s['final_corr_Wa_W']:.4f}",
+                          collapsed)
     console.print(table)
 
 

@@ -270,4 +270,10 @@ RECIPES.update({r.name: r for r in [
                   "vicreg-ema": 69.8, "unigrad-ema": 70.3},
            smoke={f"{m}-{b}": {"lam": lam * SMOKE_LAMBDA} for m, lam in (("unigrad", 100), ("barlowtwins", 50),
                                                                           ("vicreg", 25)) for b in BRANCH}),
+    Recipe("theory-unified", "fixed points of UniGrad's unified gradient forms in the linear model (theory/unified.py) "
+           "against weight decay, with BYOL/DirectPred's p*_+- on the same axis, and the collapsed point under EMA "
+           "against beta (no paper has this figure)",
+           "none; derived: s* = (1 - eta) / (lam kappa), collapse at eta >= 1 for every form (BYOL above "
+           "tau^2 / (4 (1 + sigma^2)) = 1/6)",
+           {"forms": TheoryCell("fixed-points", {"method": "all", "sigma2": 0.5})}),
 ]})
