@@ -92,8 +92,7 @@ def test_a_two_rank_run_resumes_on_one_process(one_process, tmp_path):
 
 @pytest.mark.parametrize("method", [
     ["--method", "simclr"],  # its own loss: online keys, gathered with their gradient, each query's own key masked
-    ["--method", "unigrad", "--lambda", "12.5"],  # F from both views of the global batch (all-reduced)
-])
+])  # (UniGrad's all-reduced F: test_asymmetric.py's two fake ranks; passes here too, 24 s)
 def test_two_ranks_train_the_unigrad_family_as_one_process(method, tmp_path):
     """Same global batch 64 = 2 x 32, 4 steps: losses, the method's F spectrum and the weights agree to 1e-4."""
     args = ["train", "digits", "--batch-size", "64", "--max-steps", "4", "--measure-every", "2", "--knn-every", "0",

@@ -280,7 +280,9 @@ FLAGS: dict[str, dict[str, list[str]]] = {
     "phase-portrait": {"--eta": NOT_A_NUMBER + LIST_JUNK + ["-1"], "--alpha-p": NOT_A_NUMBER + ["0", "-1"],
                        "--tau": NOT_A_NUMBER, "--sigma2": NOT_A_NUMBER + ["-1"]},
     "fixed-points": {"--eta": [v for v in NOT_A_NUMBER if v] + LIST_JUNK + ["-1"], "--tau": NOT_A_NUMBER,
-                     "--sigma2": NOT_A_NUMBER + ["-1"]},
+                     "--sigma2": NOT_A_NUMBER + ["-1"], "--method": CHOICE_JUNK, "--lambda": NOT_A_NUMBER + ["0"],
+                     "--f-branch": CHOICE_JUNK, "--temperature": NOT_A_NUMBER + ["0"],
+                     "--beta": NOT_A_NUMBER + ["-1"]},
     "simulate": {
         "--model": CHOICE_JUNK, "--predictor": CHOICE_JUNK, "--integrator": CHOICE_JUNK,
         "--tau": NOT_A_NUMBER, "--tau0": NOT_A_NUMBER, "--beta": NOT_A_NUMBER + LIST_JUNK + ["0", "1.5", "-1"],
@@ -291,11 +293,15 @@ FLAGS: dict[str, dict[str, list[str]]] = {
         "--s0": [v for v in NOT_A_NUMBER if v] + LIST_JUNK + ["-1", "1,2"],
         "--dim": NOT_AN_INT + ["0", "100000"], "--steps": NOT_AN_INT + ["0", str(2 ** 53 + 1)],
         "--batch": NOT_AN_INT + ["0"], "--seed": NOT_AN_INT, "--samples": NOT_AN_INT + ["1"],
+        "--method": CHOICE_JUNK, "--lambda": NOT_A_NUMBER + ["0"], "--f-branch": CHOICE_JUNK,
+        "--temperature": NOT_A_NUMBER + ["0"],
     },
 }
 EXTRA = {("simulate", "--batch"): ["--model", "sgd"], ("simulate", "--rho"): ["--model", "sgd"],
          ("simulate", "--dim"): ["--model", "matrix"], ("simulate", "--init-scale"): ["--model", "matrix"],
-         ("simulate", "--eps"): ["--predictor", "directpred"]}
+         ("simulate", "--eps"): ["--predictor", "directpred"],
+         **{(cmd, flag): ["--method", "simclr" if flag == "--temperature" else "unigrad"] for cmd in ("fixed-points",
+            "simulate") for flag in ("--lambda", "--f-branch", "--temperature", "--beta")}}
 CASES = [(cmd, flag, value) for cmd, flags in FLAGS.items() for flag, values in flags.items() for value in values]
 CASES += [(cmd, "--out", kind) for cmd in COMMANDS for kind in ("proc", "file", "under-file", "empty")]
 
@@ -324,6 +330,7 @@ def test_fuzz_covers_every_numeric_and_choice_flag():
                         ("simulate", theory_cmds.simulate)):
         names = {"--" + n.replace("_", "-") for n in fn.__code__.co_varnames[:fn.__code__.co_argcount]} - {
             "--" + s.replace("_", "-") for s in skip}
+        names = {"--lambda" if n == "--lam" else n for n in names}  # the flag spelled as the paper's λ
         assert names == set(FLAGS[command]), (command, names ^ set(FLAGS[command]))
 
 
