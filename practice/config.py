@@ -94,8 +94,9 @@ class TrainConfig:
     proj_layers: int = setting(2, "projector depth: linear layers (Table 9 of UniGrad: 3)", "Model", paper="2",
                                low=1, high=16)
     # Method
-    method: str = setting("byol", "the self-supervised method (byol: EMA target; simsiam: target = online net)",
-                          "Method", choices=lambda: METHODS)
+    method: str = setting("byol", "the self-supervised method (byol: EMA target; simsiam: target = online net; the "
+                          "UniGrad family: moco, simclr, barlowtwins, vicreg, unigrad; see --form)", "Method",
+                          choices=lambda: METHODS)
     predictor: str = setting("linear", "the predictor W_p (optimal: least squares plugged in every --freq steps, "
                              "Table 1; none: W_p = I)", "Method", paper="linear", choices=lambda: PREDICTORS)
     predictor_bias: bool = setting(False, "bias in the linear predictor", "Method", paper="no bias")
@@ -138,8 +139,9 @@ class TrainConfig:
     positive_target: str = setting("auto", "branch of the positive target u2ᵗ: online (with gradient) | stop-grad "
                                    "(the online net, detached) | ema (momentum encoder, --gamma-a) [auto: the "
                                    "method's own]", "Method", choices=("auto", "online", "stop-grad", "ema"))
-    negative_target: str = setting("auto", "branch of the negatives / F (moco, simclr, barlowtwins, vicreg, unigrad): "
-                                   "online | stop-grad | ema [auto: the positive target's]", "Method",
+    negative_target: str = setting("auto", "branch of the negatives / F (moco, simclr, unigrad, byol --form gradient, "
+                                   "barlowtwins / vicreg --form unified): online | stop-grad | ema [auto: the "
+                                   "positive target's]", "Method",
                                    choices=("auto", "online", "stop-grad", "ema"))
     f_rho: float = setting(0.99, "unigrad / byol --form gradient: moving-average rate ρ of the method's F",
                            "Method", paper="0.99", low=0.0, high=1.0, high_open=True)
