@@ -32,8 +32,25 @@ def phase_portrait(
     tau: float = typer.Option(1.0, help=hint(TAU_HELP + " [paper Fig. 3: 1]")),
     sigma2: float = typer.Option(0.5, help=hint(SIGMA2_HELP + " [Fig. 3 does not state it; 0.5]")),
     out: str = typer.Option("runs/phase-portrait", help=hint("output folder for PNG and JSON")),
+    method: str = typer.Option("byol", help=hint(METHOD_HELP)),
+    lam: float = typer.Option(1.0, "--lambda", help=hint(LAMBDA_HELP)),
+    f_branch: str = typer.Option("momentum", help=hint(F_BRANCH_HELP)),
+    temperature: float = typer.Option(0.2, help=hint(TEMPERATURE_HELP)),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help=hint("unified forms: momentum-encoder target (EMA, "
+                                                               "paper: the (s, τ) plane) or stop-gradient (τ = 1)")),
+    beta: float = typer.Option(0.4, help=hint("unified forms: EMA rate β relative to lr [Fig. 5: 0.4]")),
 ) -> None:
-    """Phase portrait of (p_j, s_j) at fixed τ with the invariant parabola and fixed points (Fig. 3)."""
+    """Phase portrait of (p_j, s_j) at fixed τ with the invariant parabola and fixed points (Fig. 3); with a unified
+    --method, the flow of one mode (s_j, τ_j) of (U3)-(U4) for each --eta."""
+    outputs.phase_portrait_settings(method, {"alpha_p": alpha_p, "tau": tau, "lam": lam, "f_branch": f_branch,
+                                             "temperature": temperature, "ema": ema, "beta": beta})
+    if method != "byol":
+        params = outputs.unified_params(method, sigma2=sigma2, lam=lam, f_branch=f_branch, temperature=temperature,
+                                        ema=ema, beta=beta)
+        done = outputs.unified_phase_portrait(out_dir(out), parse_floats("--eta", eta, low=0.0), params)
+        _print_unified_fixed_points({"regimes": done["records"], "method": method, "paths": done["paths"]})
+        wrote(done["paths"])
+        return
     params = outputs.phase_portrait_params(eta, alpha_p, tau, sigma2)
     done = outputs.phase_portrait(out_dir(out), params, tau)  # out_dir checks --out; the folder is made on writing
     table = Table("η", "p", "s", "kind", title="fixed points (lines: p or s range)")

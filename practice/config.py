@@ -78,7 +78,8 @@ class TrainConfig:
     synthetic_size: int = setting(8192, "synthetic: samples per epoch, each drawn fresh", "Data", low=2, high=10**8)
     workers: int = setting(0, "DataLoader worker processes (--data-path loader)", "Data", low=0, high=256)
     data_path: str = setting("auto", "loader (DataLoader, per-image torchvision) | device (dataset held on the "
-                             "device, batched augmentation; digits, cifar10, stl10) [auto: device on CUDA]", "Data",
+                             "device, batched augmentation; digits, cifar10, stl10; synthetic: drawn a batch at a "
+                             "time) [auto: device on CUDA]", "Data",
                              choices=("auto", "loader", "device"))
     # Model
     backbone: str = setting("auto", "resnet18 | resnet34 | resnet50 | convnet | linear [auto: convnet for digits, "
@@ -147,8 +148,10 @@ class TrainConfig:
                            "Method", paper="0.99", low=0.0, high=1.0, high_open=True)
     gradient_eps: float = setting(0.3, "byol --form gradient: ε of W_p = U diag(sqrt(s/s_max) + ε) Uᵀ and "
                                   "M = F/s_max + ε² I", "Method", paper="0.3", low=0.0, high=10.0)
-    norm: str = setting("auto", "barlowtwins: normalisation of the outputs, bn (standardised over the batch) | l2 "
-                        "[auto: bn, l2 for --form unified]", "Method", choices=("auto", "bn", "l2"))
+    norm: str = setting("auto", "normalisation of the outputs (unigrad, barlowtwins, vicreg --form unified): l2 | bn "
+                        "(standardised over the batch; barlowtwins) | none (raw outputs: the linear model's unified "
+                        "flow) [auto: none for --backbone linear; barlowtwins bn, l2 for --form unified; l2]",
+                        "Method", choices=("auto", "bn", "l2", "none"))
     cutmix: float = setting(0.0, "CutMix on the online views, Beta(α, α) mixing ratio [0: off; unigrad only]",
                             "Method", low=0.0, high=100.0)
     multi_crop: str = setting("", "local crops NxSIZE besides the two global views, e.g. 6x96 (global scale "
@@ -214,9 +217,10 @@ class TrainConfig:
             raise ConfigError(f"--directpred-solver newton-schulz with --eps {self.eps} is not accepted: it computes "
                               f"W_p as a matrix square root, which needs --eps >= {P_FLOOR} (below it the floor on "
                               "p_j binds); expected --directpred-solver eigh or auto")
-        if self.data_path == "device" and self.dataset not in IN_MEMORY:
+        if self.data_path == "device" and self.dataset not in (*IN_MEMORY, "synthetic"):
             raise ConfigError(f"--data-path device with DATASET {self.dataset} is not accepted: expected one of "
-                              f"{', '.join(IN_MEMORY)} (held whole in device memory), or --data-path loader")
+                              f"{', '.join(IN_MEMORY)} (held whole in device memory) or synthetic (drawn a batch at "
+                              "a time), or --data-path loader")
         check_number("--eps", self.eps, low=-1.0 if self.eps_inside else 0.0, high=10.0)
         if self.eps_inside and self.predictor != "directpred":
             raise ConfigError(f"--eps-inside is only for --predictor directpred (got --predictor {self.predictor!r})")
@@ -267,12 +271,12 @@ class TrainConfig:
         if self.lam is not None and method.lam(self) is None:
             raise ConfigError(f"--lambda {self.lam} with --method {self.method} (--form {form}) is not accepted: it "
                               "has no balance factor; expected no --lambda, or --method unigrad, barlowtwins, vicreg")
-        if self.norm != "auto" and self.method != "barlowtwins":
-            raise ConfigError(f"--norm {self.norm} with --method {self.method} is not accepted: expected --method "
-                              "barlowtwins (the other methods l2-normalise)")
-        if self.norm == "l2" and form != "unified":
-            raise ConfigError(f"--norm l2 with --method {self.method} --form {form} is not accepted: Barlow Twins' "
-                              "own loss and its exact gradient standardise (bn); expected --form unified for l2")
+        norms = method.norms(self)
+        if self.norm != "auto" and self.norm not in norms:
+            able = [f"{m} ({'|'.join(spec.norms(self))})" for m, spec in METHODS.items() if spec.norms(self)]
+            raise ConfigError(f"--norm {self.norm} with --method {self.method} --form {form} is not accepted: expected "
+                              + (f"--norm {' or '.join(norms)}" if norms else "no --norm (it l2-normalises; --loss "
+                                 "chooses for byol/simsiam)") + f"; at this form: {', '.join(able)}")
         from .mixing import parse_multi_crop
 
         parse_multi_crop(self.multi_crop)
@@ -319,10 +323,16 @@ class TrainConfig:
 
     @property
     def resolved_norm(self) -> str:
-        """Barlow Twins' normalisation: ``bn`` for its loss and gradient forms, ``l2`` for the unified one."""
+        """The outputs' normalisation: ``--norm``, else ``none`` for the linear model where the method's form takes
+        it, else its default (Barlow Twins: ``bn``, ``l2`` for the unified form; ``l2`` for the rest)."""
         if self.norm != "auto":
             return self.norm
-        return "l2" if self.resolved_form == "unified" else "bn"
+        norms = METHODS[self.method].norms(self)
+        if self.resolved_backbone == "linear" and "none" in norms:
+            return "none"
+        if self.method == "barlowtwins" and self.resolved_form == "unified":
+            return "l2"
+        return norms[0] if norms else "l2"
 
     @property
     def resolved_image_size(self) -> int:

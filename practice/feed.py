@@ -7,7 +7,8 @@ NxSIZE`` (x1, x2, l1, ..., lN), the two global views then N local ones (B_rank, 
 - ``loader``: a torch DataLoader over the dataset with the per-image torchvision pipeline (workers, pinned memory,
   persistent workers); for ImageNet, folders and anything that does not fit in memory.
 - ``device``: the whole dataset held on the device (uint8 for CIFAR-10 / STL-10), indexed and augmented a batch at
-  a time by :mod:`.batch_augment`, whose parameters come from one CPU generator checkpointed with the run.
+  a time by :mod:`.batch_augment`, whose parameters come from one CPU generator checkpointed with the run; for the
+  synthetic Gaussian data, fresh draws a batch at a time (:class:`SyntheticFeed`).
 
 Both follow the same global order, the data schedule's (:mod:`.schedule`; by default a permutation fixed by (seed,
 epoch)); ``--batch-size`` is the global batch, and on a DDP run each rank takes its contiguous slice of every global
@@ -161,8 +162,38 @@ class DeviceFeed:
             self.aug.generator.set_state(state["generator"])
 
 
+class SyntheticFeed:
+    """The theory's Gaussian data (:class:`.data.SyntheticGaussian`) drawn a global batch at a time: x0 ~ N(0, I_n1),
+    views x0 + sigma * noise, (B, n1) each, from one CPU generator checkpointed with the run (every rank draws the
+    global batch and keeps its slice, so the numbers do not depend on the number of ranks). The schedule gives the
+    number of steps only: every item is a fresh draw. Same distribution as the loader path, other numbers."""
+
+    def __init__(self, cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist, schedule: Schedule) -> None:
+        self.cfg, self.d, self.device, self.schedule = cfg, d, device, schedule
+        self.dim, self.sigma = ds.dim, ds.sigma
+        self.generator = torch.Generator().manual_seed(cfg.seed * 31 + 17)
+
+    def epoch(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """This rank's batches of ``epoch`` from global batch ``start_batch`` on: (x1, x2), each (B_rank, n1)."""
+        B, mine = self.cfg.batch_size, self.d.shard(self.cfg.batch_size)
+        for _ in range(start_batch, self.schedule.steps_in_epoch(epoch)):
+            x0, e1, e2 = torch.randn(3, B, self.dim, generator=self.generator)
+            yield tuple((x0 + self.sigma * e)[mine].to(self.device) for e in (e1, e2))
+
+    def prefetch(self) -> None:
+        """Nothing to do: a batch is three draws."""
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state().clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
+
+
 def make_feed(cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist,
-              schedule: Schedule) -> LoaderFeed | DeviceFeed:
+              schedule: Schedule) -> LoaderFeed | DeviceFeed | SyntheticFeed:
     """The data path ``cfg`` resolves to on ``device``, serving ``schedule``'s epochs."""
-    cls = DeviceFeed if cfg.resolved_data_path(device.type) == "device" else LoaderFeed
-    return cls(cfg, ds, device, d, schedule)
+    if cfg.resolved_data_path(device.type) == "loader":
+        return LoaderFeed(cfg, ds, device, d, schedule)
+    return (SyntheticFeed if cfg.dataset == "synthetic" else DeviceFeed)(cfg, ds, device, d, schedule)

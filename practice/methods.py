@@ -33,7 +33,9 @@ class Method:
     ``negatives(cfg)``: whether the objective reads negatives (``Views.n1``, ``n2``), ``forms``: the forms it has,
     the default first; ``lam(cfg)``: the paper's balance factor for the run's form (None: the method has none);
     ``trains_target``: whether its loss form passes gradients to an online target (UniGrad's explicit loss holds
-    its targets constant)."""
+    its targets constant); ``norms(cfg)``: the output normalisations (``--norm``) the run's form accepts, its default
+    first (empty: the method l2-normalises, or ``--loss`` chooses for BYOL / SimSiam). A method whose norms include
+    ``none`` runs on the raw outputs of the linear model, where :mod:`ssltheory.theory.unified` gives its flow."""
 
     name: str
     summary: str
@@ -44,6 +46,7 @@ class Method:
     forms: tuple[str, ...] = ("loss",)
     lam: Callable[[Any], float | None] = _always(None)
     trains_target: bool = True  # whether its loss form lets gradients reach an online target
+    norms: Callable[[Any], tuple[str, ...]] = _always(())
 
     def __post_init__(self) -> None:  # a plain bool is accepted for predictor / negatives
         for name in ("predictor", "negatives"):
@@ -91,7 +94,7 @@ def _contrastive(queue: bool) -> Callable[[Any], Objective]:
 def _unigrad(cfg) -> Objective:
     from .objectives.asymmetric import UniGrad
 
-    return UniGrad(cfg.proj_dim, lam=cfg.resolved_lam, rho=cfg.f_rho, form=cfg.resolved_form)
+    return UniGrad(cfg.proj_dim, lam=cfg.resolved_lam, rho=cfg.f_rho, form=cfg.resolved_form, norm=cfg.resolved_norm)
 
 
 def _barlowtwins(cfg) -> Objective:
@@ -103,15 +106,28 @@ def _barlowtwins(cfg) -> Objective:
 def _vicreg(cfg) -> Objective:
     from .objectives.decorrelation import VICReg
 
-    return VICReg(cfg.resolved_lam, form=cfg.resolved_form)
+    return VICReg(cfg.resolved_lam, form=cfg.resolved_form, norm=cfg.resolved_norm)
 
 
 def _decorrelation_lam(kind: str) -> Callable[[Any], float]:
     def lam(cfg) -> float:
         from .objectives.decorrelation import default_lambda
 
-        return default_lambda(kind, cfg.resolved_form, cfg.resolved_norm if kind == "barlowtwins" else None)
+        return default_lambda(kind, cfg.resolved_form, cfg.resolved_norm)
     return lam
+
+
+def _decorrelation_norms(kind: str) -> Callable[[Any], tuple[str, ...]]:
+    def norms(cfg) -> tuple[str, ...]:
+        from .objectives.decorrelation import NORMS
+
+        return NORMS[kind][cfg.resolved_form] if cfg.resolved_form in NORMS[kind] else ()
+    return norms
+
+
+def _unigrad_lam(cfg) -> float:
+    """The paper's 100 on l2-normalised outputs; 1 on the raw outputs of the linear model (s* = (1 - eta) / kappa)."""
+    return 1.0 if cfg.resolved_norm == "none" else 100.0
 
 
 def _not_gradient(cfg) -> bool:
@@ -140,10 +156,11 @@ register(Method("simclr", "InfoNCE (--tau) against the batch's other views; loss
 register(Method("barlowtwins", "cross-correlation of the two views' standardised outputs to the identity "
                 "(--lambda off-diagonal weight)", target=_loss_online_else_ema, objective=_barlowtwins,
                 predictor=False, negatives=_unified, forms=("loss", "gradient", "unified"),
-                lam=_decorrelation_lam("barlowtwins")))
+                lam=_decorrelation_lam("barlowtwins"), norms=_decorrelation_norms("barlowtwins")))
 register(Method("vicreg", "invariance + variance + covariance of the two views' outputs", target=_loss_online_else_ema,
                 objective=_vicreg, predictor=False, negatives=_unified, forms=("loss", "gradient", "unified"),
-                lam=_decorrelation_lam("vicreg")))
+                lam=_decorrelation_lam("vicreg"), norms=_decorrelation_norms("vicreg")))
 register(Method("unigrad", "-u2ᵗ + λ F u1: the unified gradient, F the moving correlation of the negatives (λ 100, "
                 "--f-rho 0.99), momentum target", target=_always("ema"), objective=_unigrad, predictor=False,
-                negatives=True, forms=("gradient", "loss"), lam=_always(100.0), trains_target=False))
+                negatives=True, forms=("gradient", "loss"), lam=_unigrad_lam, trains_target=False,
+                norms=_always(("l2", "none"))))

@@ -312,6 +312,9 @@ def compare_figure(comparisons: list) -> Figure:
     n = len(comparisons)
     fig, ax = plt.subplots(n, 4, figsize=(20, 4.3 * n), squeeze=False)
     for row, c in zip(ax, comparisons, strict=True):
+        if not hasattr(c.params, "alpha_p"):  # a unified-gradient form (theory/unified.py)
+            _unified_compare_row(row, c)
+            continue
         m = c.measured
         colors = plt.cm.viridis(np.linspace(0, 0.9, m.p.shape[1]))
         for j, col in enumerate(colors):
@@ -362,3 +365,53 @@ def compare_figure(comparisons: list) -> Figure:
             a.set_xlabel(r"ODE time $t$ = step $\times$ lr / (1 - momentum)")
     fig.tight_layout()
     return fig
+
+
+def _assumptions_box(ax, c) -> None:
+    held = [a["assumption"] for a in c.assumptions if not a["holds"]]
+    ax.text(0.02, 0.02, "assumptions not met:\n" + "\n".join(held) if held else "all assumptions met",
+            transform=ax.transAxes, fontsize=7, va="bottom", bbox=dict(facecolor="white", alpha=0.8, edgecolor="0.7"))
+
+
+def _unified_compare_row(row, c) -> None:
+    """A unified-form run beside (U3)-(U4): s_j(t) and tau_j(t) measured (solid) vs ODE (dashed), the measured
+    (s_j, tau_j) paths on the mode's phase portrait, and the assumptions with the mapped constants."""
+    from ssltheory.theory.plots import draw_unified_portrait, unified_window
+
+    m, a, ag = c.measured, c.params, c.agreement
+    colors = plt.cm.viridis(np.linspace(0, 0.9, m.s.shape[1]))
+    tau = m.tau if m.tau is not None else np.ones_like(m.s)
+    for j, col in enumerate(colors):
+        row[0].plot(m.t, m.s[:, j], color=col, lw=1.4)
+        row[0].plot(m.t, c.s_pred[:, j], color=col, lw=1.2, ls="--")
+        row[1].plot(m.t, tau[:, j], color=col, lw=1.4)
+        row[1].plot(m.t, c.tau_pred[:, j], color=col, lw=1.2, ls="--")
+    row[0].axhline(a.s_star, color="tab:red", lw=0.9, ls=":", label=rf"$s^*$ = {a.s_star:.3g}")
+    row[0].legend(fontsize=8)
+    row[0].set_title(f"{Path(c.run).name}: $s_j$ measured (solid) vs (U3)-(U4) (dashed), ranks over the spectrum\n"
+                     f"final err max {ag['s']['max_final_rel_err']:.1%}, trajectory err max "
+                     f"{ag['s']['max_trajectory_rel_err']:.1%}", fontsize=9)
+    row[0].set_ylabel(r"$s_j$")
+    tau_note = (f"trajectory err max {ag['tau']['max_trajectory_rel_err']:.1%} (ranks swap where paths cross)"
+                if "tau" in ag else "stop-gradient: τ = 1")
+    row[1].set_title(rf"$\tau_j$ measured vs ODE; {tau_note}", fontsize=9)
+    row[1].set_ylabel(r"$\tau_j$")
+    window = unified_window(a, s_max=float(max(m.s.max(), c.s_pred.max())))
+    if a.ema:
+        window = (window[0], (0.0, max(window[1][1], 1.1 * float(tau.max()))))
+    draw_unified_portrait(row[2], a, window=window, density=0.8)
+    for j, col in enumerate(colors):
+        if a.ema:
+            row[2].plot(m.s[:, j], tau[:, j], "-", color=col, lw=1.6, zorder=6)
+            row[2].plot(m.s[-1, j], tau[-1, j], "s", color=col, ms=5, zorder=7)
+        else:
+            row[2].plot(m.s[-1, j], 0.0, "s", color=col, ms=5, zorder=7)
+    row[2].set_title("measured paths on the mode's phase portrait\n" + row[2].get_title(), fontsize=8)
+    row[3].axis("off")
+    lines = [f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in (
+        ("time per step", c.alpha), ("form", a.form), ("lambda", a.lam), ("eta", a.eta), ("sigma^2", a.sigma2),
+        ("beta", a.beta if a.ema else "stop-grad"), ("F branch", a.f_branch), ("s*", a.s_star))]
+    row[3].text(0.02, 0.98, "ODE constants\n" + "\n".join(lines), transform=row[3].transAxes, fontsize=8, va="top")
+    _assumptions_box(row[3], c)
+    for x in (row[0], row[1]):
+        x.set_xlabel(r"ODE time $t$ = step $\times$ lr / (1 - momentum)")

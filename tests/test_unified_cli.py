@@ -30,6 +30,17 @@ def test_fixed_points_of_unigrad_are_the_closed_form_with_their_kinds(tmp_path):
     assert [fp["kind"] for fp in regimes[1]["fixed_points"]] == ["stable"] and regimes[1]["collapsed"]
 
 
+def test_phase_portrait_of_a_unified_form_draws_one_mode_with_its_fixed_points(tmp_path):
+    r = cli("phase-portrait", "--method", "barlowtwins", "--lambda", "2", "--eta", "0,0.5,1.2", "--out",
+            str(tmp_path / "bt"))
+    assert r.returncode == 0, r.stderr
+    data = _json(tmp_path / "bt" / "fixed_points.json")
+    assert [p["s_star"] for p in data["panels"]] == pytest.approx([0.5, 0.25, 0.0])  # (1 - eta) / lam, kappa = 1
+    assert [fp["kind"] for fp in data["panels"][1]["fixed_points"]] == ["saddle", "stable"]
+    assert (tmp_path / "bt" / "phase_portrait.png").stat().st_size > 50_000
+    assert _json(tmp_path / "bt" / "config.json")["command"] == "phase-portrait"
+
+
 @pytest.mark.parametrize("args", [["fixed-points"], ["fixed-points", "--eta", "0.01,0.3", "--tau", "0.8"],
                                   ["simulate", "--steps", "300", "--lr", "0.05", "--samples", "20"],
                                   ["simulate", "--model", "matrix", "--no-ema", "--dim", "3", "--steps", "100",
@@ -77,7 +88,9 @@ def test_simulate_matrix_of_barlow_twins_whitens(ema, tmp_path):
     (["simulate", "--lambda", "2"], "--lambda 2"),
     (["fixed-points", "--method", "barlowtwins", "--f-branch", "online"], "--f-branch 'online'"),
     (["fixed-points", "--method", "nope"], "'nope'"),
-    (["phase-portrait", "--method", "unigrad"], "--method"),
+    (["phase-portrait", "--method", "unigrad", "--alpha-p", "2"], "--alpha-p 2"),
+    (["phase-portrait", "--lambda", "2"], "--lambda 2"),
+    (["phase-portrait", "--method", "simclr", "--lambda", "3"], "--lambda 3"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     r = cli(*args, "--out", str(tmp_path / "out"))

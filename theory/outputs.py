@@ -289,6 +289,18 @@ def _not_for(method: str, given: dict[str, Any], defaults: dict[str, Any], expec
             raise ConfigError(f"{_flag(name, given[name])} does not apply to --method {method}: expected {expected}")
 
 
+def phase_portrait_settings(method: str, given: dict[str, Any]) -> None:
+    """``phase-portrait``'s settings that ``method`` does not use, given with another value than their default
+    (``--alpha-p``, ``--tau`` for a unified form; ``--lambda`` and the rest of :data:`UNIFIED_DEFAULTS` for byol): a
+    one-line error."""
+    check_choice("--method", method, METHODS)
+    if method == "byol":
+        _not_for(method, given, UNIFIED_DEFAULTS, "it with a unified --method (unigrad, vicreg, barlowtwins, simclr)")
+    else:
+        _not_for(method, given, {"alpha_p": 1.0, "tau": 1.0}, "it with --method byol only (a unified form has no "
+                 "predictor, and its τ follows the EMA flow (U4))")
+
+
 def unified_params(method: str, *, eta: float = 0.0, sigma2: float = 0.5, lam: float = 1.0,
                    f_branch: str = "momentum", temperature: float = 0.2, ema: bool = True,
                    beta: float = 0.4) -> unified.UnifiedParams:
@@ -354,6 +366,25 @@ def unified_fixed_points(out: Path, etas: Sequence[float] | None, params: unifie
                          ("fixed_points.json", lambda p: save_json(p, data)),
                          ("config.json", lambda p: save_json(p, config))])
     return {"paths": paths, "regimes": regimes, "method": params.form}
+
+
+def unified_phase_portrait(out: Path, etas: Sequence[float] | None, params: unified.UnifiedParams) -> dict:
+    """Phase portrait of one mode of a unified form, one panel per weight decay: the (s_j, tau_j) flow of (U3)-(U4)
+    under EMA, s_j' against s_j under stop-gradient, with the fixed points by kind. ``etas``: ``None`` gives
+    :data:`UNIFIED_ETAS`. Writes ``phase_portrait.png``, ``fixed_points.json`` (``{"panels": records}``) and
+    ``config.json``; returns ``{"paths": [...], "records": records}``."""
+    etas = _etas(etas)
+    panels = [dataclasses.replace(params, eta=e) for e in etas]  # validates each
+    check_out_dir(out)
+    fig = plots.unified_portrait_figure(panels)
+    records = [_unified_record(p) for p in panels]
+    constants = _unified_constants(params)
+    config = {"command": "phase-portrait", "eta": etas,
+              **{k: v for k, v in constants.items() if k not in ("balance", "kappa", "q", "time_scale")}}
+    paths = _write(out, [("phase_portrait.png", lambda p: save_figure(fig, p)),
+                         ("fixed_points.json", lambda p: save_json(p, {**constants, "panels": records})),
+                         ("config.json", lambda p: save_json(p, config))])
+    return {"paths": paths, "records": records}
 
 
 def unified_forms(out: Path, etas: Sequence[float] | None = None, tau: float = 1.0, sigma2: float = 0.5,

@@ -431,6 +431,63 @@ def unified_flow_figure(params_list: list) -> Figure:
     return fig
 
 
+def unified_window(params, s_max: float = 0.0) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((s_lo, s_hi), (tau_lo, tau_hi)) showing a unified form's fixed points (and s up to ``s_max``)."""
+    from .unified import collapsed_tau
+
+    s_hi = 1.6 * max(params.s_star, 1.0 / (params.balance * params.kappa), s_max)
+    return (0.0, s_hi), (0.0, max(1.6, 1.2 * collapsed_tau(params)))
+
+
+def draw_unified_portrait(ax, params, window=None, density: float = 1.0) -> list:
+    """The flow of one mode of a unified form on ``ax``: under EMA the (s_j, tau_j) plane of (U3)-(U4) with
+    streamlines, under stop-gradient (tau = 1) s_j' against s_j; fixed points coloured by kind. Returns them."""
+    from .unified import fixed_points as unified_points
+    from .unified import mode_rates as unified_rates
+
+    (s_lo, s_hi), (t_lo, t_hi) = window or unified_window(params)
+    fps = unified_points(params)
+    if params.ema:
+        S, T = np.meshgrid(np.linspace(s_lo, s_hi, 50), np.linspace(t_lo, t_hi, 50))
+        with np.errstate(over="ignore", invalid="ignore"):
+            dS, dT = unified_rates(S, T, params)
+            top = float(np.max(np.abs(np.stack([dS, dT])))) if np.all(np.isfinite(dS) & np.isfinite(dT)) else 0.0
+        if top > 0:
+            ax.streamplot(S, T, dS / top, dT / top, density=density, color="tab:blue", linewidth=0.7, arrowsize=0.8)
+        for fp in fps:
+            ax.plot(fp.s, fp.tau, "o", ms=9, color=KIND_COLOR.get(fp.kind, "tab:gray"), mec="white", zorder=5)
+            ax.annotate(f"{fp.kind} ({fp.s:.3g}, {fp.tau:.3g})", (fp.s, fp.tau), textcoords="offset points",
+                        xytext=(6, 6), fontsize=7, color=KIND_COLOR.get(fp.kind, "tab:gray"))
+        ax.set_ylim(t_lo, t_hi)
+        ax.set_ylabel(r"$\tau_j$")
+    else:
+        s = np.linspace(s_lo, s_hi, 300)
+        ax.plot(s, unified_rates(s, np.ones_like(s), params)[0], color="tab:blue", lw=1.6)
+        ax.axhline(0.0, color="0.4", lw=0.8)
+        for fp in fps:
+            ax.plot(fp.s, 0.0, "o", ms=9, color=KIND_COLOR.get(fp.kind, "tab:gray"), mec="white", zorder=5)
+            ax.annotate(f"{fp.kind} {fp.s:.3g}", (fp.s, 0.0), textcoords="offset points", xytext=(6, 6), fontsize=7,
+                        color=KIND_COLOR.get(fp.kind, "tab:gray"))
+        ax.set_ylabel(r"$\dot s_j$ ($\tau$ = 1, stop-grad)")
+    ax.set_xlim(s_lo, s_hi)
+    ax.set_xlabel(r"$s_j$ (eigenvalue of $WW^T$)")
+    ax.set_title(rf"{_unified_label(params)}, $\eta$={params.eta:g}", fontsize=9)
+    return fps
+
+
+def unified_portrait_figure(params_list: list) -> Figure:
+    """One panel per parameter set (e.g. per eta): :func:`draw_unified_portrait` on a common window."""
+    n = len(params_list)
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.4), squeeze=False)
+    wins = [unified_window(a) for a in params_list]
+    common = ((0.0, max(w[0][1] for w in wins)), (0.0, max(w[1][1] for w in wins)))
+    for ax, a in zip(axes[0], params_list, strict=True):
+        draw_unified_portrait(ax, a, window=common)
+    fig.suptitle("Phase portrait of one mode of the unified gradient, (U3)-(U4) (theory/unified.py)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 def unified_modes_figure(results: list[SimulationResult]) -> Figure:
     """One row per run of (U3)-(U4): s_j(t) with s* dashed, and tau_j(t)."""
     n = len(results)

@@ -28,7 +28,7 @@ from torch import nn
 
 from ssltheory.theory.modes import P_FLOOR, directpred_p
 
-from .base import Objective, Views, balance_ratio, grad_cosine, mixed_target, surrogate, unit
+from .base import NORMS, Objective, Views, balance_ratio, grad_cosine, mixed_target, normalised, surrogate, unit
 
 FORMS = ("gradient", "loss")
 """The forms both objectives offer: ``gradient`` (the detached surrogate of g) and ``loss`` (autograd)."""
@@ -53,12 +53,19 @@ def _check_form(form: str) -> str:
     return form
 
 
-def batch_correlation(n1: torch.Tensor, n2: torch.Tensor) -> torch.Tensor:
+def _check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return norm
+
+
+def batch_correlation(n1: torch.Tensor, n2: torch.Tensor, norm: str = "l2") -> torch.Tensor:
     """This rank's tmp = (unit(n1)^T unit(n1) + unit(n2)^T unit(n2)) / (2B), (d, d) float32 from n1, n2 (B, d).
 
-    Computed in fp32 with autocast off, not centred; trace(tmp) = 1 (rows of unit norm)."""
+    Computed in fp32 with autocast off, not centred; trace(tmp) = 1 (rows of unit norm). ``norm`` "none": the raw
+    rows, tmp = (n1^T n1 + n2^T n2) / (2B) (the linear model's F, :mod:`ssltheory.theory.unified`)."""
     with _no_autocast(n1):
-        a, b = unit(n1.detach().float()), unit(n2.detach().float())
+        a, b = normalised(n1.detach().float(), norm), normalised(n2.detach().float(), norm)
         return (a.T @ a + b.T @ b) / (2 * a.shape[0])
 
 
@@ -67,14 +74,14 @@ class RunningF(nn.Module):
 
     Buffers (so that ``state_dict`` checkpoints them): ``F`` (d, d), always float32 (``.to(dtype)``, ``.half()``
     leave it fp32), and ``initialised`` (0-d bool). :meth:`update` never reads ``initialised`` on the host, so it
-    does not wait for the device.
+    does not wait for the device. ``norm``: the rows' normalisation (:func:`batch_correlation`).
     """
 
-    def __init__(self, dim: int, rho: float = 0.99) -> None:
+    def __init__(self, dim: int, rho: float = 0.99, norm: str = "l2") -> None:
         super().__init__()
         if not 0.0 <= rho < 1.0:
             raise ValueError(f"rho must lie in [0, 1), got {rho}")
-        self.rho = float(rho)
+        self.rho, self.norm = float(rho), _check_norm(norm)
         self.register_buffer("F", torch.zeros(dim, dim, dtype=torch.float32))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
 
@@ -92,7 +99,7 @@ class RunningF(nn.Module):
         tmp = reduce(:func:`batch_correlation` (n1, n2)) / world (``reduce`` sums over the ranks: the global batch's
         correlation); F = tmp on the first call, else rho F + (1 - rho) tmp.
         """
-        tmp = batch_correlation(n1, n2)
+        tmp = batch_correlation(n1, n2, self.norm)
         if reduce is not None:
             tmp = reduce(tmp) / world
         F, init = self.F.to(tmp.device), self.initialised.to(tmp.device)
@@ -105,7 +112,7 @@ class RunningF(nn.Module):
         """F as it stands (no update; for measurements), or this rank's batch correlation before the first update."""
         if bool(self.initialised):
             return self.F.to(n1.device)
-        return batch_correlation(n1, n2)
+        return batch_correlation(n1, n2, self.norm)
 
 
 def _negatives(v: Views) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,15 +173,19 @@ class UniGrad(Objective):
     Multi-crop: each local output l (B, d) has u = unit(l) and positive (unit(z1) + unit(z2)) / 2, the average of the
     two (unmixed) global targets, also NOT re-normalised: the gradient of the mean of -cos(u, t) over both global
     targets. F comes from the global views only. The loss is the mean over the 2 + len(locals) crops.
+
+    ``norm`` "none" replaces every unit(.) above by the raw rows (F = E[n n^T] not trace-normalised): the unified
+    gradient of the linear model, whose flow is (U1) of :mod:`ssltheory.theory.unified`.
     """
 
     cutmix = True
     multi_crop = True
 
-    def __init__(self, dim: int, lam: float = 100.0, rho: float = 0.99, form: str = "gradient") -> None:
+    def __init__(self, dim: int, lam: float = 100.0, rho: float = 0.99, form: str = "gradient",
+                 norm: str = "l2") -> None:
         super().__init__()
-        self.dim, self.lam, self.form = dim, float(lam), _check_form(form)
-        self.running = RunningF(dim, rho)
+        self.dim, self.lam, self.form, self.norm = dim, float(lam), _check_form(form), _check_norm(norm)
+        self.running = RunningF(dim, rho, norm)
 
     @property
     def F(self) -> torch.Tensor:
@@ -183,12 +194,14 @@ class UniGrad(Objective):
 
     def _crops(self, v: Views, dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(u, positive) pairs, each (B, d), for the two global views and every local crop."""
-        z1, z2 = unit(v.z1.detach().to(dtype)), unit(v.z2.detach().to(dtype))
-        u1, u2 = unit(v.p1.to(dtype)), unit(v.p2.to(dtype))
-        crops = [(u1, mixed_target(z2, v.mix)), (u2, mixed_target(z1, v.mix))]
+        def n(x: torch.Tensor) -> torch.Tensor:
+            return normalised(x.to(dtype), self.norm)
+
+        z1, z2 = n(v.z1.detach()), n(v.z2.detach())
+        crops = [(n(v.p1), mixed_target(z2, v.mix)), (n(v.p2), mixed_target(z1, v.mix))]
         if v.locals:
             both = 0.5 * (z1 + z2)
-            crops += [(unit(loc.to(dtype)), both) for loc in v.locals]
+            crops += [(n(loc), both) for loc in v.locals]
         return crops
 
     def _term(self, u: torch.Tensor, t: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
@@ -212,16 +225,19 @@ class UniGrad(Objective):
         ``grad_cosine``: mean_i cos(g1_i, g1_i^DP), g1^DP the BYOL-DirectPred adaptive gradient (eps = 0.3) on the same
         u1, t2 and F, i.e. how far the simplification (d) -> (e) of Table 2 (W_p -> I in the positive term, adaptive
         lambda_i M -> constant lam F) turns the gradient. Their parts tangent to u1 are compared (the radial part
-        t2^T u1 + lam u1^T F u1 of g1 is removed by the normalisation; g1^DP has none)."""
+        t2^T u1 + lam u1^T F u1 of g1 is removed by the normalisation; g1^DP has none). No ``grad_cosine`` under
+        ``norm`` "none"."""
         dtype = _compute_dtype(v.p1)
         with _no_autocast(v.p1):
             F = self.running.current(*_negatives(v))
             (u1, t2), _ = self._crops(v, dtype)[:2]
             neg = self.lam * (u1 @ F.to(dtype))
+            out = {"method_F": F.detach().clone(), "balance_ratio": balance_ratio(t2, neg)}
+            if self.norm == "none":  # DirectPred's gradient lives on unit rows: no comparison for raw outputs
+                return out
             W, M, _ = directpred_matrices(F, COMPARE_EPS)
             g_dp, _ = directpred_gradient(u1, t2, W.to(dtype), M.to(dtype))
-            return {"method_F": F.detach().clone(), "balance_ratio": balance_ratio(t2, neg),
-                    "grad_cosine": grad_cosine(-t2 + neg, g_dp, u1)}
+            return {**out, "grad_cosine": grad_cosine(-t2 + neg, g_dp, u1)}
 
 
 class DirectPredGradient(Objective):

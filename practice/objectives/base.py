@@ -78,6 +78,16 @@ def unit(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=-1)
 
 
+NORMS = ("l2", "none")
+"""The output normalisations of the unified-family objectives (Barlow Twins adds ``bn``): ``l2`` unit rows (the
+papers' networks), ``none`` the raw outputs (the linear model, where :mod:`ssltheory.theory.unified` holds)."""
+
+
+def normalised(x: torch.Tensor, norm: str) -> torch.Tensor:
+    """Rows of x (B, d) as ``norm`` says: :func:`unit` for ``l2``, x itself for ``none``."""
+    return unit(x) if norm == "l2" else x
+
+
 def surrogate(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """The detached surrogate mean_i <g_i, u_i> (unigrad.md A2): its gradient in u is g / B, so backward pushes the
     gradient form g (B, d) through the normalisation, the projector and the encoder."""

@@ -37,7 +37,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from .base import Objective, Views, balance_ratio, grad_cosine, surrogate, unit
+from .base import Objective, Views, balance_ratio, grad_cosine, normalised, surrogate
 
 FORMS = ("loss", "gradient", "unified")
 """The forms every objective here offers."""
@@ -56,15 +56,19 @@ DEFAULT_LAMBDA: dict[tuple[str, str, str], float] = {
     ("vicreg", "loss", "none"): 1.0,  # covariance coefficient nu (Bardes et al.: 25, 25, 1)
     ("vicreg", "gradient", "none"): 1.0,  # row (i) in our parametrisation: the loss's own coefficient
     ("vicreg", "unified", "l2"): 25.0,  # row (j)
+    ("barlowtwins", "unified", "none"): 1.0,  # raw outputs (the linear model): lambda sets s* = 1 / lambda only
+    ("vicreg", "unified", "none"): 1.0,
 }
 """The paper's (or the loss's) lambda per (method, form, norm). For Barlow Twins lambda is the off-diagonal weight in
 every form; for VICReg it is the covariance coefficient nu in the loss and gradient forms (the invariance and variance
 coefficients are 25 and 25) and the balance factor of -t + lambda F u in the unified form. Table 2's 4e-5 for row (i)
 belongs to the paper's own parametrisation of the VICReg gradient, which is not released; ours is the loss's."""
 
-NORMS = {"barlowtwins": {"loss": ("bn",), "gradient": ("bn",), "unified": ("bn", "l2")},
-         "vicreg": {"loss": ("none",), "gradient": ("none",), "unified": ("l2",)}}
-"""The normalisations each (method, form) accepts; the first is its default."""
+NORMS = {"barlowtwins": {"loss": ("bn",), "gradient": ("bn",), "unified": ("bn", "l2", "none")},
+         "vicreg": {"loss": ("none",), "gradient": ("none",), "unified": ("l2", "none")}}
+"""The normalisations each (method, form) accepts; the first is its default. ``none`` in the unified forms: the raw
+outputs of the linear model, whose flows are (U1) (VICReg) and (U2) (Barlow Twins) of
+:mod:`ssltheory.theory.unified`. VICReg's loss and gradient forms never normalise (also ``none``)."""
 
 
 def default_lambda(method: str, form: str, norm: str | None = None) -> float:
@@ -272,8 +276,9 @@ class BarlowTwins(Objective):
     """Barlow Twins in the form ``form`` ("loss", "gradient" or "unified"), symmetric 0.5 (L(f1, z2) + L(f2, z1)).
 
     ``lam``: the off-diagonal weight (None: :data:`DEFAULT_LAMBDA`, 5e-3, or 50 for the unified l2 form);
-    ``norm``: the unified form's normalisation, "bn" (row (g)) or "l2" (row (h)); the loss and gradient forms always
-    standardise with BN ("bn"). Under an online target the loss form is the original L(f1, f2), since
+    ``norm``: the unified form's normalisation, "bn" (row (g)), "l2" (row (h)) or "none" (the raw outputs of the
+    linear model; the factor 2 of the released gradient is kept, so its flow is 2 x (U2)); the loss and gradient
+    forms always standardise with BN ("bn"). Under an online target the loss form is the original L(f1, f2), since
     L(f2, f1) = L(f1, f2). No state.
     """
 
@@ -314,26 +319,26 @@ class BarlowTwins(Objective):
 
     def _normalise(self, x: torch.Tensor, v: Views) -> torch.Tensor:
         """A detached tensor (B, d) normalised as the unified form's ``norm`` says."""
-        return global_standardise(x, v)[0] if self.norm == "bn" else unit(x)
+        return global_standardise(x, v)[0] if self.norm == "bn" else normalised(x, self.norm)
 
     def _unified_grad(self, f: torch.Tensor, t: torch.Tensor, n_own: torch.Tensor, n_other: torch.Tensor, v: Views,
                       lam: float, norm: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The unified per-sample gradient w.r.t. the detached online f (B, d): (N dL/df, g w.r.t. u, the target
         t normalised, C)."""
-        t = global_standardise(t, v)[0] if norm == "bn" else unit(t)
+        t = global_standardise(t, v)[0] if norm == "bn" else normalised(t, norm)
         g, C = barlow_twins_unified(t, n_own, n_other, lam, v)
         if norm == "bn":
             a, inv = global_standardise(f, v)
             return bn_backward(g, a, inv, v), g, t, C
-        return l2_backward(g, f), g, t, C
+        return (l2_backward(g, f) if norm == "l2" else g), g, t, C
 
     def _unified_surrogate(self, f: torch.Tensor, t: torch.Tensor, n_own: torch.Tensor, n_other: torch.Tensor,
                            v: Views) -> torch.Tensor:
         if self.norm == "bn":
             gf = self._unified_grad(f.detach(), t.detach(), n_own, n_other, v, self.lam, "bn")[0]
             return surrogate(gf, f)
-        g = barlow_twins_unified(unit(t.detach()), n_own, n_other, self.lam, v)[0]
-        return surrogate(g, unit(f))
+        g = barlow_twins_unified(normalised(t.detach(), self.norm), n_own, n_other, self.lam, v)[0]
+        return surrogate(g, normalised(f, self.norm))
 
     @torch.no_grad()
     def measure(self, v: Views) -> dict:
@@ -353,7 +358,8 @@ class BarlowTwins(Objective):
             a, inv = global_standardise(f1, v)
             exact = bn_backward(barlow_twins_exact(a, global_standardise(z2, v)[0], lam_x, v)[0], a, inv, v)
             n2 = _negatives(v)[1]
-            o1, n2 = (global_standardise(x, v)[0] for x in (f1, n2)) if norm_u == "bn" else (unit(f1), unit(n2))
+            o1, n2 = ((global_standardise(x, v)[0] for x in (f1, n2)) if norm_u == "bn"
+                      else (normalised(f1, norm_u), normalised(n2, norm_u)))
             simple, g, t, C = self._unified_grad(f1, z2, o1, n2, v, lam_u, norm_u)
             C_sym = 0.5 * (C + C.T) / (C.shape[0] if norm_u == "bn" else 1.0)
             return {"method_F": C_sym.float(), "balance_ratio": balance_ratio(t, lam_u * (t @ C.T)),
@@ -366,15 +372,16 @@ class VICReg(Objective):
     ``lam``: the covariance coefficient nu in the loss and gradient forms (None: 1, Bardes et al.), the balance factor
     of the unified form -t + lam F u (None: 25, row (j)); ``sim``, ``std``: the invariance and variance coefficients
     (25, 25). Each half regularises its online argument only (:func:`vicreg_loss`): under an online target the loss
-    form is Bardes et al.'s loss exactly. No state.
+    form is Bardes et al.'s loss exactly. ``norm`` (unified form only): "l2" (row (j)) or "none", the raw outputs of the
+    linear model (flow (U1) of :mod:`ssltheory.theory.unified`). No state.
     """
 
     name = "vicreg"
 
     def __init__(self, lam: float | None = None, form: str = "loss", *, sim: float = 25.0,
-                 std: float = 25.0) -> None:
+                 std: float = 25.0, norm: str | None = None) -> None:
         super().__init__()
-        self.norm = NORMS[self.name][form][0] if form in FORMS else ""
+        self.norm = (NORMS[self.name][form][0] if form in FORMS else "") if norm is None else norm
         self.lam = _check(self.name, form, self.norm, lam)
         self.form, self.sim, self.std = form, float(sim), float(std)
 
@@ -396,11 +403,12 @@ class VICReg(Objective):
                     surr = surr + 0.5 * surrogate(g, f)
                     value = value + 0.5 * val
                 return surr - surr.detach() + value.detach()
-            n1, n2 = (unit(n) for n in _negatives(v))
+            n1, n2 = (normalised(n, self.norm) for n in _negatives(v))
             surr = 0.0
             for f, t, n in ((v.p1, v.z2, n1), (v.p2, v.z1, n2)):
-                u = unit(f)
-                surr = surr + 0.5 * surrogate(vicreg_unified(u.detach(), unit(t.detach()), n, self.lam, v)[0], u)
+                u = normalised(f, self.norm)
+                g = vicreg_unified(u.detach(), normalised(t.detach(), self.norm), n, self.lam, v)[0]
+                surr = surr + 0.5 * surrogate(g, u)
             return surr
 
     @torch.no_grad()
@@ -411,12 +419,12 @@ class VICReg(Objective):
         This rank's batch (no collective)."""
         v = _local(v)
         unified = self.form == "unified"
-        lam_u = self.lam if unified else default_lambda(self.name, "unified")
+        lam_u, norm_u = (self.lam, self.norm) if unified else (default_lambda(self.name, "unified"), "l2")
         lam_x = default_lambda(self.name, "loss") if unified else self.lam
         with _no_autocast(v.p1):
             f1, z2 = v.p1.detach(), v.z2.detach()
             exact = vicreg_exact(f1, z2, self.sim, self.std, lam_x, v)[0]
-            u1, t2 = unit(f1), unit(z2)
-            g, Fm = vicreg_unified(u1, t2, unit(_negatives(v)[0]), lam_u, v)
+            u1, t2 = normalised(f1, norm_u), normalised(z2, norm_u)
+            g, Fm = vicreg_unified(u1, t2, normalised(_negatives(v)[0], norm_u), lam_u, v)
             return {"method_F": Fm.float(), "balance_ratio": balance_ratio(t2, lam_u * (u1 @ Fm)),
-                    "grad_cosine": grad_cosine(l2_backward(g, f1), exact)}
+                    "grad_cosine": grad_cosine(l2_backward(g, f1) if norm_u == "l2" else g, exact)}
