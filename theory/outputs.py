@@ -259,7 +259,7 @@ UNIFIED_ETAS = (0.04, 0.5, 1.1)
 """``fixed-points`` weight decays of a unified form by default: Fig. 5's 0.04, 0.5, and collapse beyond eta = 1."""
 UNIFIED_S0 = (0.01, 0.1, 0.5, 1.0, 2.0)
 """Initial s_j of ``simulate --model modes`` for a unified form by default: below and above every form's s*."""
-UNIFIED_MODELS = ("modes", "matrix")
+UNIFIED_MODELS = ("modes", "matrix", "sgd")
 ETA_AXIS = 1.2
 """The eta axis of :func:`unified_forms` runs from 0 to this (or to the largest eta given)."""
 FORM_VARIANTS = (("unigrad, F momentum", "unigrad", "momentum"), ("unigrad, F online", "unigrad", "online"),
@@ -268,8 +268,8 @@ FORM_VARIANTS = (("unigrad, F momentum", "unigrad", "momentum"), ("unigrad, F on
 """(label, form, F branch) of every unified variant :func:`unified_forms` compares."""
 _BYOL_ONLY = {"alpha_p": 1.0, "stop_grad": True, "predictor": "linear", "eps": 0.0, "eta_p": None, "tau": None,
               "tau_fixed": None, "p0": SimulationConfig().p0}
-_UNIFIED_RUN_FIELDS = ("lr", "steps", "integrator", "s0", "tau0", "dim", "init_scale", "seed", "samples")
-_SGD_ONLY = ("batch", "rho")  # ignored by the modes and matrix runs, as byol's ignore them
+_UNIFIED_RUN_FIELDS = ("lr", "steps", "integrator", "s0", "tau0", "dim", "init_scale", "seed", "samples", "batch")
+_SGD_ONLY = ("batch", "rho")  # ignored by the modes and matrix runs, as byol's ignore them (rho: DirectPred's)
 
 
 def _flag(name: str, value: Any) -> str:
@@ -448,6 +448,7 @@ class UnifiedRun:
     init_scale: float = 0.3
     seed: int = 0
     samples: int = 400
+    batch: int = 256
 
     def __post_init__(self) -> None:
         _check_unified_model(self.model, self.params.form)
@@ -463,7 +464,7 @@ class UnifiedRun:
                                                                     ema=a.ema),
                                 lr=self.lr, steps=self.steps, integrator=self.integrator, p0=(1.0,) * len(self.s0),
                                 s0=self.s0, tau0=self.tau0, dim=self.dim, init_scale=self.init_scale, seed=self.seed,
-                                samples=self.samples)
+                                samples=self.samples, batch=self.batch)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form of the run."""
@@ -472,8 +473,8 @@ class UnifiedRun:
 
 def _check_unified_model(model: str, form: str) -> None:
     if model not in UNIFIED_MODELS:
-        raise ConfigError(f"--model {model!r} is not covered by --method {form}: expected modes ((U3)-(U4)) or matrix "
-                          "((U1)/(U2)); sgd and reduced are byol's")
+        raise ConfigError(f"--model {model!r} is not covered by --method {form}: expected modes ((U3)-(U4)), matrix "
+                          "((U1)/(U2)) or sgd (their per-sample gradient); reduced is byol's")
 
 
 def unified_runs(model: str, eta: float | str | Sequence[float], beta: float | str | Sequence[float], method: str,
@@ -535,8 +536,13 @@ def simulate_unified(run: UnifiedRun, on_progress: Callable[[float], None] | Non
         dW, dWa = unified.matrix_rates(W, y[1] if a.ema else W, a, X)
         return np.stack([dW, dWa if a.ema else dW])  # under stop-gradient the stored W_a follows W
 
-    traj = integrate.integrate(field, np.stack([W0, (run.tau0 if a.ema else 1.0) * W0]), dt=run.lr, steps=run.steps,
-                               method=run.integrator, samples=run.samples, on_progress=on_progress)
+    Wa0 = (run.tau0 if a.ema else 1.0) * W0
+    if run.model == "sgd":
+        traj = unified.run_sgd(a, W0, Wa0, lr=run.lr, steps=run.steps, batch=run.batch, seed=run.seed,
+                               samples=run.samples, on_progress=on_progress)
+    else:
+        traj = integrate.integrate(field, np.stack([W0, Wa0]), dt=run.lr, steps=run.steps, method=run.integrator,
+                                   samples=run.samples, on_progress=on_progress)
     ok = _finite_samples(traj.y)
     W, Wa = traj.y[:ok, 0], traj.y[:ok, 1]
     norm_W, norm_Wa = np.linalg.norm(W, axis=(1, 2)), np.linalg.norm(Wa, axis=(1, 2))

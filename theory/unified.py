@@ -30,6 +30,14 @@ detached surrogate, so dW = -E[g x1ᵀ] - eta W (gradient flow with weight decay
   g ~ (-u2 + F_b u1 / T) / T: (U1) with lam = 1/T and time running 1/T as fast. It is flagged as an approximation:
   at its own fixed point u1·v / T ~ (1 - eta)/(1 + sigma^2)^2 is not small.
 
+- ``directpred`` (Table 2 (d)) is NOT a form here. On l2-normalised outputs its per-sample balance lambda_i is a
+  ratio of random quantities, with no closed-form expectation. On the raw outputs of this model lambda_i -> 1 and
+  g = -W_p u2 + M u1, W_p = U diag(sqrt(s/s_max) + eps) U^T, M = F / s_max + eps^2 I: BYOL's L2 gradient with a
+  DirectPred predictor (:mod:`.modes`, predictor "directpred") except that M replaces W_p^2. Per mode (X = I,
+  W_a = tau W, r_j = sqrt(s_j / s_max)): s_j' = 2 s_j [(r_j + eps) tau_j - (1 + sigma^2)(r_j^2 + eps^2) - eta], which
+  depends on s only through the ratios r_j, so the scale has no fixed point (the top mode, r = 1, grows or decays
+  exponentially unless tau (1 + eps) = (1 + sigma^2)(1 + eps^2) + eta). It is derived, not implemented or tested.
+
 Isotropic data X = I, X' = (1 + sigma^2) I, and Assumption 1 (W_a = tau W, as for BYOL): with s_j the eigenvalues
 of F̂ = W Wᵀ and w_j = sqrt(s_j) the singular values of W, (U1) and (U2) decouple into modes,
 
@@ -64,6 +72,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .fixed_points import FixedPoint
+from .integrate import Progress, Trajectory, record_steps
 from .params import check_choice, check_constant
 
 Array = np.ndarray
@@ -225,3 +234,37 @@ def sample_gradient(W: Array, W_a: Array, x1: Array, x2: Array, params: UnifiedP
             F = (v.T @ v) / v.shape[0]
         g = -u2 + lam * u1 @ F.T
     return (g.T @ x1) / n
+
+
+def run_sgd(params: UnifiedParams, W0: Array, Wa0: Array, *, lr: float, steps: int, batch: int, seed: int = 0,
+            samples: int = 200, on_progress: Progress | None = None) -> Trajectory:
+    """Finite-batch SGD on the linear network with the form's per-sample gradient (:func:`sample_gradient`, F or C
+    each batch's own): x0 ~ N(0, I_n1), views x0 + sigma * noise, W <- W - lr c (g + eta W) with c the form's time
+    scale, W_a <- W_a + lr beta (W - W_a) under EMA (W_a = W under stop-gradient). Time is t = step * lr, as for the
+    Euler integration of (U1)/(U2); states (2, n2, n1) = (W, W_a), NaN from a divergence on."""
+    rng = np.random.default_rng((seed, 1))  # not W(0)'s stream (the callers draw it from default_rng(seed))
+    sigma = math.sqrt(params.sigma2)
+    W, W_a = np.array(W0, float), np.array(Wa0 if params.ema else W0, float)
+    record = record_steps(steps, samples)
+    ys = np.full((len(record), 2, *W.shape), np.nan)
+    nxt, every = 0, max(1, steps // 200)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(steps + 1):
+            if k == record[nxt]:
+                ys[nxt] = (W, W_a)
+                nxt += 1
+                if nxt == len(record):
+                    break
+            if not (np.isfinite(W).all() and np.isfinite(W_a).all()):
+                break
+            x0 = rng.standard_normal((batch, W.shape[1]))
+            x1, x2 = x0 + sigma * rng.standard_normal(x0.shape), x0 + sigma * rng.standard_normal(x0.shape)
+            g = sample_gradient(W, W_a, x1, x2, params)
+            W_new = W - lr * params.time_scale * (g + params.eta * W)
+            W_a = W_a + lr * params.beta * (W - W_a) if params.ema else W_new
+            W = W_new
+            if on_progress is not None and (k + 1) % every == 0:
+                on_progress((k + 1) / steps)
+    if on_progress is not None:
+        on_progress(1.0)
+    return Trajectory(record * float(lr), ys)
