@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := runs/demo
 
-.PHONY: demo test lint bench clean experiments-smoke
+.PHONY: demo test lint bench clean experiments-smoke experiments-cpu
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ EXPERIMENTS := fig2 fig3 fig4 fig5 fig7 fig8 fig9 table1 table2 table3 table5 ta
 	unigrad-methods unigrad-table2 unigrad-table3 unigrad-table4 unigrad-table9-10 theory-unified
 experiments-smoke: $(STAMP)
 	for e in $(EXPERIMENTS); do $(BIN)/ssltheory experiment $$e --scale smoke || exit 1; done
+
+## experiments-cpu: the DirectPred tables at cpu scale, 3 seeds, verdicts against the paper (CPU, hours)
+CPU_EXPERIMENTS := table1 table2 table3 table5 table6 table7 table8 fig2
+experiments-cpu: $(STAMP)
+	for e in $(CPU_EXPERIMENTS); do $(BIN)/ssltheory experiment $$e --scale cpu --seeds 3 || exit 1; done
 
 ## bench: speed ratios measured in one run (not part of the tests)
 bench: $(STAMP)

@@ -15,8 +15,11 @@ def experiment(
     name: str = typer.Argument(None, help="fig2 | fig3 | fig4 | fig5 | fig7 | fig8 | fig9 | table1 | table2 | "
                                           "table3 | table5 | table6 | table7 | table8 | table9 (--list: what each "
                                           "reproduces)"),
-    scale: str = typer.Option("smoke", help="smoke (digits or the theory, CPU, minutes) | paper (the paper's "
-                                            "settings, GPU)"),
+    scale: str = typer.Option("smoke", help="smoke (digits or the theory, CPU, minutes) | cpu (digits, ~3,000 "
+                                            "steps a run, long enough for the paper's effects where they show on a "
+                                            "CPU) | paper (the paper's settings, GPU)"),
+    seeds: int = typer.Option(1, help="run every training cell with seeds 0..N-1 (folders CELL/seedK): mean ± std and "
+                                      "a verdict per cell against the recipe's reference [1]"),
     out: Path = typer.Option(None, help="results folder [default: runs/experiments/NAME-SCALE]"),
     max_steps: int = typer.Option(0, help="cap every training run at this many steps [0: the recipe's]"),
     list_recipes: bool = typer.Option(False, "--list", help="list the recipes and exit"),
@@ -41,6 +44,7 @@ def experiment(
         console.print(table)
         return
     check_int("--max-steps", max_steps, low=0)
+    check_int("--seeds", seeds, low=1)
     recipe = get(name)
     check_choice("--scale", scale, SCALES)
     folder = out or Path("runs") / "experiments" / f"{name}-{scale}"
@@ -49,16 +53,20 @@ def experiment(
     def trainer(cfg, run_dir: Path, resume: bool, force: bool) -> dict:
         return run(cfg, run_dir, resume=resume, force=force)
 
-    results = run_recipe(recipe, scale, folder, max_steps=max_steps, trainer=trainer, progress=progress, force=force,
-                         announce=lambda line: console.print(f"[bold]{escape(line)}[/bold]"))
+    results = run_recipe(recipe, scale, folder, max_steps=max_steps, seeds=seeds, trainer=trainer, progress=progress,
+                         force=force, announce=lambda line: console.print(f"[bold]{escape(line)}[/bold]"))
     if not recipe.training:
         wrote([Path(f) for row in results["cells"] for f in row["figures"]] + [folder / "results.json"])
         return
-    table = Table("cell", "kNN init", "kNN final", "std·√d", title=f"{name} ({scale}); paper: {recipe.paper_numbers}")
+    table = Table("cell", "paper", "kNN init", "kNN final", "± std", "std·√d", "s2/s1", "verdict",
+                  title=f"{name} ({scale}, {seeds} seed{'s' if seeds > 1 else ''}); paper: {recipe.paper_numbers}")
     for row in results["cells"]:
         def fmt(v):
             return f"{v:.3f}" if isinstance(v, float) else "-"
-        table.add_row(row["cell"], fmt(row.get("knn_acc_init")), fmt(row.get("knn_acc_final")),
-                      fmt(row.get("feature_std_x_sqrt_d")))
+        v = row.get("verdict")
+        table.add_row(row["cell"], fmt(row.get("paper")), fmt(row.get("knn_acc_init")), fmt(row.get("knn_acc_final")),
+                      fmt(row.get("stats", {}).get("knn_acc_final", {}).get("std")),
+                      fmt(row.get("feature_std_x_sqrt_d")), fmt(row.get("s2_over_s1")),
+                      "reference" if row["cell"] == recipe.reference else v["verdict"] if v else "-")
     console.print(table)
     wrote(sorted(folder.glob("results.*")))

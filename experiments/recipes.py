@@ -20,8 +20,11 @@ from ssltheory.practice.config import TrainConfig
 from ssltheory.theory import outputs
 from ssltheory.theory.params import ConfigError
 
-SCALES = ("smoke", "paper")
+SCALES = ("smoke", "cpu", "paper")
 SMOKE_TRAIN = {"dataset": "digits", "batch_size": 64, "epochs": 10, "knn_every": 5}
+CPU_TRAIN = {"dataset": "digits", "batch_size": 128, "epochs": 300, "knn_every": 50, "data_path": "device",
+             "probe_size": 1024}
+"""The cpu scale (issue 16): digits on 2 cores, ~3,000 steps per run (~1.5 min), the batched augmentation path."""
 PAPER_TRAIN = {"dataset": "stl10", "data_dir": "data", "device": "cuda", "workers": 8}
 
 
@@ -80,17 +83,22 @@ class Recipe:
     paper: dict[str, float] = field(default_factory=dict)  # the paper's number per cell (results.csv's "paper")
     smoke_base: dict | None = None  # settings every smoke cell shares besides SMOKE_TRAIN
     smoke: dict[str, dict] = field(default_factory=dict)  # per-cell settings that differ at smoke scale
+    cpu_base: dict | None = None  # settings every cpu-scale cell shares besides CPU_TRAIN
+    cpu: dict[str, dict] = field(default_factory=dict)  # per-cell settings that differ at cpu scale
+    reference: str | None = None  # the cell every other is read against (experiments/fidelity.py)
 
     @property
     def training(self) -> bool:
         return any(isinstance(c, dict) for c in self.cells.values())
 
-    def configs(self, scale: str, max_steps: int = 0) -> dict[str, TrainConfig]:
-        """``{cell: TrainConfig}`` of a training recipe at ``scale`` (smoke | paper), capped at ``max_steps``."""
-        smoke = scale == "smoke"
-        base = {**SMOKE_TRAIN, **(self.smoke_base or {})} if smoke else (self.paper_base or PAPER_TRAIN)
-        cap = {"max_steps": max_steps} if max_steps else {}
-        return {k: TrainConfig.from_settings({**base, **v, **(self.smoke.get(k, {}) if smoke else {}), **cap})
+    def configs(self, scale: str, max_steps: int = 0, seed: int | None = None) -> dict[str, TrainConfig]:
+        """``{cell: TrainConfig}`` of a training recipe at ``scale`` (smoke | cpu | paper), capped at ``max_steps``,
+        with ``seed`` when given."""
+        base, per_cell = {"smoke": ({**SMOKE_TRAIN, **(self.smoke_base or {})}, self.smoke),
+                          "cpu": ({**CPU_TRAIN, **(self.cpu_base or {})}, self.cpu),
+                          "paper": (self.paper_base or PAPER_TRAIN, {})}[scale]
+        extra = ({"max_steps": max_steps} if max_steps else {}) | ({"seed": seed} if seed is not None else {})
+        return {k: TrainConfig.from_settings({**base, **v, **per_cell.get(k, {}), **extra})
                 for k, v in self.cells.items()}
 
 
@@ -136,46 +144,61 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("table1", "plugging the least-squares linear predictor in every N minibatches (SGD in between)",
            "EMA: 40.67 (N=1), 35.29, 34.60, 35.63 (N=5); no EMA: 39.45, 34.01, 34.58, 32.22; an SGD predictor "
            "reaches 74-75",
-           {f"{m}-N{n}": {"predictor": "optimal", "freq": n, "ridge": 0.01,
-                          **({} if m == "ema" else {"method": "simsiam"})}
-            for m in ("ema", "no-ema") for n in (1, 2, 3, 5)}),
+           {"sgd": {"predictor": "linear"},
+            **{f"{m}-N{n}": {"predictor": "optimal", "freq": n, "ridge": 0.01,
+                             **({} if m == "ema" else {"method": "simsiam"})}
+               for m in ("ema", "no-ema") for n in (1, 2, 3, 5)}},
+           paper={"sgd": 74.51, "ema-N1": 40.67, "ema-N2": 35.29, "ema-N3": 34.60, "ema-N5": 35.63,
+                  "no-ema-N1": 39.45, "no-ema-N2": 34.01, "no-ema-N3": 34.58, "no-ema-N5": 32.22}, reference="sgd"),
     Recipe("table2", "no weight decay: EMA and bias on or off",
            "EMA no-bias 70.62, EMA bias 70.99, no-EMA no-bias 71.36, no-EMA bias 71.37 (wd 4e-4: 74.51)",
            _grid(**{"ema": "--weight-decay 0", "ema-bias": "--weight-decay 0 --predictor-bias",
                     "no-ema": "--weight-decay 0 --method simsiam",
-                    "no-ema-bias": "--weight-decay 0 --method simsiam --predictor-bias"})),
+                    "no-ema-bias": "--weight-decay 0 --method simsiam --predictor-bias"}),
+           paper={"ema": 70.62, "ema-bias": 70.99, "no-ema": 71.36, "no-ema-bias": 71.37}, reference="ema"),
     Recipe("table3", "symmetric vs regular W_p, EMA vs none, 1-layer linear vs 2-layer predictor",
            "linear EMA: sym 75.09, regular 74.51; linear no EMA: sym 36.62 (fails), regular 72.85; "
            "2-layer EMA: sym 71.58, regular 78.85; 2-layer no EMA: sym 35.59, regular 65.98",
            _grid(**{"sym-ema": "--predictor symmetric", "reg-ema": "--predictor linear",
                     "sym-no-ema": "--predictor symmetric --method simsiam",
                     "reg-no-ema": "--predictor linear --method simsiam",
-                    "mlp-ema": "--predictor mlp", "mlp-no-ema": "--predictor mlp --method simsiam"})),
+                    "mlp-ema": "--predictor mlp", "mlp-no-ema": "--predictor mlp --method simsiam"}),
+           paper={"sym-ema": 75.09, "reg-ema": 74.51, "sym-no-ema": 36.62, "reg-no-ema": 72.85, "mlp-ema": 78.85,
+                  "mlp-no-ema": 65.98}, reference="reg-ema"),
     Recipe("table5", "weight decay on the predictor only (eta_p = 4e-4, eta_s = 0) rescues no-EMA symmetric W_p",
            "no EMA: sym 71.12, regular 71.34; EMA: sym 71.91, regular 70.54",
            _grid(**{"sym-no-ema": "--predictor symmetric --method simsiam --weight-decay 0 "
                                   "--predictor-weight-decay 4e-4",
                     "reg-no-ema": "--predictor linear --method simsiam --weight-decay 0 --predictor-weight-decay 4e-4",
                     "sym-ema": "--predictor symmetric --weight-decay 0 --predictor-weight-decay 4e-4",
-                    "reg-ema": "--predictor linear --weight-decay 0 --predictor-weight-decay 4e-4"})),
+                    "reg-ema": "--predictor linear --weight-decay 0 --predictor-weight-decay 4e-4"}),
+           paper={"sym-no-ema": 71.12, "reg-no-ema": 71.34, "sym-ema": 71.91, "reg-ema": 70.54}, reference="reg-ema"),
     Recipe("table6", "DirectPred over rho and eps (EMA, no bias)",
            "rho 0.3: eps 0 76.77, 0.01 77.11, 0.1 77.86, 0.5 75.06; rho 0.5: 76.65, 76.76, 77.56, 75.22; "
            "SGD linear 74.51",
            {f"rho{rho:g}-eps{eps:g}": {"predictor": "directpred", "rho": rho, "eps": eps}
-            for rho in (0.3, 0.5) for eps in (0.0, 0.01, 0.1, 0.5)}),
+            for rho in (0.3, 0.5) for eps in (0.0, 0.01, 0.1, 0.5)},
+           paper={f"rho{rho:g}-eps{eps:g}": v for rho, row in ((0.3, (76.77, 77.11, 77.86, 75.06)),
+                                                              (0.5, (76.65, 76.76, 77.56, 75.22)))
+                  for eps, v in zip((0.0, 0.01, 0.1, 0.5), row, strict=True)}, reference="rho0.3-eps0"),
     Recipe("table7", "DirectPred with p_j = sqrt(max(s_j - c_j, 0)), freq 1 and 2 (eps = -c_j inside the root)",
            "freq 1: c_j 0.1 46.57, 0.05 65.31, -0.05 77.11, -0.1 76.46; freq 2: 75.01, 75.10, 76.83, 76.31",
            {f"c{c:g}-freq{f}": {"predictor": "directpred", "eps_inside": True, "eps": -c, "freq": f}
-            for f in (1, 2) for c in (0.1, 0.05, -0.05, -0.1)}),
+            for f in (1, 2) for c in (0.1, 0.05, -0.05, -0.1)},
+           paper={f"c{c:g}-freq{f}": v
+                  for f, row in ((1, (46.57, 65.31, 77.11, 76.46)), (2, (75.01, 75.10, 76.83, 76.31)))
+                  for c, v in zip((0.1, 0.05, -0.05, -0.1), row, strict=True)}, reference="c-0.05-freq1"),
     Recipe("table8", "DirectPred vs DirectPred every 5 steps vs an SGD-trained linear predictor",
            "STL-10 100 ep: 77.86, 77.54, 75.06; CIFAR-10 100 ep: 85.21, 84.93, 84.49",
            _grid(**{"directpred": "--predictor directpred", "directpred-freq5": "--predictor directpred --freq 5",
-                    "sgd-linear": "--predictor linear"})),
+                    "sgd-linear": "--predictor linear"}),
+           paper={"directpred": 77.86, "directpred-freq5": 77.54, "sgd-linear": 75.06}, reference="sgd-linear"),
     Recipe("table9", "ImageNet ResNet-50: 2-layer predictor vs linear vs DirectPred",
            "60 ep Top-1: 64.7, 59.4, 64.4; 300 ep: 72.5, 69.9, 72.4",
            _grid(**{"mlp": "--predictor mlp", "linear": "--predictor linear", "directpred": "--predictor directpred"}),
            paper_base={"dataset": "imagenet", "data_dir": "data/imagenet", "backbone": "resnet50", "epochs": 60,
-                       "device": "cuda", "workers": 16}),
+                       "device": "cuda", "workers": 16},
+           paper={"mlp": 64.7, "linear": 59.4, "directpred": 64.4}, reference="linear"),
 ]}
 
 

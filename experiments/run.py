@@ -17,11 +17,14 @@ from ssltheory.practice.rundir import CONFIG, SUMMARY, RunDir
 from ssltheory.theory.io import save_figure, save_json, write_atomic
 from ssltheory.theory.params import ConfigError, check_choice
 
+from .fidelity import aggregate, collapse_evidence, verdict
 from .recipes import RECIPES, SCALES, Recipe
 
 SUMMARY_KEYS = ("knn_acc_init", "knn_acc_final", "feature_std_x_sqrt_d", "auc", "mean_alignment_top_modes",
                 "asymmetry_top", "positive_cosine", "negative_cosine", "decorrelation", "balance_ratio",
-                "adaptive_balance", "grad_cosine", "steps")
+                "adaptive_balance", "grad_cosine", "steps", "s2_over_s1")
+STAT_KEYS = ("knn_acc_final", "knn_acc_init", "feature_std_x_sqrt_d", "s2_over_s1")
+"""The numbers aggregated over seeds (mean, std) for verdicts and collapse evidence."""
 Trainer = Callable[[TrainConfig, Path, bool, bool], dict]
 """(config, run folder, resume, force) -> summary: how a training cell is run (the library's train, or the CLI's
 with a progress bar)."""
@@ -55,34 +58,63 @@ def run_cell(cfg: TrainConfig, run_dir: Path, trainer: Trainer = default_trainer
     return trainer(cfg, run_dir, resume, force or (held and not resume))
 
 
-def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, trainer: Trainer = default_trainer,
-               progress=None, announce: Callable[[str], None] | None = None, force: bool = False) -> dict:
-    """Run every cell of ``recipe`` at ``scale`` into ``out/CELL``; returns the results (also written as
-    results.json, and for training recipes results.csv and results.png). ``announce`` is told each cell's command
-    line before it runs; ``progress`` is the theory runs' progress bar (see :func:`ssltheory.theory.outputs.simulate`);
-    ``force`` replaces cells that hold runs of other settings (see :func:`run_cell`). Under torchrun, rank 0 writes.
+def _s2_over_s1(run_dir: Path) -> float | None:
+    """s_2 / s_1 of F̂ at the run's last measurement (None without one)."""
+    folder = RunDir(run_dir)
+    if not folder.file("metrics.jsonl").exists():
+        return None
+    last = next((r for r in reversed(folder.records()) if len(r.get("s", ())) > 1), None)
+    return None if last is None or last["s"][0] <= 0 else float(last["s"][1] / last["s"][0])
+
+
+def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, seeds: int = 1,
+               trainer: Trainer = default_trainer, progress=None, announce: Callable[[str], None] | None = None,
+               force: bool = False) -> dict:
+    """Run every cell of ``recipe`` at ``scale`` into ``out/CELL`` (with ``seeds`` > 1: ``out/CELL/seedK``, seeds
+    0..seeds-1); returns the results (also written as results.json, and for training recipes results.csv and
+    results.png). A training cell's row holds the mean over seeds of each summary number, ``stats`` (mean, std, n
+    and the values of :data:`STAT_KEYS`), its collapse evidence, and, for a recipe with a reference cell and the
+    paper's numbers, its ``verdict`` (:mod:`.fidelity`). ``announce`` is told each cell's command line before it
+    runs; ``progress`` is the theory runs' progress bar (see :func:`ssltheory.theory.outputs.simulate`); ``force``
+    replaces cells that hold runs of other settings (see :func:`run_cell`). Under torchrun, rank 0 writes.
     """
     check_choice("--scale", scale, SCALES)
-    configs = recipe.configs(scale, max_steps) if recipe.training else {}  # validates every cell before any runs
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"--seeds {seeds} is out of range: expected an integer >= 1")
+    # every seed's configs are validated before any cell runs
+    configs = ([recipe.configs(scale, max_steps, seed=None if seeds == 1 else k) for k in range(seeds)]
+               if recipe.training else [])
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for cell, spec in recipe.cells.items():
         cell_out = out / cell
-        if cell in configs:
-            row = {"cell": cell, "paper": recipe.paper.get(cell), "command": command_line(configs[cell], cell_out)}
-            if announce:
-                announce(row["command"])
-            summary = run_cell(configs[cell], cell_out, trainer, force)
-            row.update({k: summary.get(k) for k in SUMMARY_KEYS})
+        if configs and cell in configs[0]:
+            dirs = [cell_out] if seeds == 1 else [cell_out / f"seed{k}" for k in range(seeds)]
+            row = {"cell": cell, "paper": recipe.paper.get(cell), "command": command_line(configs[0][cell], dirs[0]),
+                   "seeds": seeds}
+            summaries = []
+            for cfgs, run_dir in zip(configs, dirs, strict=True):
+                if announce:
+                    announce(command_line(cfgs[cell], run_dir))
+                summary = dict(run_cell(cfgs[cell], run_dir, trainer, force))
+                summary["s2_over_s1"] = _s2_over_s1(run_dir)
+                summaries.append(summary)
+            row["stats"] = {k: aggregate([sm.get(k) for sm in summaries]) for k in STAT_KEYS}
+            row.update({k: _mean([sm.get(k) for sm in summaries]) for k in SUMMARY_KEYS})
+            row["collapse"] = collapse_evidence(row["feature_std_x_sqrt_d"], row["s2_over_s1"], row["knn_acc_final"],
+                                                row["knn_acc_init"])
+            if seeds > 1:
+                row["figures"] = sorted(str(p) for d in dirs for p in d.glob("*.png"))
         else:
             row = {"cell": cell, "command": f"{spec.command_line()} --out {cell_out}"}
             if announce:
                 announce(row["command"])
             spec.run(cell_out, progress)
-        row["figures"] = sorted(str(p) for p in cell_out.glob("*.png"))
+        row.setdefault("figures", sorted(str(p) for p in cell_out.glob("*.png")))
         rows.append(row)
-    results = {"experiment": recipe.name, "result": recipe.result, "scale": scale,
-               "paper_numbers": recipe.paper_numbers, "cells": rows}
+    _verdicts(recipe, rows)
+    results = {"experiment": recipe.name, "result": recipe.result, "scale": scale, "seeds": seeds,
+               "paper_numbers": recipe.paper_numbers, "reference": recipe.reference, "cells": rows}
     from ssltheory.practice.distributed import from_env
 
     if not from_env().main:
@@ -92,6 +124,30 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, tra
         _write_csv(out / "results.csv", rows)
         _bar_figure(out / "results.png", recipe, scale, rows)
     return results
+
+
+def _mean(values: list) -> float | int | None:
+    """The mean of the numbers among ``values`` (the value itself for one seed, None if there is none)."""
+    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(nums) == 1:
+        return nums[0]
+    return sum(nums) / len(nums) if nums else None
+
+
+def _verdicts(recipe: Recipe, rows: list[dict]) -> None:
+    """Each training row's verdict against the recipe's reference cell (kNN top-1 in %, :func:`.fidelity.verdict`)."""
+    ref = next((r for r in rows if r["cell"] == recipe.reference and "stats" in r), None)
+    if ref is None or ref["cell"] not in recipe.paper:
+        return
+
+    def pct(stats: dict) -> dict:
+        return {**stats, "mean": None if stats["mean"] is None else 100 * stats["mean"],
+                "std": 100 * stats["std"]}
+
+    for r in rows:
+        if "stats" in r and r["cell"] != ref["cell"] and r["cell"] in recipe.paper:
+            r["verdict"] = verdict(recipe.paper[r["cell"]], recipe.paper[ref["cell"]],
+                                   pct(r["stats"]["knn_acc_final"]), pct(ref["stats"]["knn_acc_final"]))
 
 
 def command_line(cfg: TrainConfig, out: Path) -> str:
@@ -113,9 +169,12 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     import io
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["cell", "paper", *SUMMARY_KEYS], extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=["cell", "paper", "verdict", "knn_std", "collapsed", *SUMMARY_KEYS],
+                       extrasaction="ignore")
     w.writeheader()
-    w.writerows(rows)
+    w.writerows({**r, "verdict": r.get("verdict", {}).get("verdict"),
+                 "knn_std": r.get("stats", {}).get("knn_acc_final", {}).get("std"),
+                 "collapsed": r.get("collapse", {}).get("collapsed")} for r in rows)
     write_atomic(path, buf.getvalue().encode())
 
 
@@ -128,7 +187,11 @@ def _bar_figure(path: Path, recipe: Recipe, scale: str, rows: list[dict]) -> Non
     fig, ax = plt.subplots(1, 2, figsize=(5 + 1.1 * len(rows), 4.2))
     names = [r["cell"] for r in rows]
     knn = [100 * (r.get("knn_acc_final") or 0) for r in rows]
-    ax[0].bar(names, knn, color="tab:green")
+    err = [100 * r.get("stats", {}).get("knn_acc_final", {}).get("std", 0.0) for r in rows]
+    ax[0].bar(names, knn, yerr=err if any(err) else None, color="tab:green", capsize=3)
+    for x, r in enumerate(rows):
+        if "verdict" in r:
+            ax[0].text(x, knn[x] + 0.5, r["verdict"]["verdict"], ha="center", va="bottom", fontsize=7, rotation=90)
     init = next((r["knn_acc_init"] for r in rows if r.get("knn_acc_init") is not None), None)
     if init is not None:
         ax[0].axhline(100 * init, color="k", ls="--", lw=1, label="random init")
