@@ -27,21 +27,22 @@ def rng():
     return np.random.default_rng(1234)
 
 
-def assert_same(new, old, where: str = "runs", rel: float = 1e-9) -> None:
-    """Equal structure; numbers equal to ``rel`` relative (no absolute slack); strings, bools and None equal."""
+def assert_same(new, old, where: str = "runs", rel: float = 1e-9, abs_: float = 0.0) -> None:
+    """Equal structure; numbers equal to ``rel`` relative or ``abs_`` absolute (none by default); strings, bools and
+    None equal."""
     if isinstance(old, dict):
         assert isinstance(new, dict) and sorted(new) == sorted(old), f"{where}: keys {sorted(new)} != {sorted(old)}"
         for k in old:
-            assert_same(new[k], old[k], f"{where}.{k}", rel)
+            assert_same(new[k], old[k], f"{where}.{k}", rel, abs_)
     elif isinstance(old, list):
         assert isinstance(new, list) and len(new) == len(old), f"{where}: length differs"
         for i, (a, b) in enumerate(zip(new, old, strict=True)):
-            assert_same(a, b, f"{where}[{i}]", rel)
+            assert_same(a, b, f"{where}[{i}]", rel, abs_)
     elif isinstance(old, bool) or old is None or isinstance(old, str):
         assert new == old and type(new) is type(old), f"{where}: {new!r} != {old!r}"
     else:
         assert isinstance(new, (int, float)) and not isinstance(new, bool), f"{where}: {new!r} is not a number"
-        assert math.isclose(new, old, rel_tol=rel, abs_tol=0.0), f"{where}: {new!r} != recorded {old!r}"
+        assert math.isclose(new, old, rel_tol=rel, abs_tol=abs_), f"{where}: {new!r} != recorded {old!r}"
 
 
 @dataclass

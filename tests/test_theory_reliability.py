@@ -278,7 +278,9 @@ CHOICE_JUNK = ["", "abc", "nan", "MODES"]
 
 FLAGS: dict[str, dict[str, list[str]]] = {
     "phase-portrait": {"--eta": NOT_A_NUMBER + LIST_JUNK + ["-1"], "--alpha-p": NOT_A_NUMBER + ["0", "-1"],
-                       "--tau": NOT_A_NUMBER, "--sigma2": NOT_A_NUMBER + ["-1"]},
+                       "--tau": NOT_A_NUMBER, "--sigma2": NOT_A_NUMBER + ["-1"], "--method": CHOICE_JUNK,
+                       "--lambda": NOT_A_NUMBER + ["0"], "--f-branch": CHOICE_JUNK,
+                       "--temperature": NOT_A_NUMBER + ["0"], "--beta": NOT_A_NUMBER + ["-1"]},
     "fixed-points": {"--eta": [v for v in NOT_A_NUMBER if v] + LIST_JUNK + ["-1"], "--tau": NOT_A_NUMBER,
                      "--sigma2": NOT_A_NUMBER + ["-1"], "--method": CHOICE_JUNK, "--lambda": NOT_A_NUMBER + ["0"],
                      "--f-branch": CHOICE_JUNK, "--temperature": NOT_A_NUMBER + ["0"],
@@ -300,8 +302,8 @@ FLAGS: dict[str, dict[str, list[str]]] = {
 EXTRA = {("simulate", "--batch"): ["--model", "sgd"], ("simulate", "--rho"): ["--model", "sgd"],
          ("simulate", "--dim"): ["--model", "matrix"], ("simulate", "--init-scale"): ["--model", "matrix"],
          ("simulate", "--eps"): ["--predictor", "directpred"],
-         **{(cmd, flag): ["--method", "simclr" if flag == "--temperature" else "unigrad"] for cmd in ("fixed-points",
-            "simulate") for flag in ("--lambda", "--f-branch", "--temperature", "--beta")}}
+         **{(cmd, flag): ["--method", "simclr" if flag == "--temperature" else "unigrad"] for cmd in ("phase-portrait",
+            "fixed-points", "simulate") for flag in ("--lambda", "--f-branch", "--temperature", "--beta")}}
 CASES = [(cmd, flag, value) for cmd, flags in FLAGS.items() for flag, values in flags.items() for value in values]
 CASES += [(cmd, "--out", kind) for cmd in COMMANDS for kind in ("proc", "file", "under-file", "empty")]
 
