@@ -300,3 +300,49 @@ RECIPES.update({r.name: r for r in [
            "tau^2 / (4 (1 + sigma^2)) = 1/6)",
            {"forms": TheoryCell("fixed-points", {"method": "all", "sigma2": 0.5})}),
 ]})
+
+
+# The collapse paper's SimSiam recipe (Li, Efros & Pathak 2022; collapse.md B2, its main_simsiam.py and README
+# commands): -b 256, lr 0.05 x batch / 256 with per-epoch cosine decay to 0 and no warm-up, SGD momentum 0.9, weight
+# decay 1e-4, --fix-pred-lr, the prev_dim-prev_dim-2048 projector ending in a non-affine BN, the 2048-512-2048
+# predictor, ResNets built with zero_init_residual. The trainer's SimSiam loss, (2 - 2 cos(p1, z2)) + (2 - 2 cos(p2,
+# z1)), has 4x the gradient of the official -(cos(p1, z2) + cos(p2, z1)) / 2, so the recipe's lr is the official's / 4
+# and its weight decay the official's x 4: torch's SGD then makes the official's updates exactly (d_p = g + wd p,
+# the momentum buffer and lr x buffer all scale together; test_simsiam_recipe checks it). The trainer's cosine
+# decays per step, the official's per epoch.
+SIMSIAM_LOSS_SCALE = 4
+"""The trainer's SimSiam gradient over the official code's (the recipe divides lr by it, multiplies wd by it)."""
+SIMSIAM_RECIPE = {"method": "simsiam", "batch_size": 256, "lr": 0.05 / SIMSIAM_LOSS_SCALE, "lr_scale": "linear",
+                  "lr_schedule": "cosine", "weight_decay": 1e-4 * SIMSIAM_LOSS_SCALE, "momentum": 0.9,
+                  "projector": "simsiam", "proj_layers": 3, "proj_dim": 2048, "predictor": "mlp", "pred_hidden": 512,
+                  "pred_layout": "simsiam", "fix_pred_lr": True}
+
+
+def simsiam_recipe(**settings: Any) -> dict[str, Any]:
+    """The collapse paper's SimSiam recipe (:data:`SIMSIAM_RECIPE`) with ``settings`` on top (``dataset``,
+    ``backbone``, ``width``, ``data_dir``, ..., named as fields or flags), plus ``zero_init_residual`` for a ResNet
+    backbone unless given: ``{field: value}``, checked as a :class:`TrainConfig` (a bad setting is a one-line
+    :class:`ConfigError`); ``TrainConfig.from_settings(simsiam_recipe(...))`` is the run's config."""
+    from ssltheory.practice.config import field_names
+
+    out = {**SIMSIAM_RECIPE, **field_names(settings)}
+    if "zero_init_residual" not in out and TrainConfig.from_settings(out).resolved_backbone.startswith("resnet"):
+        out["zero_init_residual"] = True
+    TrainConfig.from_settings(out)
+    return out
+
+
+def simsiam_argv(**settings: Any) -> list[str]:
+    """:func:`simsiam_recipe` as ``ssltheory train``'s arguments: DATASET, then ``--flag value`` per setting (a
+    boolean as ``--flag`` / ``--no-flag``)."""
+    from ssltheory.practice.config import flag_of
+
+    out = simsiam_recipe(**settings)
+    argv = [str(out.pop("dataset", "digits"))]
+    for name, value in out.items():
+        flag = flag_of(name)
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            argv += [flag, str(value)]
+    return argv

@@ -38,7 +38,7 @@ from ssltheory.theory.params import ConfigError, check_choice, check_int, check_
 
 from .methods import METHODS
 from .predictors import PREDICTORS
-from .schedule import SCHEDULES
+from .schedule import SCHEDULES, STREAMS
 
 DATASETS = ("digits", "stl10", "cifar10", "imagenet", "folder", "synthetic")
 IN_MEMORY = ("digits", "cifar10", "stl10")  # datasets the device data path holds whole (uint8) on the device
@@ -71,8 +71,24 @@ class TrainConfig:
     download: bool = setting(False, "download STL-10 / CIFAR-10 into --data-dir if missing", "Data")
     image_size: int = setting(0, "input size in px [0: 8 digits, 96 stl10, 32 cifar10, 224 otherwise]", "Data",
                               low=0, high=4096)
-    data_schedule: str = setting("iid", "which items each epoch sees (iid: every item once per epoch, reshuffled)",
-                                 "Data", choices=lambda: SCHEDULES)
+    data_schedule: str = setting("iid", "which items each epoch sees (iid: every item once per epoch, reshuffled; "
+                                 "the continual streams of the collapse paper's code, each epoch N // batch steps "
+                                 "cycling through its chunk: current (chunk i of the stream), accumulate (chunks 0 to "
+                                 "i), last (the stream's last 1 / --n-chunks, or --data-fraction))", "Data",
+                                 choices=lambda: SCHEDULES)
+    data_fraction: float = setting(1.0, "train on the LAST P of the stream's fixed order (--stream-order), each epoch "
+                                   "still N // batch steps: the paper's compute-matched dataset size (the official "
+                                   "--strategy last) [1: all]", "Data", low=0.0, low_open=True, high=1.0)
+    stream_order: str = setting("random", "the stream's fixed order of the items: random (a permutation fixed by "
+                                "--seed) | class-incremental (class by class) | PATH.npy (a permutation of the "
+                                "training items)", "Data")
+    n_chunks: int = setting(0, "chunks a round of the stream is cut into; must divide --epochs / --n-rounds [0: one "
+                            "per epoch, the official default]", "Data", low=0, high=10**6)
+    n_rounds: int = setting(1, "passes over the stream; must divide --epochs", "Data", low=1, high=10**6)
+    repeat_batch: int = setting(1, "streams: each batch this many times in a row (the official --repeat_batch)",
+                                "Data", low=1, high=10**4)
+    hybrid_epoch: int = setting(0, "the stream until this epoch, then iid under the same lr schedule (the paper's "
+                                "hybrid; 0 < E < --epochs) [0: off]", "Data", low=0, high=10**6)
     sigma2: float = setting(0.5, "synthetic: augmentation variance σ² of x = x0 + σ·noise", "Data", low=0.0, high=1e6)
     input_dim: int = setting(0, "synthetic: input width n1 [0: --proj-dim]", "Data", low=0, high=65536)
     synthetic_size: int = setting(8192, "synthetic: samples per epoch, each drawn fresh", "Data", low=2, high=10**8)
@@ -82,16 +98,31 @@ class TrainConfig:
                              "time) [auto: device on CUDA]", "Data",
                              choices=("auto", "loader", "device"))
     # Model
-    backbone: str = setting("auto", "resnet18 | resnet34 | resnet50 | convnet | linear [auto: convnet for digits, "
-                            "linear for synthetic, resnet18 otherwise]", "Model",
-                            choices=("auto", "resnet18", "resnet34", "resnet50", "convnet", "linear"))
-    proj_hidden: int = setting(512, "projector hidden width", "Model", paper="512", low=1, high=65536)
+    backbone: str = setting("auto", "resnet18 | resnet34 | resnet50 | convnet | linear | the collapse study's "
+                            "sizes: resnet18-bottleneck (ResNet-18's depth, Bottleneck blocks, --width 64|96|128) | "
+                            "resnet50-basic (50 layers of BasicBlocks) [auto: convnet for digits, linear for "
+                            "synthetic, resnet18 otherwise]", "Model",
+                            choices=("auto", "resnet18", "resnet34", "resnet50", "convnet", "linear",
+                                     "resnet18-bottleneck", "resnet50-basic"))
+    width: float | None = setting(None, "backbone width: convnet channel multiplier (1: 32-64-128 channels) | "
+                                  "resnet18-bottleneck width_per_group [default: 1 / 64]", "Model", low=0.0,
+                                  low_open=True, high=4096.0)
+    zero_init_residual: bool = setting(False, "ResNets: the last BN of each residual block starts at 0 "
+                                       "(torchvision's zero_init_residual; the SimSiam code's)", "Model")
+    proj_hidden: int = setting(512, "projector hidden width (--projector simsiam: the backbone's feature width)",
+                               "Model", paper="512", low=1, high=65536)
     proj_dim: int = setting(128, "projector output width d of F̂ and W_p", "Model", paper="128", low=1, high=16384)
     pred_hidden: int = setting(512, "hidden width of the mlp predictor", "Model", paper="512", low=1, high=65536)
+    pred_layout: str = setting("directpred", "mlp predictor layout: directpred (Linear+bias -> BN without affine "
+                               "-> ReLU -> Linear) | simsiam (Linear without bias -> BN -> ReLU -> Linear; the "
+                               "official SimSiam's 2048-512-2048)", "Model", paper="directpred",
+                               choices=("directpred", "simsiam"))
     projector: str = setting("directpred", "projector layout: directpred (Linear+bias -> BN without affine -> ReLU, "
                              "..., Linear; the DirectPred code's) | unigrad (Linear without bias -> BN -> ReLU, ..., "
-                             "Linear with bias; UniGrad's 2048-2048-2048)", "Model", paper="directpred",
-                             choices=("directpred", "unigrad"))
+                             "Linear with bias; UniGrad's 2048-2048-2048) | simsiam (hidden blocks as unigrad's, "
+                             "as wide as the backbone's features, then Linear -> BN without affine; the official "
+                             "SimSiam's prev_dim-prev_dim-2048 at --proj-layers 3)", "Model", paper="directpred",
+                             choices=("directpred", "unigrad", "simsiam"))
     proj_layers: int = setting(2, "projector depth: linear layers (Table 9 of UniGrad: 3)", "Model", paper="2",
                                low=1, high=16)
     # Method
@@ -172,10 +203,15 @@ class TrainConfig:
                              paper="1", low=0.0, low_open=True, high=1e4)
     lr_schedule: str = setting("constant", "lr schedule: constant | cosine (with warm-up)", "Optimisation",
                                paper="constant", choices=("constant", "cosine"))
+    fix_pred_lr: bool = setting(False, "the predictor's lr follows the warm-up, then stays at its peak (no cosine "
+                                "decay; the SimSiam code's --fix-pred-lr)", "Optimisation")
     min_lr: float = setting(0.0, "floor of the cosine lr schedule and start of its warm-up, as a fraction of the "
                             "peak lr (UniGrad: 1e-3)", "Optimisation", paper="0", low=0.0, high=1.0)
     warmup_epochs: int = setting(0, "linear warm-up epochs of the cosine lr schedule", "Optimisation", low=0,
                                  high=10**6)
+    chunk_warmup_steps: int = setting(0, "streams: the encoder's lr is 0 for the first N steps of every chunk but "
+                                      "the first, while the predictor trains (the official --n_warmup_steps)",
+                                      "Optimisation", low=0, high=10**9)
     optimizer: str = setting("sgd", "sgd | lars", "Optimisation", paper="sgd", choices=("sgd", "lars"))
     lr_scale: str = setting("none", "none | linear (lr × batch/256) | sqrt; the batch is the global batch over all "
                             "torchrun ranks", "Optimisation", paper="none", choices=("none", "linear", "sqrt"))
@@ -228,6 +264,7 @@ class TrainConfig:
             raise ConfigError(f"--freq {self.freq} is only for --predictor directpred or optimal (got --predictor "
                               f"{self.predictor!r}): expected --freq 1 or one of those")
         self._check_method()
+        self._check_schedule()
         if not self.stop_grad and self.target_mode != "online":
             online = [m for m, spec in METHODS.items() if spec.target(self) == "online"]
             raise ConfigError(f"--no-stop-grad with --method {self.method} is not accepted: expected --method "
@@ -241,16 +278,90 @@ class TrainConfig:
         if linear != (self.dataset == "synthetic"):
             raise ConfigError(f"--backbone {self.backbone} with DATASET {self.dataset} is not accepted: expected "
                               "--backbone linear with synthetic (the theory's two-layer linear network) and an image "
-                              "backbone (resnet18|resnet34|resnet50|convnet) with image datasets")
+                              "backbone (resnet18|resnet34|resnet50|convnet|resnet18-bottleneck|resnet50-basic) with "
+                              "image datasets")
         if self.synthetic_size < self.batch_size and self.dataset == "synthetic":
             raise ConfigError(f"--synthetic-size {self.synthetic_size} is below --batch-size {self.batch_size}: "
                               "expected at least one batch per epoch")
         if self.predictor_init == "identity" and self.predictor in ("mlp", "none"):
             raise ConfigError(f"--predictor-init identity with --predictor {self.predictor} is not accepted: "
                               "expected --predictor linear, symmetric or directpred")
+        self._check_model()
         if self.warmup_epochs >= self.epochs and self.lr_schedule == "cosine":
             raise ConfigError(f"--warmup-epochs {self.warmup_epochs} is out of range: expected fewer than "
                               f"--epochs {self.epochs}")
+
+    def _check_schedule(self) -> None:
+        """The data stream's settings: the fraction against the strategy, the chunk arithmetic, the order, the
+        hybrid's switch."""
+        name = self.resolved_data_schedule
+        if self.data_fraction < 1 and self.data_schedule not in ("iid", "last"):
+            raise ConfigError(f"--data-fraction {self.data_fraction} with --data-schedule {self.data_schedule} is not "
+                              "accepted: the fraction is the stream's last part (strategy last), while "
+                              f"{self.data_schedule} moves through the stream; expected --data-schedule iid or last")
+        if self.data_fraction < 1 and self.n_chunks:
+            raise ConfigError(f"--data-fraction {self.data_fraction} with --n-chunks {self.n_chunks} is not "
+                              "accepted: both set the size of the last part (1 / --n-chunks); expected one of them")
+        if name not in STREAMS:
+            given = [f"{flag} {v}" for flag, v, off in (
+                ("--n-chunks", self.n_chunks, 0), ("--n-rounds", self.n_rounds, 1),
+                ("--repeat-batch", self.repeat_batch, 1), ("--chunk-warmup-steps", self.chunk_warmup_steps, 0),
+                ("--stream-order", self.stream_order, "random"), ("--hybrid-epoch", self.hybrid_epoch, 0)) if v != off]
+            if given:
+                raise ConfigError(f"{', '.join(given)} with --data-schedule {name} is not accepted: only a stream "
+                                  f"has chunks; expected --data-schedule {' | '.join(STREAMS)} or --data-fraction")
+            return
+        if self.dataset == "synthetic":
+            raise ConfigError(f"--data-schedule {name} with DATASET synthetic is not accepted: every synthetic item is "
+                              "a fresh draw, so there is no stream to order; expected an image dataset")
+        if self.epochs % self.n_rounds:
+            raise ConfigError(f"--n-rounds {self.n_rounds} does not divide --epochs {self.epochs}: expected a divisor "
+                              "(each round has --epochs / --n-rounds epochs)")
+        per_round = self.epochs // self.n_rounds
+        if self.n_chunks and per_round % self.n_chunks:
+            raise ConfigError(f"--n-chunks {self.n_chunks} does not divide the {per_round} epochs of a round "
+                              f"(--epochs {self.epochs} / --n-rounds {self.n_rounds}): expected a divisor of "
+                              f"{per_round}, so every chunk has the same whole number of epochs")
+        if self.stream_order not in ("random", "class-incremental") and not Path(self.stream_order).is_file():
+            raise ConfigError(f"--stream-order {self.stream_order} is not a file: expected random, class-incremental "
+                              "or a .npy file of a permutation of the training items")
+        if self.hybrid_epoch and self.hybrid_epoch >= self.epochs:
+            raise ConfigError(f"--hybrid-epoch {self.hybrid_epoch} is out of range: expected 0 < E < --epochs "
+                              f"{self.epochs} (the epoch at which the stream gives way to iid)")
+
+    def _check_model(self) -> None:
+        """The backbone's width and init, the projector and predictor layouts, --fix-pred-lr."""
+        from .models import WIDTHS, convnet_channels
+
+        backbone = self.resolved_backbone
+        if self.width is not None:
+            if backbone not in WIDTHS:
+                raise ConfigError(f"--width {self.width:g} with --backbone {backbone} is not accepted: it has no "
+                                  f"width setting; expected no --width, or --backbone {' or '.join(WIDTHS)}")
+            if backbone == "convnet" and not 1 <= convnet_channels(self.width) <= 2048:
+                raise ConfigError(f"--width {self.width:g} with --backbone convnet is out of range: expected a "
+                                  "channel multiplier from 1/64 to 64 (32 x width channels in the first block)")
+            if backbone == "resnet18-bottleneck" and not float(self.width).is_integer():
+                raise ConfigError(f"--width {self.width:g} with --backbone {backbone} is not accepted: expected a "
+                                  "whole width_per_group (the collapse study's 64, 96, 128)")
+        if self.zero_init_residual and not backbone.startswith("resnet"):
+            raise ConfigError(f"--zero-init-residual with --backbone {backbone} is not accepted: it has no residual "
+                              "blocks; expected a resnet backbone")
+        if self.projector == "simsiam" and backbone == "linear":
+            raise ConfigError("--projector simsiam with --backbone linear is not accepted: the linear model has no "
+                              "projector; expected an image backbone")
+        if self.projector == "simsiam" and self.proj_hidden != 512:
+            raise ConfigError(f"--proj-hidden {self.proj_hidden} with --projector simsiam is not accepted: its hidden "
+                              "width is the backbone's feature width (prev_dim); expected no --proj-hidden")
+        if self.pred_layout != "directpred" and self.predictor != "mlp":
+            raise ConfigError(f"--pred-layout {self.pred_layout} with --predictor {self.predictor} is not accepted: "
+                              "expected --predictor mlp")
+        trained = METHODS[self.method].predictor(self) and self.predictor != "none" and not (
+            self.predictor in ("directpred", "optimal") and self.freq == 1)
+        if self.fix_pred_lr and not trained:
+            raise ConfigError(f"--fix-pred-lr with --method {self.method} --predictor {self.predictor} (--freq "
+                              f"{self.freq}) is not accepted: no predictor is trained by SGD; expected a trained "
+                              "predictor (linear, mlp, symmetric; directpred or optimal with --freq > 1)")
 
     def _check_method(self) -> None:
         """The method's settings: its forms, its branches, its balance factor, CutMix and multi-crop."""
@@ -296,6 +407,11 @@ class TrainConfig:
                                   f"{self.negative_mode} is not accepted: the online views are mixed, so only a "
                                   "momentum encoder sees the clean images that the targets and F come from; expected "
                                   "ema for both")
+
+    @property
+    def resolved_data_schedule(self) -> str:
+        """The data schedule: ``--data-schedule``, but ``last`` for a ``--data-fraction`` below 1 (its strategy)."""
+        return "last" if self.data_fraction < 1 and self.data_schedule == "iid" else self.data_schedule
 
     @property
     def resolved_form(self) -> str:

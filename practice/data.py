@@ -178,6 +178,16 @@ def _download_guard(make, what: str):
         socket.setdefaulttimeout(old)
 
 
+def item_labels(ds: Dataset) -> np.ndarray | None:
+    """The class label of every item of ``ds`` without loading an image (digits, CIFAR-10 and ImageFolder's
+    ``targets``, STL-10's ``labels``, -1 for its unlabeled split); None when it has none (synthetic)."""
+    for name in ("targets", "labels"):
+        y = getattr(ds, name, None)
+        if y is not None:
+            return np.asarray(y, dtype=np.int64)
+    return None
+
+
 def probe_subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:
     """A fixed random subset of ``n`` images (all if fewer) for the collapse metric."""
     m = len(ds)

@@ -81,6 +81,19 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min
 
 def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, schedule: Schedule):
     """torch's LambdaLR over :func:`lr_factor`, stepped once per iteration; the run's and the warm-up's lengths in
-    steps come from the data schedule (its epochs may differ in length)."""
+    steps come from the data schedule (its epochs may differ in length). With ``--fix-pred-lr`` the predictor's
+    group follows the warm-up, then stays at its peak (the collapse code's ``fix_lr``: no decay)."""
     total, warm = schedule.epoch_start(cfg.epochs), schedule.epoch_start(cfg.warmup_epochs)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, cfg.lr_schedule, cfg.min_lr))
+
+    def decayed(s: int) -> float:
+        return lr_factor(s, total, warm, cfg.lr_schedule, cfg.min_lr)
+
+    def fixed(s: int) -> float:
+        return lr_factor(min(s, warm), total, warm, cfg.lr_schedule, cfg.min_lr)
+
+    def online(s: int) -> float:  # --chunk-warmup-steps: 0 while the predictor adapts to a new chunk
+        return 0.0 if schedule.frozen(s) else decayed(s)
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, [fixed if cfg.fix_pred_lr and g.get("name") == "predictor"
+                                                   else online if g.get("name") == "online"
+                                                   else decayed for g in opt.param_groups])

@@ -194,13 +194,21 @@ class OptimalPredictor(LinearPredictor):
             self.linear.weight.copy_(W.to(self.linear.weight.dtype))
 
 
-class MLPPredictor(Predictor):
-    """Two layers, Linear(d, h) -> BN(affine=False) -> ReLU -> Linear(h, d) (the paper's 2-layer predictor)."""
+MLP_LAYOUTS = ("directpred", "simsiam")
 
-    def __init__(self, d: int, hidden: int = 512) -> None:
+
+class MLPPredictor(Predictor):
+    """Two layers, d -> h -> d. ``layout`` ``directpred`` (the DirectPred paper's 2-layer predictor): Linear(d, h)
+    -> BN(affine=False) -> ReLU -> Linear(h, d); ``simsiam`` (the official SimSiam builder's, 2048-512-2048):
+    Linear(d, h, no bias) -> BN (affine) -> ReLU -> Linear(h, d)."""
+
+    def __init__(self, d: int, hidden: int = 512, layout: str = "directpred") -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d, hidden), nn.BatchNorm1d(hidden, affine=False), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, d))
+        if layout not in MLP_LAYOUTS:
+            raise ValueError(f"mlp predictor layout {layout!r}: expected one of {', '.join(MLP_LAYOUTS)}")
+        simsiam = layout == "simsiam"
+        self.net = nn.Sequential(nn.Linear(d, hidden, bias=not simsiam), nn.BatchNorm1d(hidden, affine=simsiam),
+                                 nn.ReLU(inplace=True), nn.Linear(hidden, d))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.net(f)
@@ -224,7 +232,7 @@ class IdentityPredictor(Predictor):
 
 PREDICTORS: dict[str, Callable[[Any, int, str], Predictor]] = {
     "linear": lambda cfg, d, dev: LinearPredictor(d, cfg.predictor_bias),
-    "mlp": lambda cfg, d, dev: MLPPredictor(d, cfg.pred_hidden),
+    "mlp": lambda cfg, d, dev: MLPPredictor(d, cfg.pred_hidden, cfg.pred_layout),
     "symmetric": lambda cfg, d, dev: SymmetricPredictor(d, cfg.predictor_bias),
     "directpred": lambda cfg, d, dev: DirectPredictor(d, cfg.eps, cfg.freq, cfg.predictor_bias, cfg.eps_inside,
                                                       cfg.resolved_directpred_solver(dev)),

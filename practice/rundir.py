@@ -58,15 +58,17 @@ class RunDir:
             raise ConfigError(f"--out {self.path} already holds a run: expected a new folder, --resume "
                               f"{self.path} to continue it, or --force to replace it")
 
-    def start(self, cfg: TrainConfig, resolved: dict, force: bool = False) -> None:
+    def start(self, cfg: TrainConfig, resolved: dict, force: bool = False, **entry) -> None:
         """Begin a new run here (see :meth:`check_free`; ``force`` removes the old run's files first), writing
-        config.json (with ``run``: ``resolved`` and the first start) and an empty metrics.jsonl."""
+        config.json (with ``run``: ``resolved`` and the first start, with ``entry``: e.g. its data schedule) and an
+        empty metrics.jsonl."""
         self.check_free(force)
         for name in RUN_FILES:
             self.file(name).unlink(missing_ok=True)
         self.clean_partial_writes()
         self.path.mkdir(parents=True, exist_ok=True)
-        cfg.save(self.file(CONFIG), {**resolved, "starts": [{"step": 0, "world_size": resolved["world_size"]}]})
+        cfg.save(self.file(CONFIG), {**resolved, "starts": [{"step": 0, "world_size": resolved["world_size"],
+                                                             **entry}]})
         write_atomic(self.file(METRICS), b"")
 
     def config(self, name: str = "RUN_DIR") -> TrainConfig:
@@ -77,12 +79,27 @@ class RunDir:
                               "train")
         return TrainConfig.load(self.file(CONFIG))
 
-    def record_start(self, resolved: dict, step: int) -> None:
-        """Note a resume (its step and world size) in config.json's ``run`` block."""
+    def record_start(self, resolved: dict, step: int, cfg: TrainConfig | None = None, **entry) -> None:
+        """Note a resume (its step, world size and ``entry``) in config.json's ``run`` block. A ``cfg`` that differs
+        from the saved settings (a stream changed on resume) replaces them, and the start names what ``changed``."""
+        doc = json.loads(self.file(CONFIG).read_text())
+        if cfg is not None:
+            old = TrainConfig.from_dict(doc["config"]).to_dict()
+            changed = {k: [v, getattr(cfg, k)] for k, v in old.items() if getattr(cfg, k) != v}
+            if changed:
+                doc["config"], entry = cfg.to_dict(), {**entry, "changed": changed}
+        starts = doc.get("run", {}).get("starts", [])
+        doc["run"] = {**resolved, "starts": [*starts, {"step": step, "world_size": resolved["world_size"], **entry}]}
+        save_json(self.file(CONFIG), doc)
+
+    def record_switch(self, step: int, data_schedule: str, why: str) -> None:
+        """Note in config.json's ``starts`` that the data schedule changes to ``data_schedule`` at ``step`` (once)."""
         doc = json.loads(self.file(CONFIG).read_text())
         starts = doc.get("run", {}).get("starts", [])
-        doc["run"] = {**resolved, "starts": [*starts, {"step": step, "world_size": resolved["world_size"]}]}
-        save_json(self.file(CONFIG), doc)
+        switch = {"step": step, "data_schedule": data_schedule, "switch": why}
+        if switch not in starts:
+            doc.setdefault("run", {})["starts"] = [*starts, switch]
+            save_json(self.file(CONFIG), doc)
 
     # metrics.jsonl
     def append(self, record: dict) -> None:

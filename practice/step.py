@@ -99,7 +99,8 @@ def build_model(cfg: TrainConfig, in_channels: int, device: torch.device, d: Dis
     d = d or Dist()
     method = METHODS[cfg.method]
     torch.manual_seed(cfg.seed)
-    net = backbone(cfg.resolved_backbone, in_channels, cfg.resolved_image_size, cfg.proj_dim)
+    net = backbone(cfg.resolved_backbone, in_channels, cfg.resolved_image_size, cfg.proj_dim, cfg.width,
+                   cfg.zero_init_residual)
     head = (nn.Identity() if cfg.resolved_backbone == "linear"
             else projector(net.dim, cfg.proj_hidden, cfg.proj_dim, cfg.proj_layers, cfg.projector))
     online = Encoder(net, head).to(device)

@@ -21,7 +21,7 @@ import torch
 from ssltheory.theory.params import ConfigError, RunError
 
 from .config import TrainConfig
-from .data import build_data, probe_subset
+from .data import build_data, item_labels, probe_subset
 from .distributed import Dist, setup, teardown
 from .evaluate import knn_monitor
 from .feed import make_feed
@@ -75,7 +75,7 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
     if not resume:
         folder.check_free(force)  # refuse an existing run before anything is loaded (every rank: it only reads)
     data = build_data(cfg)
-    schedule = make_schedule(cfg, len(data.ssl))
+    schedule = make_schedule(cfg, len(data.ssl), labels=lambda: item_labels(data.ssl))
     if schedule.steps_in_epoch(0) == 0:
         raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {len(data.ssl)} training images: "
                           f"expected at most {len(data.ssl)}")
@@ -98,17 +98,19 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
                           "of its first epoch or --checkpoint-every steps)")
     if state is not None:
         restore(state, model, opt, sched, feed)
+        for group, base, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True):
+            group["lr"] = base * factor(sched.last_epoch)  # this config's lr (a stream changed on resume: unfrozen)
         step, watch = state["step"], CollapseWatch(cfg.collapse_window, state.get("collapse_history"))
         losses = [torch.tensor(v, device=device) for v in state["pending_losses"]]
         if d.main:
             folder.clean_partial_writes()
             folder.set_aside_damaged()
             folder.truncate(state["metrics_lines"])
-            folder.record_start(resolved, step)
+            folder.record_start(resolved, step, cfg, **_stream_note(schedule, step))
         set_rng_state(state["rng"])
     else:
         if d.main:
-            folder.start(cfg, resolved, force)
+            folder.start(cfg, resolved, force, **_stream_note(schedule, 0))
         torch.manual_seed(cfg.seed + 1 + 1000 * d.rank)  # ranks draw different loader augmentations
         np.random.seed(cfg.seed + 1 + 1000 * d.rank)
         knn0 = knn()
@@ -139,7 +141,10 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
 
     try:
         while step < total:
-            for batch in feed.epoch(*schedule.locate(step)):
+            epoch, pos = schedule.locate(step)
+            if d.main and pos == 0 and epoch > 0 and schedule.stream_at(epoch) != schedule.stream_at(epoch - 1):
+                folder.record_switch(step, schedule.stream_at(epoch), f"--hybrid-epoch {epoch}")
+            for batch in feed.epoch(epoch, pos):
                 try:
                     loss, views = optimizer_step(model, opt, sched, batch, cfg, step, total, feed.prefetch)
                 except torch.linalg.LinAlgError:  # a predictor's eigh / solve on a non-finite F̂
@@ -179,6 +184,11 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
     finally:
         live.close()
     return folder.finish(cfg) if d.main else {}
+
+
+def _stream_note(schedule, step: int) -> dict:
+    """What a start records of the data schedule: the stream in force at ``step`` (nothing for plain iid)."""
+    return {} if schedule.name == "iid" else {"data_schedule": schedule.stream_at(schedule.locate(step)[0])}
 
 
 def _check_finite(window: list[torch.Tensor], step: int, folder: RunDir) -> None:
