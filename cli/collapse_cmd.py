@@ -47,6 +47,7 @@ def collapse(
     singular values, σ/σ₁, the cumulative curve and AUC across inputs as PNGs, the numbers as JSON and CSV."""
     from ssltheory.practice import collapse as C
     from ssltheory.practice.config import check_device
+    from ssltheory.practice.rundir import check_run_dir
     from ssltheory.practice.step import resolve_device
     from ssltheory.theory.params import check_int
 
@@ -69,7 +70,7 @@ def collapse(
                 raise ConfigError(f"{flag} {value} is read with --state-dict only: expected --state-dict FILE beside "
                                   "it (a run folder brings its own model and dataset)")
     for d in run_dirs:  # every cheap check before the first model is loaded
-        C.check_run_dir(d)
+        check_run_dir(d)
     read = [s for f in spectra for s in C.read_spectra(f)]
     label_list = [v.strip() for v in labels.split(",")] if labels is not None else None
     C.check_labels(label_list, len(run_dirs) + len(read) + len(state_dict))

@@ -12,9 +12,9 @@ from .output import console, wrote
 
 
 def experiment(
-    name: str = typer.Argument(None, help="fig2 | fig3 | fig4 | fig5 | fig7 | fig8 | fig9 | table1 | table2 | "
-                                          "table3 | table5 | table6 | table7 | table8 | table9 (--list: what each "
-                                          "reproduces)"),
+    name: str = typer.Argument(None, help="a recipe: the DirectPred paper's figN / tableN, UniGrad's unigrad-*, "
+                                          "theory-unified, the collapse study's collapse-imagenet | collapse-places "
+                                          "(--list: every name and what it reproduces)"),
     scale: str = typer.Option("smoke", help="smoke (digits or the theory, CPU, minutes) | cpu (digits, ~3,000 "
                                             "steps a run, long enough for the paper's effects where they show on a "
                                             "CPU) | paper (the paper's settings, GPU)"),
@@ -26,7 +26,8 @@ def experiment(
     force: bool = typer.Option(False, help="replace cells whose folders hold runs of other settings (a finished cell "
                                            "of the same settings is read, an unfinished one resumed, without it)"),
 ) -> None:
-    """Reproduce one result of the DirectPred paper: theory figures, or a table's training runs side by side."""
+    """Reproduce one result of the three papers (DirectPred, UniGrad, the collapse study): theory figures, or a
+    table's training runs side by side (and, for the collapse study, the AUC's forecast of probe accuracy)."""
     from ssltheory.experiments.recipes import RECIPES, SCALES
     from ssltheory.experiments.run import get, run_recipe
     from ssltheory.theory.io import check_out_dir
@@ -58,7 +59,8 @@ def experiment(
     if not recipe.training:
         wrote([Path(f) for row in results["cells"] for f in row["figures"]] + [folder / "results.json"])
         return
-    table = Table("cell", "paper", "kNN init", "kNN final", "± std", "std·√d", "s2/s1", "verdict",
+    extra = ("offline AUC", "k_eq", "probe acc") if recipe.forecast else ()
+    table = Table("cell", "paper", "kNN init", "kNN final", "± std", "std·√d", "s2/s1", "verdict", *extra,
                   title=f"{name} ({scale}, {seeds} seed{'s' if seeds > 1 else ''}); paper: {recipe.paper_numbers}")
     for row in results["cells"]:
         def fmt(v):
@@ -67,6 +69,11 @@ def experiment(
         table.add_row(row["cell"], fmt(row.get("paper")), fmt(row.get("knn_acc_init")), fmt(row.get("knn_acc_final")),
                       fmt(row.get("stats", {}).get("knn_acc_final", {}).get("std")),
                       fmt(row.get("feature_std_x_sqrt_d")), fmt(row.get("s2_over_s1")),
-                      "reference" if row["cell"] == recipe.reference else v["verdict"] if v else "-")
+                      "reference" if row["cell"] == recipe.reference else v["verdict"] if v else "-",
+                      *(fmt(row.get(k)) for k in ("offline_auc", "k_eq", "probe_acc") if extra))
     console.print(table)
-    wrote(sorted(folder.glob("results.*")))
+    if "forecast" in results:
+        console.print(f"forecast, all runs: {results['forecast']['reading']}")
+        for g, c in results["forecast"]["by_group"].items():
+            console.print(f"forecast, {g}: {c['reading']}")
+    wrote(sorted([*folder.glob("results.*"), *folder.glob("forecast.*"), *folder.glob("study.png")]))

@@ -9,7 +9,7 @@ import typer
 
 from ssltheory.theory.params import ConfigError, RunError
 
-from . import collapse_cmd, experiment_cmds, practice_cmds, theory_cmds
+from . import collapse_cmd, experiment_cmds, forecast_cmd, practice_cmds, theory_cmds
 
 app = typer.Typer(
     name="ssltheory",
@@ -47,6 +47,7 @@ app.command("compare")(practice_cmds.compare)
 app.command("experiment")(experiment_cmds.experiment)
 app.command("report")(practice_cmds.report)
 app.command("collapse")(collapse_cmd.collapse)
+app.command("forecast")(forecast_cmd.forecast)
 
 
 # typer >= 0.22 ships its own copy of click; older releases use click itself. Its usage errors share one

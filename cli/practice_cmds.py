@@ -111,19 +111,20 @@ def run(cfg, run_dir: Path, resume: bool = False, force: bool = False) -> dict:
 
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} img/s"),
-                   TextColumn("kNN {task.fields[knn]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                   TextColumn("kNN {task.fields[knn]}"), TextColumn("collapse AUC {task.fields[auc]}"),
+                   TimeElapsedColumn(), TimeRemainingColumn(),
                    console=err_console)
     from ssltheory.practice.methods import METHODS
 
     variant = cfg.predictor if METHODS[cfg.method].predictor(cfg) else cfg.resolved_form
-    task = bar.add_task(f"{cfg.dataset} {cfg.method} {variant}", total=None, loss="-", rate="-", knn="-")
+    task = bar.add_task(f"{cfg.dataset} {cfg.method} {variant}", total=None, loss="-", rate="-", knn="-", auc="-")
 
     def update(p) -> None:
         if not bar.live.is_started:  # started on the first report, so set-up errors stay one line
             bar.start()
         knn = f"{100 * p.knn:.1f}%" if p.knn is not None else "-"
         bar.update(task, total=p.total, completed=p.step, loss=f"{p.loss:.4f}", rate=f"{p.images_per_s:.0f}",
-                   knn=knn)
+                   knn=knn, auc="-" if p.auc is None else f"{p.auc:.3f}")
         if p.warning:
             bar.console.print(f"[yellow]warning:[/yellow] {p.warning}")
 
@@ -153,10 +154,8 @@ def probe(
 ) -> None:
     """Linear probe on frozen, standardised backbone features; reports the LAST epoch's test accuracy."""
     from ssltheory.practice.config import check_device
-    from ssltheory.practice.data import build_data
-    from ssltheory.practice.evaluate import extract, linear_probe
-    from ssltheory.practice.rundir import RunDir
-    from ssltheory.practice.step import build_model, resolve_device
+    from ssltheory.practice.evaluate import probe_run
+    from ssltheory.practice.step import resolve_device
     from ssltheory.theory.params import check_int, check_number
 
     check_int("--epochs", epochs, low=1)
@@ -165,25 +164,10 @@ def probe(
     check_int("--batch-size", batch_size, low=1)
     check_device(device)
     check_out_dir(out or run_dir)
-    folder = RunDir(run_dir)
-    cfg = folder.config()
-    state = folder.load_checkpoint()
-    if state is None:
-        raise ConfigError(f"RUN_DIR {run_dir} has no checkpoint.pt: expected a run that finished at least one epoch")
-    dev = resolve_device(device)
-    data = build_data(cfg)
-    if data.num_classes < 2:
-        raise ConfigError(f"RUN_DIR {run_dir} was trained on {cfg.dataset}, which has no labels: expected a run on "
-                          "digits, stl10, cifar10, imagenet or folder")
-    model = build_model(cfg, data.in_channels, dev)
-    model.online.load_state_dict(state["modules"]["online"])
-    train_x, train_y = extract(model.online.backbone, data.train_eval, dev)
-    test_x, test_y = extract(model.online.backbone, data.test_eval, dev)
-    res = linear_probe(train_x, train_y, test_x, test_y, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                       batch_size=batch_size)
-    res.update(step=state["step"], note="test_acc is the last probe epoch's accuracy (not the best over epochs)")
+    res = probe_run(run_dir, resolve_device(device), epochs=epochs, lr=lr, weight_decay=weight_decay,
+                    batch_size=batch_size)
     path = save_json((out or run_dir) / "probe.json", res)
-    console.print(f"linear probe, step {state['step']}: test accuracy {100 * res['test_acc']:.2f}% "
+    console.print(f"linear probe, step {res['step']}: test accuracy {100 * res['test_acc']:.2f}% "
                   f"(last of {epochs} epochs; best over epochs would be {100 * res['best_test_acc_optimistic']:.2f}%)")
     wrote([path])
 

@@ -86,6 +86,9 @@ class Recipe:
     cpu_base: dict | None = None  # settings every cpu-scale cell shares besides CPU_TRAIN
     cpu: dict[str, dict] = field(default_factory=dict)  # per-cell settings that differ at cpu scale
     reference: str | None = None  # the cell every other is read against (experiments/fidelity.py)
+    paper_cells: dict[str, dict] = field(default_factory=dict)  # per-cell settings that differ at paper scale
+    skip: dict[str, tuple[str, ...]] = field(default_factory=dict)  # cells not run at a scale (too small a dataset)
+    forecast: bool = False  # also measure each run's offline AUC and linear probe, and correlate them (forecast.*)
 
     @property
     def training(self) -> bool:
@@ -96,10 +99,10 @@ class Recipe:
         with ``seed`` when given."""
         base, per_cell = {"smoke": ({**SMOKE_TRAIN, **(self.smoke_base or {})}, self.smoke),
                           "cpu": ({**CPU_TRAIN, **(self.cpu_base or {})}, self.cpu),
-                          "paper": (self.paper_base or PAPER_TRAIN, {})}[scale]
+                          "paper": (self.paper_base or PAPER_TRAIN, self.paper_cells)}[scale]
         extra = ({"max_steps": max_steps} if max_steps else {}) | ({"seed": seed} if seed is not None else {})
         return {k: TrainConfig.from_settings({**base, **v, **per_cell.get(k, {}), **extra})
-                for k, v in self.cells.items()}
+                for k, v in self.cells.items() if isinstance(v, dict) and k not in self.skip.get(scale, ())}
 
 
 def _grid(**cells: str) -> dict[str, dict]:
@@ -346,3 +349,70 @@ def simsiam_argv(**settings: Any) -> list[str]:
         else:
             argv += [flag, str(value)]
     return argv
+
+
+# The collapse study (Li, Efros & Pathak 2022; collapse.md B2): a small and a large model, each trained with SimSiam
+# on the last P % of a fixed permutation of the train split (compute-matched: every epoch len(train) // batch steps),
+# on the continual stream (strategy current) and on the hybrid (continual until 40 % of the epochs, then IID under the
+# same lr schedule). Paper scale: the paper's SimSiam recipe, ResNet-18 (small) and ResNet-50 (large), 100 epochs on
+# ImageNet (collapse-imagenet) or Places365 as an ImageFolder (collapse-places), the stream one chunk per epoch (1 %
+# of the data, the official default) in a random order (the paper's ordering files are not released), hybrid at
+# epoch 40. CPU scale (make experiments-cpu): digits, 150 epochs of 20 steps at batch 64, the same recipe's pieces
+# (projector 512-512-512 ending in a non-affine BN, predictor 512-128-512, fixed predictor lr, cosine lr 0.05 / 4
+# without batch scaling, wd 4e-4), the small convnet at width 1/8 (4-8-16 channels, d = 16) and 1 (d = 128); 1 % of
+# 1,297 digits is below one batch, so the cpu and smoke scales skip it, and the stream has 10 chunks of 130 digits.
+COLLAPSE_FRACTIONS = (1, 5, 10, 20, 50, 100)
+"""Train fractions in % (the shipped spectra's: resnet18_{1,5,10,20,50,100}percent)."""
+COLLAPSE_MODELS = {"paper": {"small": {"backbone": "resnet18"}, "large": {"backbone": "resnet50"}},
+                   "cpu": {"small": {"backbone": "convnet", "width": 0.125},
+                           "large": {"backbone": "convnet", "width": 1.0}}}
+"""The model sizes per scale (the smoke scale's are the cpu scale's)."""
+COLLAPSE_CPU = {**SIMSIAM_RECIPE, "batch_size": 64, "lr_scale": "none", "proj_dim": 512, "pred_hidden": 128,
+                "epochs": 150, "knn_every": 50}
+COLLAPSE_SMOKE = {**SIMSIAM_RECIPE, "batch_size": 64, "lr_scale": "none", "proj_dim": 128, "pred_hidden": 32,
+                  "probe_size": 1024}
+
+
+def _collapse_cells() -> dict[str, dict]:
+    """``{MODEL-fP: {data_fraction}, MODEL-continual: {stream}, MODEL-hybrid: {stream, switch}}`` (the switch in
+    per-scale settings)."""
+    cells = {}
+    for model in ("small", "large"):
+        cells.update({f"{model}-f{p}": {"data_fraction": p / 100} for p in COLLAPSE_FRACTIONS})
+        cells[f"{model}-continual"] = {"data_schedule": "current"}
+        cells[f"{model}-hybrid"] = {"data_schedule": "current"}
+    return cells
+
+
+def _per_cell(scale: str, hybrid_epoch: int, n_chunks: int = 0) -> dict[str, dict]:
+    """Each cell's model, and the streams' chunks and the hybrid's switch, at ``scale``."""
+    models = COLLAPSE_MODELS["paper" if scale == "paper" else "cpu"]
+    out = {cell: dict(models[cell.split("-")[0]]) for cell in _collapse_cells()}
+    for cell, settings in out.items():
+        if cell.endswith(("continual", "hybrid")):
+            settings["n_chunks"] = n_chunks
+        if cell.endswith("hybrid"):
+            settings["hybrid_epoch"] = hybrid_epoch
+    return out
+
+
+def _collapse_recipe(name: str, where: str, paper_base: dict) -> Recipe:
+    small_data = tuple(f"{m}-f1" for m in ("small", "large"))
+    return Recipe(
+        name, f"SimSiam's partial dimensional collapse against train fraction and model size, the continual and the "
+        f"hybrid schedule, and the label-free forecast of probe accuracy by the collapse AUC ({where})",
+        "shipped ResNet-18 ImageNet spectra: AUC 0.610, 0.748, 0.845, 0.879, 0.871, 0.858 at 1, 5, 10, 20, 50, 100 % "
+        "(more data, more collapse; collapse.md B1.8); probe accuracies, the AUC-accuracy correlation and the hybrid's "
+        "+18 points for ResNet-18 on ImageNet are not verified (B2)",
+        _collapse_cells(), paper_base=paper_base, cpu_base=COLLAPSE_CPU, smoke_base=COLLAPSE_SMOKE,
+        cpu=_per_cell("cpu", 60, 10), smoke=_per_cell("smoke", 4, 10), paper_cells=_per_cell("paper", 40),
+        skip={"cpu": small_data, "smoke": small_data}, forecast=True)
+
+
+COLLAPSE_PAPER = {**SIMSIAM_RECIPE, "epochs": 100, "zero_init_residual": True, "device": "cuda", "workers": 16}
+RECIPES.update({r.name: r for r in [
+    _collapse_recipe("collapse-imagenet", "ImageNet", {**COLLAPSE_PAPER, "dataset": "imagenet",
+                                                      "data_dir": "data/imagenet"}),
+    _collapse_recipe("collapse-places", "Places365 as an ImageFolder", {**COLLAPSE_PAPER, "dataset": "folder",
+                                                                       "data_dir": "data/places365"}),
+]})

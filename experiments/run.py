@@ -86,7 +86,10 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
                if recipe.training else [])
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+    points: list[dict] = []
     for cell, spec in recipe.cells.items():
+        if cell in recipe.skip.get(scale, ()):
+            continue
         cell_out = out / cell
         if configs and cell in configs[0]:
             dirs = [cell_out] if seeds == 1 else [cell_out / f"seed{k}" for k in range(seeds)]
@@ -103,6 +106,10 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
             row.update({k: _mean([sm.get(k) for sm in summaries]) for k in SUMMARY_KEYS})
             row["collapse"] = collapse_evidence(row["feature_std_x_sqrt_d"], row["s2_over_s1"], row["knn_acc_final"],
                                                 row["knn_acc_init"])
+            if recipe.forecast:
+                cell_points = [_forecast_point(d, cell) for d in dirs]
+                points += cell_points
+                row.update({k: _mean([p[k] for p in cell_points]) for k in FORECAST_KEYS})
             if seeds > 1:
                 row["figures"] = sorted(str(p) for d in dirs for p in d.glob("*.png"))
         else:
@@ -121,9 +128,68 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
         return results
     save_json(out / "results.json", results)
     if recipe.training:
-        _write_csv(out / "results.csv", rows)
+        _write_csv(out / "results.csv", rows, recipe.forecast)
         _bar_figure(out / "results.png", recipe, scale, rows)
+    if points:
+        from ssltheory.practice import forecast
+
+        doc = forecast.forecast(points, {"experiment": recipe.name, "scale": scale, "seeds": seeds})
+        forecast.write_results(out, doc)
+        results["forecast"] = {**doc["correlation"], "by_group": doc["by_group"]}
+        save_json(out / "results.json", results)
+        study_figure(out / "study.png", recipe.name, scale, rows, configs[0])
     return results
+
+
+FORECAST_KEYS = ("offline_auc", "k_eq", "probe_acc")
+"""A forecast recipe's numbers per cell (mean over seeds): the paper's offline AUC and k_eq, the linear probe."""
+
+
+def _forecast_point(run_dir: Path, cell: str) -> dict:
+    """The run's offline AUC and probe accuracy (:func:`ssltheory.practice.forecast.run_point`), grouped by the
+    cell's first word (its model size: small-f10 -> small)."""
+    from ssltheory.practice import forecast
+    from ssltheory.practice.step import resolve_device
+
+    p = forecast.run_point(run_dir, resolve_device("auto"), group=cell.split("-")[0])
+    return {**p, "cell": cell, "offline_auc": p["auc"]}
+
+
+def study_figure(path: Path, name: str, scale: str, rows: list[dict], configs: dict[str, TrainConfig]) -> None:
+    """The collapse study at a glance: offline AUC (left) and probe accuracy (right) against the train fraction
+    (log x), one line per model size, the continual and hybrid runs as dashed and dotted levels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from ssltheory.practice.schedule import STREAMS
+
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    colours = matplotlib.colormaps["tab10"]
+    groups = list(dict.fromkeys(r["cell"].split("-")[0] for r in rows if "probe_acc" in r))
+    for g, group in enumerate(groups):
+        mine = [r for r in rows if r["cell"].split("-")[0] == group and "probe_acc" in r]
+        iid = sorted((configs[r["cell"]].data_fraction, r) for r in mine
+                     if configs[r["cell"]].resolved_data_schedule in ("iid", "last"))
+        for ax, key, scaleby in ((axes[0], "offline_auc", 1), (axes[1], "probe_acc", 100)):
+            ax.plot([100 * f for f, _ in iid], [scaleby * r[key] for _, r in iid], marker="o", color=colours(g),
+                    label=f"{group}: last P % (IID)")
+            for r in mine:
+                cfg = configs[r["cell"]]
+                if cfg.resolved_data_schedule in STREAMS and cfg.resolved_data_schedule != "last":
+                    style = ":" if cfg.hybrid_epoch else "--"
+                    what = f"hybrid (stream until epoch {cfg.hybrid_epoch})" if cfg.hybrid_epoch else \
+                        f"continual ({cfg.data_schedule})"
+                    ax.axhline(scaleby * r[key], ls=style, color=colours(g), lw=1.2, label=f"{group}: {what}")
+    for ax, ylabel in zip(axes, ("offline collapse AUC (higher = more collapsed)", "linear-probe accuracy (%)"),
+                          strict=True):
+        ax.set(xscale="log", xlabel="train fraction P (%)", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{name} ({scale} scale): collapse against data and model size, and the schedules", fontsize=10)
+    save_figure(fig, path)
 
 
 def _mean(values: list) -> float | int | None:
@@ -165,12 +231,12 @@ def command_line(cfg: TrainConfig, out: Path) -> str:
     return " ".join([*words, "--out", str(out)])
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def _write_csv(path: Path, rows: list[dict], forecast: bool = False) -> None:
     import io
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["cell", "paper", "verdict", "knn_std", "collapsed", *SUMMARY_KEYS],
-                       extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=["cell", "paper", "verdict", "knn_std", "collapsed", *SUMMARY_KEYS,
+                                        *(FORECAST_KEYS if forecast else ())], extrasaction="ignore")
     w.writeheader()
     w.writerows({**r, "verdict": r.get("verdict", {}).get("verdict"),
                  "knn_std": r.get("stats", {}).get("knn_acc_final", {}).get("std"),

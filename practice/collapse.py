@@ -42,7 +42,7 @@ from ssltheory.theory.io import make_out_dir, save_figure, save_json, write_atom
 from ssltheory.theory.params import ConfigError, RunError  # noqa: E402
 
 from .measure import collapse_auc, spectrum_auc  # noqa: E402
-from .rundir import CHECKPOINT, PREVIOUS  # noqa: E402
+from .rundir import check_run_dir  # noqa: E402
 
 ARCHS = ("resnet18", "resnet34", "resnet50")
 """Architectures a state dict may be read as (torchvision's, with ``fc`` dropped: 512, 512, 2048 features)."""
@@ -222,22 +222,6 @@ def run_spectrum(run_dir: Path | str, device: torch.device, *, l2_normalise: boo
             "image_size": cfg.resolved_image_size, "l2_normalised": l2_normalise}
     name = run_dir.name or run_dir.resolve().name
     return Spectrum(name, str(run_dir), measure(x, l2_normalise), n=x.shape[0], info=info)
-
-
-def check_run_dir(run_dir: Path) -> None:
-    """A one-line error unless ``run_dir`` is a folder with a config.json (a run of ``ssltheory train``)."""
-    if not run_dir.exists():
-        raise ConfigError(f"RUN_DIR {run_dir} does not exist: expected the folder of a run of ssltheory train "
-                          "(config.json + checkpoint.pt)")
-    if not run_dir.is_dir():
-        raise ConfigError(f"RUN_DIR {run_dir} is a file: expected the folder of a run of ssltheory train (a file of "
-                          "singular values goes to --spectra, a state dict to --state-dict)")
-    if not (run_dir / "config.json").exists():
-        raise ConfigError(f"RUN_DIR {run_dir} has no config.json: expected the folder of a run of ssltheory train "
-                          "(config.json + checkpoint.pt)")
-    if not any((run_dir / f).exists() for f in (CHECKPOINT, PREVIOUS)):
-        raise ConfigError(f"RUN_DIR {run_dir} has no checkpoint.pt: expected a run that finished at least one epoch "
-                          "(or saved one with --checkpoint-every)")
 
 
 def check_state_dict_args(arch: str | None, dataset: str | None) -> None:

@@ -107,3 +107,38 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         if on_epoch is not None:
             on_epoch(epoch, acc)
     return {"test_acc": curve[-1], "curve": curve, "best_test_acc_optimistic": max(curve)}
+
+
+def probe_run(run_dir, device: torch.device, *, epochs: int = 50, lr: float = 3e-4, weight_decay: float = 1e-3,
+              batch_size: int = 128, on_epoch=None) -> dict:
+    """The linear probe (:func:`linear_probe`) on a training run's last checkpoint: its online backbone's frozen
+    features of the dataset's train split (eval transform) train the classifier, the test split scores it. Returns
+    :func:`linear_probe`'s dict with the checkpoint's ``step``; a one-line :class:`ConfigError` for a folder without a
+    checkpoint or a dataset without labels."""
+    from pathlib import Path
+
+    from ssltheory.theory.params import ConfigError
+
+    from .data import build_data
+    from .rundir import RunDir, check_run_dir
+    from .step import build_model
+
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir)
+    folder = RunDir(run_dir)
+    cfg = folder.config()
+    state = folder.load_checkpoint()
+    if state is None:
+        raise ConfigError(f"RUN_DIR {run_dir} has no checkpoint.pt: expected a run that finished at least one epoch")
+    data = build_data(cfg)
+    if data.num_classes < 2:
+        raise ConfigError(f"RUN_DIR {run_dir} was trained on {cfg.dataset}, which has no labels: expected a run on "
+                          "digits, stl10, cifar10, imagenet or folder")
+    model = build_model(cfg, data.in_channels, device)
+    model.online.load_state_dict(state["modules"]["online"])
+    train_x, train_y = extract(model.online.backbone, data.train_eval, device)
+    test_x, test_y = extract(model.online.backbone, data.test_eval, device)
+    res = linear_probe(train_x, train_y, test_x, test_y, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                       batch_size=batch_size, on_epoch=on_epoch)
+    res.update(step=int(state["step"]), note="test_acc is the last probe epoch's accuracy (not the best over epochs)")
+    return res

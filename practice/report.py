@@ -77,6 +77,27 @@ def method_table(records: list[dict]) -> str:
             f"<p>over the run: the third row of {FIGURE}</p><table>{''.join(rows)}</table>")
 
 
+def collapse_section(records: list[dict], run_dir: Path) -> str:
+    """The live collapse watch's verdict (every warning with its step, the alarm at the end, the last live AUC) and,
+    when ``ssltheory forecast`` measured the run, its offline AUC and probe accuracy."""
+    meas = [r for r in records if "auc" in r]
+    if not meas:
+        return ""
+    warned = [r for r in meas if r.get("warning")]
+    items = [f"<li>step {r['step']}: {html.escape(str(r['warning']))}</li>" for r in warned] or [
+        "<li>no collapse warning during the run</li>"]
+    last = meas[-1]
+    alarm = "on" if last.get("collapse_alarm") else "off"
+    text = (f"<h2>collapse watch</h2><p>alarm at the end: <b>{alarm}</b>; live AUC of the last measurement "
+            f"{_fmt(last.get('auc'))} (step {last.get('step')}; higher = more collapsed)</p><ul>{''.join(items)}</ul>")
+    point = run_dir / "forecast_point.json"
+    if point.exists():
+        p = json.loads(point.read_text())
+        text += _table({k: p.get(k) for k in ("step", "auc", "k_eq", "probe_acc", "knn_acc")},
+                       "offline collapse AUC (paper protocol) and linear probe (ssltheory forecast)")
+    return text
+
+
 def build_report(run_dir: Path, n_modes: int = 8) -> str:
     """The HTML text of ``run_dir``'s report. The compare section says why when the theory cannot be applied."""
     from .compare import compare_run, to_json
@@ -94,6 +115,7 @@ def build_report(run_dir: Path, n_modes: int = 8) -> str:
         parts.append(_table(json.loads(probe.read_text()), "linear probe (last epoch)"))
     try:
         parts.append(method_table(RunDir(run_dir).records()))
+        parts.append(collapse_section(RunDir(run_dir).records(), run_dir))
     except ConfigError as e:  # no metrics.jsonl, or a damaged line in it: the compare section says so too
         parts.append(f"<p>no table of the method's quantities: {html.escape(str(e))}</p>")
     pngs = sorted(run_dir.glob("*.png"))

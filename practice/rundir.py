@@ -134,6 +134,13 @@ class RunDir:
         write_atomic(self.file(CHECKPOINT), buf.getvalue())
         return self.file(CHECKPOINT)
 
+    def resume_at(self, metrics_lines: int) -> None:
+        """Make the folder as its checkpoint left it: partial writes removed, a damaged checkpoint set aside,
+        metrics.jsonl cut back to the checkpoint's ``metrics_lines``."""
+        self.clean_partial_writes()
+        self.set_aside_damaged()
+        self.truncate(metrics_lines)
+
     def set_aside_damaged(self) -> None:
         """After :meth:`load_checkpoint` fell back to checkpoint.prev.pt: move the unreadable checkpoint.pt to
         checkpoint.damaged.pt, so that the next save does not rotate it over the good one."""
@@ -227,3 +234,20 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_run_dir(run_dir: Path | str) -> None:
+    """A one-line error unless ``run_dir`` is a folder with a config.json (a run of ``ssltheory train``)."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ConfigError(f"RUN_DIR {run_dir} does not exist: expected the folder of a run of ssltheory train "
+                          "(config.json + checkpoint.pt)")
+    if not run_dir.is_dir():
+        raise ConfigError(f"RUN_DIR {run_dir} is a file: expected the folder of a run of ssltheory train (a file of "
+                          "singular values goes to --spectra, a state dict to --state-dict)")
+    if not (run_dir / "config.json").exists():
+        raise ConfigError(f"RUN_DIR {run_dir} has no config.json: expected the folder of a run of ssltheory train "
+                          "(config.json + checkpoint.pt)")
+    if not any((run_dir / f).exists() for f in (CHECKPOINT, PREVIOUS)):
+        raise ConfigError(f"RUN_DIR {run_dir} has no checkpoint.pt: expected a run that finished at least one epoch "
+                          "(or saved one with --checkpoint-every)")

@@ -88,6 +88,17 @@ class Schedule:
         """The schedule epoch ``epoch`` follows (a hybrid's changes at its switch)."""
         return self.name
 
+    def note(self, step: int) -> dict:
+        """What a run's start records of its data schedule: the stream in force at ``step`` (nothing for iid)."""
+        return {} if self.name == "iid" else {"data_schedule": self.stream_at(self.locate(step)[0])}
+
+    def switch_at(self, step: int) -> tuple[str, str] | None:
+        """(the new stream, why) when global step ``step`` opens the epoch at which the stream changes, else None."""
+        epoch, pos = self.locate(step)
+        if pos == 0 and epoch > 0 and self.stream_at(epoch) != self.stream_at(epoch - 1):
+            return self.stream_at(epoch), f"--hybrid-epoch {epoch}"
+        return None
+
 
 class FullEpochs(Schedule):
     """Base of the schedules whose every epoch has ``n // batch`` steps: the step arithmetic in closed form."""

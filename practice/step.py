@@ -228,5 +228,7 @@ def restore(state: dict, model: Model, opt, sched, feed) -> None:
         module.load_state_dict(state["modules"][name])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
+    for group, base, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True):
+        group["lr"] = base * factor(sched.last_epoch)  # this config's lr (a stream changed on resume: unfrozen)
     model.corr.load_state_dict(state["corr"])
     feed.load_state_dict(state.get("feed", {}))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,7 @@ class Progress:
     images_per_s: float
     knn: float | None = None
     warning: str | None = None
-    extra: dict = field(default_factory=dict)
+    auc: float | None = None  # the live collapse AUC of the latest measurement (higher = more collapsed)
 
 
 def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, force: bool = False,
@@ -98,19 +98,15 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
                           "of its first epoch or --checkpoint-every steps)")
     if state is not None:
         restore(state, model, opt, sched, feed)
-        for group, base, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True):
-            group["lr"] = base * factor(sched.last_epoch)  # this config's lr (a stream changed on resume: unfrozen)
         step, watch = state["step"], CollapseWatch(cfg.collapse_window, state.get("collapse_history"))
         losses = [torch.tensor(v, device=device) for v in state["pending_losses"]]
         if d.main:
-            folder.clean_partial_writes()
-            folder.set_aside_damaged()
-            folder.truncate(state["metrics_lines"])
-            folder.record_start(resolved, step, cfg, **_stream_note(schedule, step))
+            folder.resume_at(state["metrics_lines"])
+            folder.record_start(resolved, step, cfg, **schedule.note(step))
         set_rng_state(state["rng"])
     else:
         if d.main:
-            folder.start(cfg, resolved, force, **_stream_note(schedule, 0))
+            folder.start(cfg, resolved, force, **schedule.note(0))
         torch.manual_seed(cfg.seed + 1 + 1000 * d.rank)  # ranks draw different loader augmentations
         np.random.seed(cfg.seed + 1 + 1000 * d.rank)
         knn0 = knn()
@@ -127,12 +123,13 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
     last_knn, cuda = None, device.type == "cuda"
     check_every = 10 if cuda else 1  # a finiteness check waits for the device: on CUDA every 10 steps
     live = LiveMeasurer(probe, device, d, background=cuda, linear=cfg.resolved_backbone == "linear")
-    t_last, n_images = time.perf_counter(), 0
+    t_last, n_images, auc = time.perf_counter(), 0, [None]
 
     def drain(wait: bool) -> str | None:
         """Write the finished measurements (all with ``wait``); returns a collapse warning if one fired."""
         warning = None
         for rec in live.ready(wait):
+            auc[0] = rec.get("auc", auc[0])
             if text := watch.update(rec):
                 rec["warning"] = warning = text
             if d.main:
@@ -141,10 +138,9 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
 
     try:
         while step < total:
-            epoch, pos = schedule.locate(step)
-            if d.main and pos == 0 and epoch > 0 and schedule.stream_at(epoch) != schedule.stream_at(epoch - 1):
-                folder.record_switch(step, schedule.stream_at(epoch), f"--hybrid-epoch {epoch}")
-            for batch in feed.epoch(epoch, pos):
+            if d.main and (switch := schedule.switch_at(step)):
+                folder.record_switch(step, *switch)
+            for batch in feed.epoch(*schedule.locate(step)):
                 try:
                     loss, views = optimizer_step(model, opt, sched, batch, cfg, step, total, feed.prefetch)
                 except torch.linalg.LinAlgError:  # a predictor's eigh / solve on a non-finite F̂
@@ -154,8 +150,7 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
                 n_images += batch[0].shape[0] * d.world
                 measure_due = step % cfg.measure_every == 0 or step == total
                 epochs_done, end_of_epoch = schedule.locate(step)[0], schedule.ends_epoch(step)
-                every = cfg.checkpoint_every
-                save_due = end_of_epoch or step == total or (every > 0 and step % every == 0)
+                save_due = end_of_epoch or step == total or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
                 if step % check_every == 0 or measure_due or save_due:
                     _check_finite(losses[-check_every:], step, folder)
                 if measure_due:
@@ -178,17 +173,12 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
                 if on_progress and (step % check_every == 0 or step == total or warning):
                     rate = n_images / max(time.perf_counter() - t_last, 1e-9)
                     shown = float(losses[-1]) if losses else float(mean_loss)
-                    on_progress(Progress(step, total, epochs_done, shown, rate, knn=last_knn, warning=warning))
+                    on_progress(Progress(step, total, epochs_done, shown, rate, last_knn, warning, auc[0]))
                 if step >= total:
                     break
     finally:
         live.close()
     return folder.finish(cfg) if d.main else {}
-
-
-def _stream_note(schedule, step: int) -> dict:
-    """What a start records of the data schedule: the stream in force at ``step`` (nothing for plain iid)."""
-    return {} if schedule.name == "iid" else {"data_schedule": schedule.stream_at(schedule.locate(step)[0])}
 
 
 def _check_finite(window: list[torch.Tensor], step: int, folder: RunDir) -> None:
