@@ -416,3 +416,32 @@ RECIPES.update({r.name: r for r in [
     _collapse_recipe("collapse-places", "Places365 as an ImageFolder", {**COLLAPSE_PAPER, "dataset": "folder",
                                                                        "data_dir": "data/places365"}),
 ]})
+
+
+# The theory's phase diagram against real runs (issue 16; experiments/phase.py): the two-layer linear model on the
+# synthetic data over weight decay x EMA rate (BYOL) and weight decay x predictor lr ratio (SimSiam, tau = 1), and
+# the first grid again on digits, where the theory's assumptions do not hold (a convnet, sigma^2 assumed).
+PHASE_ETAS = (0.02, 0.05, 0.08, 0.11, 0.14, 0.17, 0.2, 0.25, 0.3)
+PHASE_BETAS = (0.03, 0.1, 0.3, 1.0)
+PHASE_ALPHA_PS = (0.25, 0.5, 1.0, 2.0)
+
+
+def _phase_cells(dataset: str) -> dict:
+    from .phase import PhaseDiagram, digits
+
+    grids = {"beta": PhaseDiagram("beta", PHASE_ETAS, PHASE_BETAS),
+             "alpha_p": PhaseDiagram("alpha_p", PHASE_ETAS, PHASE_ALPHA_PS)}
+    if dataset == "digits":
+        return {"digits-beta": digits(grids["beta"])}
+    return {f"synthetic-{axis}": grid for axis, grid in grids.items()}
+
+
+RECIPES.update({r.name: r for r in [
+    Recipe("phase-diagram", "the theory's collapse boundary and p contours over weight decay x EMA rate and weight "
+           "decay x alpha_p against a grid of real runs of the linear model on synthetic data (no paper has it)",
+           "fixed tau = 1: collapse above eta = tau^2 / (4 (1 + sigma^2)) = 1/6 (Eq. 16); with EMA the ODE decides",
+           _phase_cells("synthetic")),
+    Recipe("phase-diagram-digits", "the eta x EMA-rate phase diagram on digits (convnet, linear predictor): where the "
+           "linear theory's outcome holds for a network it does not describe", "none; sigma^2 = 0.5 assumed",
+           _phase_cells("digits")),
+]})

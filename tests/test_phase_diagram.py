@@ -1,0 +1,52 @@
+"""The phase diagram (experiments/phase.py): real runs of the linear model on a small grid fall on the theory's side
+of its collapse boundary."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ssltheory.experiments.phase import PhaseDiagram, cell_settings, collapsed_modes, outcome
+from ssltheory.practice.config import TrainConfig
+from ssltheory.theory.params import ConfigError
+
+
+def test_outcome_rule():
+    s0 = np.array([1.0, 0.5, 1e-6])
+    assert outcome(np.array([0.8, 0.4, 2e-6]), s0) == "healthy"  # a tiny mode that grew has not collapsed
+    assert outcome(np.array([0.8, 1e-5, 1e-7]), s0) == "partial"
+    assert outcome(np.array([1e-4, 1e-5, 1e-7]), s0) == "collapsed"
+    assert collapsed_modes(np.array([2e-3, 5e-4, 0.0]), s0).tolist() == [False, True, True]
+
+
+def test_the_beta_axis_sets_gamma_a_through_compares_mapping():
+    settings = cell_settings("beta", 0.1, 0.3, {"dataset": "synthetic", "lr": 0.1})
+    cfg = TrainConfig.from_settings(settings)
+    assert cfg.gamma_a == pytest.approx(1 - 0.3 * 0.1) and cfg.weight_decay == 0.1 and cfg.method == "byol"
+    with pytest.raises(ConfigError, match="beta 20"):
+        cell_settings("beta", 0.1, 20.0, {"dataset": "synthetic", "lr": 0.1})
+
+
+def test_synthetic_runs_fall_on_the_theorys_side_of_the_boundary(tmp_path):
+    """eta x beta, 3 x 2 runs: every cell's outcome (healthy / partial / collapsed over all 16 modes) is the ODE's
+    from the same initial modes, except within one grid step of the theory's boundary (measured: 6 of 6 agree), and
+    the grid spans both sides (a healthy and a collapsed cell)."""
+    doc = PhaseDiagram("beta", (0.05, 0.15, 0.3), (0.1, 1.0)).run(tmp_path)
+    assert doc["disagree_beyond_one_step"] == []
+    assert {"healthy", "collapsed"} <= {c["run"] for c in doc["cells"]}
+    for c in doc["cells"]:  # the leading surviving p of run and theory are close where both survive
+        if c["run"] == c["theory"] != "collapsed":
+            assert c["p_lead_run"] == pytest.approx(c["p_lead_theory"], abs=0.05), c
+    assert json.loads((tmp_path / "phase.json").read_text())["agreement"] == doc["agreement"]
+    assert (tmp_path / "phase.png").stat().st_size > 20_000
+
+
+def test_without_ema_the_fixed_tau_threshold_decides(tmp_path):
+    """SimSiam (tau = 1): Eq. 16's threshold eta = 1 / (4 (1 + sigma^2)) = 1/6. Below it the leading modes survive,
+    above it every mode collapses, in the run as in the theory."""
+    doc = PhaseDiagram("alpha_p", (0.1, 0.3), (1.0,)).run(tmp_path)
+    by_eta = {c["eta"]: c for c in doc["cells"]}
+    assert by_eta[0.1]["run"] != "collapsed" and by_eta[0.1]["p_lead_run"] > 0.4
+    assert by_eta[0.3]["run"] == by_eta[0.3]["theory"] == "collapsed"
