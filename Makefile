@@ -36,14 +36,17 @@ lint: $(STAMP)
 
 ## experiments-smoke: every runnable paper result at smoke scale into runs/experiments/ (CPU, ~45 min)
 EXPERIMENTS := fig2 fig3 fig4 fig5 fig7 fig8 fig9 table1 table2 table3 table5 table6 table7 table8 table9 \
-	unigrad-methods unigrad-table2 unigrad-table3 unigrad-table4 unigrad-table9-10 theory-unified
+	unigrad-methods unigrad-table2 unigrad-table3 unigrad-table4 unigrad-table9-10 theory-unified phase-diagram \
+	collapse-imagenet
 experiments-smoke: $(STAMP)
 	for e in $(EXPERIMENTS); do $(BIN)/ssltheory experiment $$e --scale smoke || exit 1; done
 
-## experiments-cpu: the DirectPred tables at cpu scale, 3 seeds, verdicts against the paper (CPU, hours)
-CPU_EXPERIMENTS := table1 table2 table3 table5 table6 table7 table8 fig2
+## experiments-cpu: the DirectPred tables and the collapse study at cpu scale, 3 seeds, verdicts against the paper,
+## and the phase diagram on digits (CPU, hours)
+CPU_EXPERIMENTS := table1 table2 table3 table5 table6 table7 table8 fig2 collapse-imagenet
 experiments-cpu: $(STAMP)
 	for e in $(CPU_EXPERIMENTS); do $(BIN)/ssltheory experiment $$e --scale cpu --seeds 3 || exit 1; done
+	$(BIN)/ssltheory experiment phase-diagram-digits
 
 ## bench: speed ratios measured in one run (not part of the tests)
 bench: $(STAMP)
