@@ -110,7 +110,7 @@ def run_phase(grid: PhaseDiagram, out: Path, trainer: Callable | None = None) ->
     """Run (or read) every cell of ``grid`` into ``out/CELL``, compare each with the ODE, draw the diagram."""
     from ssltheory.practice.compare import compare_run
 
-    from .run import default_trainer, run_cell
+    from .cells import default_trainer, run_cell
 
     configs = grid.configs()
     cells = []

@@ -8,15 +8,15 @@ same settings is not run again: a finished one is read, an interrupted one resum
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.rundir import CONFIG, SUMMARY, RunDir
+from ssltheory.practice.rundir import RunDir
 from ssltheory.theory.io import save_figure, save_json, write_atomic
 from ssltheory.theory.params import ConfigError, check_choice
 
+from .cells import Trainer, default_trainer, run_cell
 from .fidelity import aggregate, collapse_evidence, verdict
 from .recipes import RECIPES, SCALES, Recipe
 
@@ -25,37 +25,10 @@ SUMMARY_KEYS = ("knn_acc_init", "knn_acc_final", "feature_std_x_sqrt_d", "auc", 
                 "adaptive_balance", "grad_cosine", "steps", "s2_over_s1")
 STAT_KEYS = ("knn_acc_final", "knn_acc_init", "feature_std_x_sqrt_d", "s2_over_s1")
 """The numbers aggregated over seeds (mean, std) for verdicts and collapse evidence."""
-Trainer = Callable[[TrainConfig, Path, bool, bool], dict]
-"""(config, run folder, resume, force) -> summary: how a training cell is run (the library's train, or the CLI's
-with a progress bar)."""
-
-
 def get(name: str) -> Recipe:
     """The recipe called ``name``; a one-line error naming the known ones otherwise."""
     check_choice("NAME", name, tuple(RECIPES))
     return RECIPES[name]
-
-
-def default_trainer(cfg: TrainConfig, run_dir: Path, resume: bool, force: bool) -> dict:
-    from ssltheory.practice.train import train
-
-    return train(cfg, run_dir, resume=resume, force=force)
-
-
-def run_cell(cfg: TrainConfig, run_dir: Path, trainer: Trainer = default_trainer, force: bool = False) -> dict:
-    """Train ``cfg`` into ``run_dir`` unless the folder holds it already: the summary of a finished run with the
-    same settings is read, an unfinished one resumed from its checkpoint; a folder that holds a run with other
-    settings is replaced only with ``force`` (a one-line error otherwise)."""
-    folder = RunDir(run_dir)
-    held = folder.holds_run()
-    same = folder.file(CONFIG).exists() and folder.config() == cfg
-    if same and folder.file(SUMMARY).exists() and not force:
-        return json.loads(folder.file(SUMMARY).read_text())
-    if held and not same and not force:
-        raise ConfigError(f"cell {run_dir} holds a run with other settings: expected another --out, or --force to "
-                          "replace it")
-    resume = same and not force and folder.load_checkpoint() is not None
-    return trainer(cfg, run_dir, resume, force or (held and not resume))
 
 
 def _s2_over_s1(run_dir: Path) -> float | None:

@@ -42,7 +42,6 @@ from ssltheory.theory.io import make_out_dir, save_figure, save_json, write_atom
 from ssltheory.theory.params import ConfigError, RunError  # noqa: E402
 
 from .measure import collapse_auc, spectrum_auc  # noqa: E402
-from .rundir import check_run_dir  # noqa: E402
 
 ARCHS = ("resnet18", "resnet34", "resnet50")
 """Architectures a state dict may be read as (torchvision's, with ``fc`` dropped: 512, 512, 2048 features)."""
@@ -200,25 +199,12 @@ def run_spectrum(run_dir: Path | str, device: torch.device, *, l2_normalise: boo
     """The spectrum of a training run's online backbone (its last checkpoint) on its dataset's whole train split.
 
     ``data_dir`` replaces the run's ``--data-dir`` (a run moved to another machine)."""
-    from .data import build_data
-    from .rundir import RunDir
-    from .step import build_model
+    from .step import load_run
 
     run_dir = Path(run_dir)
-    check_run_dir(run_dir)
-    folder = RunDir(run_dir)
-    cfg = folder.config()
-    state = folder.load_checkpoint()
-    if state is None:
-        raise ConfigError(f"RUN_DIR {run_dir} has no checkpoint.pt: expected a run that finished at least one epoch "
-                          "(or saved one with --checkpoint-every)")
-    if data_dir is not None:
-        cfg = replace(cfg, data_dir=data_dir)
-    data = build_data(cfg)
-    model = build_model(cfg, data.in_channels, device)
-    model.online.load_state_dict(state["modules"]["online"])
+    cfg, data, model, step = load_run(run_dir, device, data_dir)
     x = features(model.online.backbone, data.train_eval, device, batch_size, workers, on_progress)
-    info = {"kind": "run", "step": int(state["step"]), "dataset": cfg.dataset, "backbone": cfg.resolved_backbone,
+    info = {"kind": "run", "step": step, "dataset": cfg.dataset, "backbone": cfg.resolved_backbone,
             "image_size": cfg.resolved_image_size, "l2_normalised": l2_normalise}
     name = run_dir.name or run_dir.resolve().name
     return Spectrum(name, str(run_dir), measure(x, l2_normalise), n=x.shape[0], info=info)

@@ -115,30 +115,17 @@ def probe_run(run_dir, device: torch.device, *, epochs: int = 50, lr: float = 3e
     features of the dataset's train split (eval transform) train the classifier, the test split scores it. Returns
     :func:`linear_probe`'s dict with the checkpoint's ``step``; a one-line :class:`ConfigError` for a folder without a
     checkpoint or a dataset without labels."""
-    from pathlib import Path
-
     from ssltheory.theory.params import ConfigError
 
-    from .data import build_data
-    from .rundir import RunDir, check_run_dir
-    from .step import build_model
+    from .step import load_run
 
-    run_dir = Path(run_dir)
-    check_run_dir(run_dir)
-    folder = RunDir(run_dir)
-    cfg = folder.config()
-    state = folder.load_checkpoint()
-    if state is None:
-        raise ConfigError(f"RUN_DIR {run_dir} has no checkpoint.pt: expected a run that finished at least one epoch")
-    data = build_data(cfg)
+    cfg, data, model, step = load_run(run_dir, device)
     if data.num_classes < 2:
         raise ConfigError(f"RUN_DIR {run_dir} was trained on {cfg.dataset}, which has no labels: expected a run on "
                           "digits, stl10, cifar10, imagenet or folder")
-    model = build_model(cfg, data.in_channels, device)
-    model.online.load_state_dict(state["modules"]["online"])
     train_x, train_y = extract(model.online.backbone, data.train_eval, device)
     test_x, test_y = extract(model.online.backbone, data.test_eval, device)
     res = linear_probe(train_x, train_y, test_x, test_y, epochs=epochs, lr=lr, weight_decay=weight_decay,
                        batch_size=batch_size, on_epoch=on_epoch)
-    res.update(step=int(state["step"]), note="test_acc is the last probe epoch's accuracy (not the best over epochs)")
+    res.update(step=step, note="test_acc is the last probe epoch's accuracy (not the best over epochs)")
     return res

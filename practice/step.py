@@ -232,3 +232,29 @@ def restore(state: dict, model: Model, opt, sched, feed) -> None:
         group["lr"] = base * factor(sched.last_epoch)  # this config's lr (a stream changed on resume: unfrozen)
     model.corr.load_state_dict(state["corr"])
     feed.load_state_dict(state.get("feed", {}))
+
+
+def load_run(run_dir, device: torch.device, data_dir: str | None = None):
+    """A training run's model with its last checkpoint's weights: ``(cfg, data, model, step)``, the data of
+    :func:`.data.build_data` (``data_dir`` replaces the run's ``--data-dir``: a run moved to another machine). A
+    one-line :class:`ConfigError` for a folder that is not a run or has no checkpoint."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from .data import build_data
+    from .rundir import RunDir, check_run_dir
+
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir)
+    folder = RunDir(run_dir)
+    cfg = folder.config()
+    state = folder.load_checkpoint()
+    if state is None:
+        raise ConfigError(f"RUN_DIR {run_dir} has no checkpoint.pt: expected a run that finished at least one epoch "
+                          "(or saved one with --checkpoint-every)")
+    if data_dir is not None:
+        cfg = replace(cfg, data_dir=data_dir)
+    data = build_data(cfg)
+    model = build_model(cfg, data.in_channels, device)
+    model.online.load_state_dict(state["modules"]["online"])
+    return cfg, data, model, int(state["step"])
