@@ -46,7 +46,7 @@ experiments-smoke: $(STAMP)
 CPU_EXPERIMENTS := table1 table2 table3 table5 table6 table7 table8 fig2 collapse-imagenet
 experiments-cpu: $(STAMP)
 	for e in $(CPU_EXPERIMENTS); do $(BIN)/ssltheory experiment $$e --scale cpu --seeds 3 || exit 1; done
-	$(BIN)/ssltheory experiment phase-diagram-digits
+	$(BIN)/ssltheory experiment phase-diagram-digits --scale cpu
 
 ## bench: speed ratios measured in one run (not part of the tests)
 bench: $(STAMP)

@@ -59,18 +59,27 @@ def experiment(
     if not recipe.training:
         wrote([Path(f) for row in results["cells"] for f in row["figures"]] + [folder / "results.json"])
         return
-    extra = ("offline AUC", "k_eq", "probe acc") if recipe.forecast else ()
-    table = Table("cell", "paper", "kNN init", "kNN final", "± std", "std·√d", "s2/s1", "verdict", *extra,
-                  title=f"{name} ({scale}, {seeds} seed{'s' if seeds > 1 else ''}); paper: {recipe.paper_numbers}")
-    for row in results["cells"]:
-        def fmt(v):
-            return f"{v:.3f}" if isinstance(v, float) else "-"
-        v = row.get("verdict")
-        table.add_row(row["cell"], fmt(row.get("paper")), fmt(row.get("knn_acc_init")), fmt(row.get("knn_acc_final")),
-                      fmt(row.get("stats", {}).get("knn_acc_final", {}).get("std")),
-                      fmt(row.get("feature_std_x_sqrt_d")), fmt(row.get("s2_over_s1")),
-                      "reference" if row["cell"] == recipe.reference else v["verdict"] if v else "-",
-                      *(fmt(row.get(k)) for k in ("offline_auc", "k_eq", "probe_acc") if extra))
+    def fmt(v):
+        return f"{v:.3f}" if isinstance(v, float) else "-"
+
+    if recipe.forecast:  # no paper number per cell: the study's own columns
+        table = Table("cell", "kNN final", "± std", "std·√d", "offline AUC", "k_eq", "probe acc",
+                      title=f"{name} ({scale}, {seeds} seed{'s' if seeds > 1 else ''})")
+        for row in results["cells"]:
+            table.add_row(row["cell"], fmt(row.get("knn_acc_final")),
+                          fmt(row.get("stats", {}).get("knn_acc_final", {}).get("std")),
+                          fmt(row.get("feature_std_x_sqrt_d")), fmt(row.get("offline_auc")),
+                          f"{row['k_eq']:.1f}" if isinstance(row.get("k_eq"), float) else "-",
+                          fmt(row.get("probe_acc")))
+    else:
+        table = Table("cell", "paper", "kNN init", "kNN final", "± std", "std·√d", "s2/s1", "verdict",
+                      title=f"{name} ({scale}, {seeds} seed{'s' if seeds > 1 else ''}); paper: {recipe.paper_numbers}")
+        for row in results["cells"]:
+            v = row.get("verdict")
+            table.add_row(row["cell"], fmt(row.get("paper")), fmt(row.get("knn_acc_init")),
+                          fmt(row.get("knn_acc_final")), fmt(row.get("stats", {}).get("knn_acc_final", {}).get("std")),
+                          fmt(row.get("feature_std_x_sqrt_d")), fmt(row.get("s2_over_s1")),
+                          "reference" if row["cell"] == recipe.reference else v["verdict"] if v else "-")
     console.print(table)
     if "forecast" in results:
         console.print(f"forecast, all runs: {results['forecast']['reading']}")

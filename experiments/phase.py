@@ -93,30 +93,36 @@ class PhaseDiagram:
     etas: tuple[float, ...]
     values: tuple[float, ...]
     base: dict[str, Any] = field(default_factory=lambda: dict(PHASE_BASE))
+    trains = True  # run_recipe passes its trainer, --force and --max-steps (the grid is the same at every scale)
 
-    def configs(self) -> dict[str, TrainConfig]:
-        return {cell_name(self.axis, e, v): TrainConfig.from_settings(cell_settings(self.axis, e, v, self.base))
+    def configs(self, max_steps: int = 0) -> dict[str, TrainConfig]:
+        extra = {"max_steps": max_steps} if max_steps else {}
+        return {cell_name(self.axis, e, v): TrainConfig.from_settings({**cell_settings(self.axis, e, v, self.base),
+                                                                       **extra})
                 for v in self.values for e in self.etas}
 
     def command_line(self) -> str:
         return (f"ssltheory experiment phase-diagram: {len(self.etas)} x {len(self.values)} runs of "
                 f"{self.base['dataset']} over eta x {self.axis}")
 
-    def run(self, out: Path, progress=None, trainer: Callable | None = None) -> dict:
-        return run_phase(self, Path(out), trainer)
+    def run(self, out: Path, progress=None, trainer: Callable | None = None, force: bool = False,
+            max_steps: int = 0) -> dict:
+        return run_phase(self, Path(out), trainer, force, max_steps)
 
 
-def run_phase(grid: PhaseDiagram, out: Path, trainer: Callable | None = None) -> dict:
-    """Run (or read) every cell of ``grid`` into ``out/CELL``, compare each with the ODE, draw the diagram."""
+def run_phase(grid: PhaseDiagram, out: Path, trainer: Callable | None = None, force: bool = False,
+              max_steps: int = 0) -> dict:
+    """Run (or read) every cell of ``grid`` into ``out/CELL`` (a finished cell is read, an interrupted one resumed;
+    ``force`` replaces cells of other settings), compare each with the ODE, draw the diagram."""
     from ssltheory.practice.compare import compare_run
 
     from .cells import default_trainer, run_cell
 
-    configs = grid.configs()
-    cells = []
+    configs = grid.configs(max_steps)
+    cells, firsts = [], {}
     for name, cfg in configs.items():
         run_dir = out / name
-        run_cell(cfg, run_dir, trainer or default_trainer)
+        run_cell(cfg, run_dir, trainer or default_trainer, force)
         c = compare_run(run_dir, n_modes=cfg.proj_dim)
         s0 = c.measured.s[0]
         row = {"cell": name, "eta": cfg.weight_decay, grid.axis: _axis_value(grid.axis, cfg, c),
@@ -126,8 +132,9 @@ def run_phase(grid: PhaseDiagram, out: Path, trainer: Callable | None = None) ->
                                                                                       c.measured.t[0])}
         row["agree"] = row["run"] == row["theory"]
         cells.append(row)
-    first = compare_run(out / next(iter(configs)), n_modes=next(iter(configs.values())).proj_dim)
-    fine = theory_field(grid, first, np.linspace(min(grid.etas) * 0.5, max(grid.etas) * 1.1, 60))
+        firsts.setdefault(name.split("-", 1)[1], c)  # the row's first cell (configs go row by row)
+    fine = theory_field(grid, list(firsts.values()), np.linspace(min(grid.etas) * 0.5, max(grid.etas) * 1.1, 60))
+    first = next(iter(firsts.values()))
     agree = [c["agree"] for c in cells]
     sides = _within_one_step(grid, cells)
     doc = {"axis": grid.axis, "axis_label": AXES[grid.axis], "dataset": grid.base["dataset"], "etas": list(grid.etas),
@@ -145,13 +152,15 @@ def _axis_value(axis: str, cfg: TrainConfig, c) -> float:
     return float(c.params.beta) if axis == "beta" else float(cfg.alpha_p)
 
 
-def theory_field(grid: PhaseDiagram, c, etas: np.ndarray) -> dict:
-    """The ODE's outcome and leading p at time T over a fine grid of eta (x the grid's values), from the initial modes
-    of the comparison ``c`` (every cell of a grid starts from the same weights: one seed)."""
-    p0, s0 = c.measured.p[0], c.measured.s[0]
-    T = float(c.measured.t[-1] - c.measured.t[0])
+def theory_field(grid: PhaseDiagram, firsts: list, etas: np.ndarray) -> dict:
+    """The ODE's outcome and leading p at time T over a fine grid of eta (x the grid's values); row k starts from the
+    first measured modes of ``firsts[k]``, the comparison of that row's first cell (the linear model records its
+    step-0 modes, the same weights for every cell of one seed; an image network's first record is after
+    ``measure_every`` steps of that cell's own settings)."""
     lead, where = [], []
-    for v in grid.values:
+    for v, c in zip(grid.values, firsts, strict=True):
+        p0, s0 = c.measured.p[0], c.measured.s[0]
+        T = float(c.measured.t[-1] - c.measured.t[0])
         row_p, row_o = [], []
         for eta in etas:
             params = c.params.replace(eta=float(eta), eta_p=float(eta) * (c.params.alpha_p if grid.axis == "beta"
@@ -215,7 +224,7 @@ def figure(doc: dict):
     for i, row in enumerate(fine["outcome_index"]):  # the theory's boundary: first eta of a worse outcome, per row
         row = np.asarray(row)
         for k in range(1, len(row)):
-            if row[k] != row[k - 1]:
+            if row[k] > row[k - 1]:  # towards collapse (a change back is not a boundary of this kind)
                 ax.plot([fx[k], fx[k]], [i - 0.5, i + 0.5], color="orange" if row[k] == 1 else "red", lw=2.2)
     ax.axvline(1 / (4 * (1 + doc["sigma2"])), color="k", ls="--", lw=1,
                label=f"fixed-tau threshold at tau = 1: eta = 1/(4(1+σ²)) = {1 / (4 * (1 + doc['sigma2'])):.3f}")

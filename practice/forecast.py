@@ -44,18 +44,24 @@ def run_point(run_dir: Path | str, device: torch.device, *, group: str = "", pro
               on_progress: Callable[[str], None] | None = None) -> dict:
     """One run's point: ``{run, group, step, auc, k_eq, d, n, probe_acc, knn_acc}`` (AUC and k_eq of the paper's
     offline protocol; ``probe_acc`` the linear probe's last-epoch test accuracy in [0, 1]; ``knn_acc`` the run's
-    final kNN accuracy from summary.json, or None). Read from the run's ``forecast_point.json`` when its step and
-    probe settings match, else measured and cached there."""
+    final kNN accuracy from summary.json, or None). Read from the run's ``forecast_point.json`` when its step, probe
+    settings and run config match (a run replaced with --force also clears it), else measured and cached there."""
     from .collapse import run_spectrum
     from .evaluate import probe_run
-    from .rundir import RunDir
+    from .rundir import RunDir, check_run_dir
 
     run_dir = Path(run_dir)
+    check_run_dir(run_dir)
     settings = {**PROBE_DEFAULTS, **(probe or {})}
     folder = RunDir(run_dir)
+    config = folder.config()
+    if config.dataset == "synthetic":
+        raise ConfigError(f"RUN_DIR {run_dir} was trained on synthetic data, which has no labels: expected a run on "
+                          "digits, stl10, cifar10, imagenet or folder")
     cached = _read_point(run_dir / POINT)
     state_step = _checkpoint_step(folder)
-    if cached is not None and cached.get("step") == state_step and cached.get("probe") == settings:
+    if cached is not None and cached.get("step") == state_step and cached.get("probe") == settings and \
+            cached.get("config") == config.to_dict():
         return {**cached, "run": str(run_dir), "group": group}
     if on_progress is not None:
         on_progress(f"spectrum and probe of {run_dir}")
@@ -65,7 +71,7 @@ def run_point(run_dir: Path | str, device: torch.device, *, group: str = "", pro
     summary = _read_point(run_dir / "summary.json") or {}
     point = {"step": res["step"], "auc": float(m["auc"]), "k_eq": float(m["k_eq"]), "d": len(spectrum.sigma),
              "n": spectrum.n, "probe_acc": float(res["test_acc"]), "knn_acc": summary.get("knn_acc_final"),
-             "probe": settings}
+             "probe": settings, "config": config.to_dict()}
     try:
         save_json(run_dir / POINT, point)
     except OSError:
@@ -139,7 +145,7 @@ def figure(doc: dict) -> Figure:
         ax.scatter([p["auc"] for p in pts], [100 * p["probe_acc"] for p in pts], color=colours(i % 10),
                    label=g or "runs", zorder=3)
         for p in pts:
-            ax.annotate(Path(p["run"]).name, (p["auc"], 100 * p["probe_acc"]), fontsize=6, xytext=(3, 3),
+            ax.annotate(point_label(p), (p["auc"], 100 * p["probe_acc"]), fontsize=6, xytext=(3, 3),
                         textcoords="offset points")
     c = doc["correlation"]
     lines = [f"all {c['n']} runs: Spearman ρ = {c['spearman_rho']:+.2f} (p = {c['spearman_p']:.2g}), Pearson r = "
@@ -154,6 +160,12 @@ def figure(doc: dict) -> Figure:
     if len(groups) > 1 or groups[0]:
         ax.legend(fontsize=7)
     return fig
+
+
+def point_label(p: dict) -> str:
+    """A point's name in the figure: its recipe cell (and seed folder), else its run folder's name."""
+    name = Path(p["run"]).name
+    return f"{p['cell']}/{name}" if p.get("cell") and name != p["cell"] else p.get("cell") or name
 
 
 def csv_text(doc: dict) -> str:

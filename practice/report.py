@@ -90,9 +90,10 @@ def collapse_section(records: list[dict], run_dir: Path) -> str:
     alarm = "on" if last.get("collapse_alarm") else "off"
     text = (f"<h2>collapse watch</h2><p>alarm at the end: <b>{alarm}</b>; live AUC of the last measurement "
             f"{_fmt(last.get('auc'))} (step {last.get('step')}; higher = more collapsed)</p><ul>{''.join(items)}</ul>")
-    point = run_dir / "forecast_point.json"
-    if point.exists():
-        p = json.loads(point.read_text())
+    from .forecast import POINT, _read_point
+
+    p = _read_point(run_dir / POINT)
+    if p is not None:
         text += _table({k: p.get(k) for k in ("step", "auc", "k_eq", "probe_acc", "knn_acc")},
                        "offline collapse AUC (paper protocol) and linear probe (ssltheory forecast)")
     return text

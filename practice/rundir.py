@@ -32,8 +32,9 @@ from .config import TrainConfig
 CONFIG, METRICS, CHECKPOINT, SUMMARY, FIGURE = "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", \
     "dynamics.png"
 PREVIOUS = "checkpoint.prev.pt"
-RUN_FILES = (CONFIG, METRICS, CHECKPOINT, PREVIOUS, SUMMARY, FIGURE, "probe.json", "report.html")
-"""What a run (and its probe and report) writes into its folder."""
+RUN_FILES = (CONFIG, METRICS, CHECKPOINT, PREVIOUS, SUMMARY, FIGURE, "probe.json", "report.html",
+             "forecast_point.json")
+"""What a run (and its probe, report and forecast point) writes into its folder; a new run clears them all."""
 
 
 class RunDir:

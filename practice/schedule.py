@@ -146,6 +146,9 @@ def stream_permutation(order: str, n: int, seed: int, labels: Callable[[], Any] 
     except (OSError, ValueError) as e:
         raise ConfigError(f"--stream-order {order} cannot be read ({type(e).__name__}): expected random, "
                           "class-incremental or a .npy file of a permutation of the training items") from None
+    if not isinstance(perm, np.ndarray):  # an .npz archive
+        raise ConfigError(f"--stream-order {order} is an archive of arrays: expected a .npy file of one permutation "
+                          "of the training items")
     if perm.shape != (n,) or perm.dtype.kind not in "iu" or not np.array_equal(np.sort(perm), np.arange(n)):
         what = (f"has shape {perm.shape}" if perm.shape != (n,) else
                 f"holds {perm.dtype}" if perm.dtype.kind not in "iu" else "is not a permutation (repeats or gaps)")
@@ -202,7 +205,8 @@ class Stream(FullEpochs):
     def frozen(self, step: int) -> bool:
         """The first ``chunk_warmup_steps`` steps of every chunk but the stream's first."""
         epoch, pos = self.locate(step)
-        return epoch > 0 and ((epoch % self.per_round) % self.chunk) * self.steps_in_epoch(0) + pos < self.warmup
+        return epoch >= self.chunk and ((epoch % self.per_round) % self.chunk) * self.steps_in_epoch(0) + pos < \
+            self.warmup
 
 
 class Hybrid(FullEpochs):

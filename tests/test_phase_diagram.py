@@ -34,7 +34,7 @@ def test_synthetic_runs_fall_on_the_theorys_side_of_the_boundary(tmp_path):
     from the same initial modes, except within one grid step of the theory's boundary (measured: 6 of 6 agree), and
     the grid spans both sides (a healthy and a collapsed cell)."""
     doc = PhaseDiagram("beta", (0.05, 0.15, 0.3), (0.1, 1.0)).run(tmp_path)
-    assert doc["disagree_beyond_one_step"] == []
+    assert doc["disagree_beyond_one_step"] == [] and doc["agreement"] >= 5 / 6
     assert {"healthy", "collapsed"} <= {c["run"] for c in doc["cells"]}
     for c in doc["cells"]:  # the leading surviving p of run and theory are close where both survive
         if c["run"] == c["theory"] != "collapsed":
