@@ -29,7 +29,7 @@ import numpy as np
 from ssltheory.practice.config import TrainConfig
 from ssltheory.theory import integrate, modes
 from ssltheory.theory.io import save_figure, save_json
-from ssltheory.theory.params import ConfigError
+from ssltheory.theory.params import ConfigError, RunError
 
 COLLAPSED_S = 1e-3
 """A mode has collapsed when its s_j at the end is below this fraction of the largest initial s_j."""
@@ -114,8 +114,6 @@ def run_phase(grid: PhaseDiagram, out: Path, trainer: Callable | None = None, fo
               max_steps: int = 0) -> dict:
     """Run (or read) every cell of ``grid`` into ``out/CELL`` (a finished cell is read, an interrupted one resumed;
     ``force`` replaces cells of other settings), compare each with the ODE, draw the diagram."""
-    from ssltheory.practice.compare import compare_run
-
     from .cells import default_trainer, run_cell
 
     configs = grid.configs(max_steps)
@@ -123,13 +121,15 @@ def run_phase(grid: PhaseDiagram, out: Path, trainer: Callable | None = None, fo
     for name, cfg in configs.items():
         run_dir = out / name
         run_cell(cfg, run_dir, trainer or default_trainer, force)
-        c = compare_run(run_dir, n_modes=cfg.proj_dim)
+        c = read_cell(run_dir, cfg)
         s0 = c.measured.s[0]
         row = {"cell": name, "eta": cfg.weight_decay, grid.axis: _axis_value(grid.axis, cfg, c),
-               "run": outcome(c.measured.s[-1], s0), "theory": outcome(c.s_pred[-1], s0),
-               "p_lead_run": leading_p(c.measured.p[-1], c.measured.s[-1], s0),
-               "p_lead_theory": leading_p(c.p_pred[-1], c.s_pred[-1], s0), "T": float(c.measured.t[-1] -
-                                                                                      c.measured.t[0])}
+               "run": outcome(c.measured.s[-1], s0), "p_lead_run": leading_p(c.measured.p[-1], c.measured.s[-1], s0),
+               "T": float(c.measured.t[-1] - c.measured.t[0])}
+        if c.s_pred is None:  # the ODE itself failed from this run's modes (stiff, blown up): no theory answer
+            row.update(theory="ODE failed", p_lead_theory=None, theory_error=c.error)
+        else:
+            row.update(theory=outcome(c.s_pred[-1], s0), p_lead_theory=leading_p(c.p_pred[-1], c.s_pred[-1], s0))
         row["agree"] = row["run"] == row["theory"]
         cells.append(row)
         firsts.setdefault(name.split("-", 1)[1], c)  # the row's first cell (configs go row by row)
@@ -142,10 +142,38 @@ def run_phase(grid: PhaseDiagram, out: Path, trainer: Callable | None = None, fo
            "cells": cells, "agreement": float(np.mean(agree)),
            "disagree_beyond_one_step": [c["cell"] for c in cells if not c["agree"] and not sides[c["cell"]]],
            "theory_fine": fine,
-           "reading": f"theory and run agree in {sum(agree)} of {len(agree)} cells"}
+           "reading": f"theory and run agree in {sum(agree)} of {len(agree)} cells" + (
+               f" (the ODE failed from the modes of {failed} cells)" if (failed := sum(c["theory"] == "ODE failed"
+                                                                               for c in cells)) else "")}
     save_json(out / "phase.json", doc)
     save_figure(figure(doc), out / "phase.png")
     return doc
+
+
+@dataclass
+class CellReading:
+    """A run's measured modes and the ODE's prediction from them (None where the ODE failed, with its message)."""
+
+    measured: Any
+    params: Any
+    p_pred: np.ndarray | None
+    s_pred: np.ndarray | None
+    error: str | None = None
+
+
+def read_cell(run_dir: Path, cfg: TrainConfig) -> CellReading:
+    """``compare``'s reading of a run over all d modes (its mapping and its ODE), tolerating an ODE that fails."""
+    from ssltheory.practice.compare import measured_modes, ode_constants, predict
+    from ssltheory.practice.rundir import RunDir
+
+    sigma2 = cfg.sigma2 if cfg.dataset == "synthetic" else 0.5
+    params, alpha = ode_constants(cfg, sigma2)
+    meas = measured_modes(RunDir(run_dir).records(), alpha, sigma2, cfg.proj_dim)
+    try:
+        p_pred, s_pred, _ = predict(params, meas)
+    except RunError as e:
+        return CellReading(meas, params, None, None, str(e))
+    return CellReading(meas, params, p_pred, s_pred)
 
 
 def _axis_value(axis: str, cfg: TrainConfig, c) -> float:
@@ -168,8 +196,13 @@ def theory_field(grid: PhaseDiagram, firsts: list, etas: np.ndarray) -> dict:
                                       **({"beta": float(v)} if grid.axis == "beta" else {"alpha_p": float(v)}))
             tau0 = c.measured.tau[0] if c.measured.tau is not None and params.tau_dynamic else \
                 modes.initial_tau(params, 1.0, p0.shape)
-            tr = integrate.ode(modes.mode_field(params), modes.pack(p0, s0, tau0), T, method="RK45", samples=2,
-                               rtol=1e-7, atol=1e-10)
+            try:
+                tr = integrate.ode(modes.mode_field(params), modes.pack(p0, s0, tau0), T, method="RK45", samples=2,
+                                   rtol=1e-7, atol=1e-10)
+            except RunError:  # no answer at this eta (drawn as a gap)
+                row_p.append(float("nan"))
+                row_o.append(-1)
+                continue
             p_end, s_end = modes.effective_p(tr.y[-1, 0], tr.y[-1, 1], params), tr.y[-1, 1]
             row_p.append(leading_p(p_end, s_end, s0))
             row_o.append(OUTCOMES.index(outcome(s_end, s0)))
@@ -224,7 +257,7 @@ def figure(doc: dict):
     for i, row in enumerate(fine["outcome_index"]):  # the theory's boundary: first eta of a worse outcome, per row
         row = np.asarray(row)
         for k in range(1, len(row)):
-            if row[k] > row[k - 1]:  # towards collapse (a change back is not a boundary of this kind)
+            if row[k] > row[k - 1] >= 0:  # towards collapse (a change back is not a boundary of this kind)
                 ax.plot([fx[k], fx[k]], [i - 0.5, i + 0.5], color="orange" if row[k] == 1 else "red", lw=2.2)
     ax.axvline(1 / (4 * (1 + doc["sigma2"])), color="k", ls="--", lw=1,
                label=f"fixed-tau threshold at tau = 1: eta = 1/(4(1+σ²)) = {1 / (4 * (1 + doc['sigma2'])):.3f}")
