@@ -95,7 +95,8 @@ class TrainConfig:
     workers: int = setting(0, "DataLoader worker processes (--data-path loader)", "Data", low=0, high=256)
     data_path: str = setting("auto", "loader (DataLoader, per-image torchvision) | device (dataset held on the "
                              "device, batched augmentation; digits, cifar10, stl10; synthetic: drawn a batch at a "
-                             "time) [auto: device on CUDA]", "Data",
+                             "time) [auto: device on CUDA, and on the CPU for digits and synthetic, 1.9x faster "
+                             "there]", "Data",
                              choices=("auto", "loader", "device"))
     # Model
     backbone: str = setting("auto", "resnet18 | resnet34 | resnet50 | convnet | linear | the collapse study's "
@@ -501,11 +502,13 @@ class TrainConfig:
         return self.weight_decay if self.predictor_weight_decay is None else self.predictor_weight_decay
 
     def resolved_data_path(self, device_type: str) -> str:
-        """``device`` (batched augmentation of the whole dataset held on the device) on CUDA for in-memory datasets,
-        ``loader`` otherwise, unless named."""
+        """``device`` (batched augmentation of the whole dataset held on the device) on CUDA for in-memory datasets
+        and on any device for the small ones (digits, synthetic: measured 1.9x faster than the DataLoader on 2
+        cores), ``loader`` otherwise, unless named."""
         if self.data_path != "auto":
             return self.data_path
-        return "device" if device_type == "cuda" and self.dataset in IN_MEMORY else "loader"
+        small = self.dataset in ("digits", "synthetic")
+        return "device" if small or (device_type == "cuda" and self.dataset in IN_MEMORY) else "loader"
 
     def resolved_cuda_graph(self, device_type: str, world: int) -> bool:
         """Whether the step is replayed from a CUDA graph: ``auto`` on CUDA, on one process, without --compile, for a
