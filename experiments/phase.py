@@ -245,13 +245,14 @@ def figure(doc: dict):
         ax.add_patch(matplotlib.patches.Rectangle((edges[k], y - 0.5), edges[k + 1] - edges[k], 1,
                                                   color=cmap(norm(c["p_lead_run"]))))
         marker = {"healthy": "o", "partial": "s", "collapsed": "X"}[c["run"]]
-        ax.scatter([c["eta"]], [y], marker=marker, color="white" if c["agree"] else "red", edgecolor="k", s=60,
-                   zorder=4)
+        colour = "white" if c["agree"] else "0.6" if c["theory"] == "ODE failed" else "red"
+        ax.scatter([c["eta"]], [y], marker=marker, color=colour, edgecolor="k", s=60, zorder=4)
     fine = doc["theory_fine"]
     fx = np.asarray(fine["etas"])
     yy = np.arange(len(values))
     if len(values) > 1:
-        cs = ax.contour(fx, yy, np.asarray(fine["p_lead"]), levels=[0.2, 0.4, 0.5, 0.6], colors="w", linewidths=0.8,
+        grid_p = np.array([[np.nan if v is None else v for v in row] for row in fine["p_lead"]], float)  # JSON: null
+        cs = ax.contour(fx, yy, grid_p, levels=[0.2, 0.4, 0.5, 0.6], colors="w", linewidths=0.8,
                         linestyles=":")
         ax.clabel(cs, fontsize=7, fmt="p %.1f")
     for i, row in enumerate(fine["outcome_index"]):  # the theory's boundary: first eta of a worse outcome, per row
@@ -266,11 +267,12 @@ def figure(doc: dict):
     for name, m in (("healthy", "o"), ("partial", "s"), ("collapsed", "X")):
         ax.scatter([], [], marker=m, color="white", edgecolor="k", label=f"run: {name}")
     ax.scatter([], [], marker="o", color="red", edgecolor="k", label="run disagrees with theory")
+    ax.scatter([], [], marker="o", color="0.6", edgecolor="k", label="the ODE failed from the run's modes")
     ax.set_yticks(yy, [f"{v:g}" for v in values])
     ax.set(xlim=(min(fx[0], edges[0]), max(fx[-1], edges[-1])), ylim=(-0.5, len(values) - 0.5),
            xlabel="weight decay eta",
-           ylabel=doc["axis_label"], title=f"phase diagram on {doc['dataset']}: {doc['reading']} "
-                                           f"(colour: the run's final leading p)")
+           ylabel=doc["axis_label"], title=f"phase diagram on {doc['dataset']} (colour: the run's final leading p)"
+                                           f"\n{doc['reading']}")
     ax.title.set_fontsize(9)
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="run: final leading p_j")
     fig.legend(fontsize=7, loc="outside lower center", ncols=3)
