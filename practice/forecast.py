@@ -62,7 +62,7 @@ def run_point(run_dir: Path | str, device: torch.device, *, group: str = "", pro
     state_step = _checkpoint_step(folder)
     if cached is not None and cached.get("step") == state_step and cached.get("probe") == settings and \
             cached.get("config") == config.to_dict():
-        return {**cached, "run": str(run_dir), "group": group}
+        return {**_public(cached), "run": str(run_dir), "group": group}
     if on_progress is not None:
         on_progress(f"spectrum and probe of {run_dir}")
     spectrum = run_spectrum(run_dir, device)
@@ -76,7 +76,12 @@ def run_point(run_dir: Path | str, device: torch.device, *, group: str = "", pro
         save_json(run_dir / POINT, point)
     except OSError:
         pass  # a read-only run folder: the point is still returned
-    return {**point, "run": str(run_dir), "group": group}
+    return {**_public(point), "run": str(run_dir), "group": group}
+
+
+def _public(point: dict) -> dict:
+    """A cached point without the run's config (kept in the cache to key it, not repeated in forecast.json)."""
+    return {k: v for k, v in point.items() if k != "config"}
 
 
 def _read_point(path: Path) -> dict | None:
