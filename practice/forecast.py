@@ -46,9 +46,10 @@ def run_point(run_dir: Path | str, device: torch.device, *, group: str = "", pro
     offline protocol; ``probe_acc`` the linear probe's last-epoch test accuracy in [0, 1]; ``knn_acc`` the run's
     final kNN accuracy from summary.json, or None). Read from the run's ``forecast_point.json`` when its step, probe
     settings and run config match (a run replaced with --force also clears it), else measured and cached there."""
-    from .collapse import run_spectrum
-    from .evaluate import probe_run
+    from .evaluate import extract, linear_probe
+    from .measure import collapse_auc
     from .rundir import RunDir, check_run_dir
+    from .step import load_run
 
     run_dir = Path(run_dir)
     check_run_dir(run_dir)
@@ -65,12 +66,14 @@ def run_point(run_dir: Path | str, device: torch.device, *, group: str = "", pro
         return {**_public(cached), "run": str(run_dir), "group": group}
     if on_progress is not None:
         on_progress(f"spectrum and probe of {run_dir}")
-    spectrum = run_spectrum(run_dir, device)
-    m = spectrum.metrics()
-    res = probe_run(run_dir, device, **settings)
+    _, data, model, step = load_run(run_dir, device)  # one load, one pass over the train split for both numbers
+    train_x, train_y = extract(model.online.backbone, data.train_eval, device)
+    test_x, test_y = extract(model.online.backbone, data.test_eval, device)
+    m = collapse_auc(train_x)  # the offline protocol of .collapse.run_spectrum (whole train split, centred, sigma)
+    res = linear_probe(train_x, train_y, test_x, test_y, **settings)  # .evaluate.probe_run's probe
     summary = _read_point(run_dir / "summary.json") or {}
-    point = {"step": res["step"], "auc": float(m["auc"]), "k_eq": float(m["k_eq"]), "d": len(spectrum.sigma),
-             "n": spectrum.n, "probe_acc": float(res["test_acc"]), "knn_acc": summary.get("knn_acc_final"),
+    point = {"step": step, "auc": float(m["auc"]), "k_eq": float(m["k_eq"]), "d": int(train_x.shape[1]),
+             "n": int(train_x.shape[0]), "probe_acc": float(res["test_acc"]), "knn_acc": summary.get("knn_acc_final"),
              "probe": settings, "config": config.to_dict()}
     try:
         save_json(run_dir / POINT, point)
