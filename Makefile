@@ -43,10 +43,11 @@ experiments-smoke: $(STAMP)
 
 ## experiments-cpu: the DirectPred tables and the collapse study at cpu scale, 3 seeds, verdicts against the paper,
 ## and the phase diagram on digits (CPU, hours)
-CPU_EXPERIMENTS := table1 table2 table3 table5 table6 table7 table8 fig2 collapse-imagenet
+CPU_EXPERIMENTS := table1 table2 table3 table5 table6 table7 table8 table9 fig2 collapse-imagenet
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 experiments-cpu: $(STAMP)
-	for e in $(CPU_EXPERIMENTS); do $(BIN)/ssltheory experiment $$e --scale cpu --seeds 3 || exit 1; done
-	$(BIN)/ssltheory experiment phase-diagram-digits --scale cpu
+	for e in $(CPU_EXPERIMENTS); do $(BIN)/ssltheory experiment $$e --scale cpu --seeds 3 --jobs $(JOBS) || exit 1; done
+	$(BIN)/ssltheory experiment phase-diagram-digits --scale cpu --jobs $(JOBS)
 
 ## bench: speed ratios measured in one run (not part of the tests)
 bench: $(STAMP)

@@ -22,6 +22,8 @@ def experiment(
                                       "a verdict per cell against the recipe's reference [1]"),
     out: Path = typer.Option(None, help="results folder [default: runs/experiments/NAME-SCALE]"),
     max_steps: int = typer.Option(0, help="cap every training run at this many steps [0: the recipe's]"),
+    jobs: int = typer.Option(1, help="train this many cells at once, each in its own process with cores / N threads "
+                                     "(a small run is as fast on one core as on two) [1: one after another]"),
     list_recipes: bool = typer.Option(False, "--list", help="list the recipes and exit"),
     force: bool = typer.Option(False, help="replace cells whose folders hold runs of other settings (a finished cell "
                                            "of the same settings is read, an unfinished one resumed, without it)"),
@@ -46,6 +48,7 @@ def experiment(
         return
     check_int("--max-steps", max_steps, low=0)
     check_int("--seeds", seeds, low=1)
+    check_int("--jobs", jobs, low=1)
     recipe = get(name)
     check_choice("--scale", scale, SCALES)
     folder = out or Path("runs") / "experiments" / f"{name}-{scale}"
@@ -55,7 +58,7 @@ def experiment(
         return run(cfg, run_dir, resume=resume, force=force)
 
     results = run_recipe(recipe, scale, folder, max_steps=max_steps, seeds=seeds, trainer=trainer, progress=progress,
-                         force=force, announce=lambda line: console.print(f"[bold]{escape(line)}[/bold]"))
+                         force=force, jobs=jobs, announce=lambda line: console.print(f"[bold]{escape(line)}[/bold]"))
     if not recipe.training:
         wrote([Path(f) for row in results["cells"] for f in row["figures"]] + [folder / "results.json"])
         return

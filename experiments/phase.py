@@ -106,17 +106,21 @@ class PhaseDiagram:
                 f"{self.base['dataset']} over eta x {self.axis}")
 
     def run(self, out: Path, progress=None, trainer: Callable | None = None, force: bool = False,
-            max_steps: int = 0) -> dict:
-        return run_phase(self, Path(out), trainer, force, max_steps)
+            max_steps: int = 0, jobs: int = 1) -> dict:
+        return run_phase(self, Path(out), trainer, force, max_steps, jobs)
 
 
 def run_phase(grid: PhaseDiagram, out: Path, trainer: Callable | None = None, force: bool = False,
-              max_steps: int = 0) -> dict:
+              max_steps: int = 0, jobs: int = 1) -> dict:
     """Run (or read) every cell of ``grid`` into ``out/CELL`` (a finished cell is read, an interrupted one resumed;
-    ``force`` replaces cells of other settings), compare each with the ODE, draw the diagram."""
+    ``force`` replaces cells of other settings; ``jobs`` > 1 trains them in that many processes first, see
+    :mod:`.parallel`), compare each with the ODE, draw the diagram."""
     from .cells import default_trainer, run_cell
+    from .parallel import train_parallel
 
     configs = grid.configs(max_steps)
+    if jobs > 1 and train_parallel([(cfg, out / name) for name, cfg in configs.items()], jobs, force):
+        force = False  # the processes replaced what --force would have
     cells, firsts = [], {}
     for name, cfg in configs.items():
         run_dir = out / name

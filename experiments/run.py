@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 from ssltheory.practice.config import TrainConfig
@@ -19,6 +20,7 @@ from ssltheory.theory.params import ConfigError, check_choice
 
 from .cells import Trainer, default_trainer, run_cell
 from .fidelity import aggregate, collapse_evidence, verdict
+from .parallel import to_train, train_parallel
 from .recipes import RECIPES, SCALES, Recipe
 
 SUMMARY_KEYS = ("knn_acc_init", "knn_acc_final", "feature_std_x_sqrt_d", "auc", "mean_alignment_top_modes",
@@ -43,14 +45,15 @@ def _s2_over_s1(run_dir: Path) -> float | None:
 
 def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, seeds: int = 1,
                trainer: Trainer = default_trainer, progress=None, announce: Callable[[str], None] | None = None,
-               force: bool = False) -> dict:
+               force: bool = False, jobs: int = 1) -> dict:
     """Run every cell of ``recipe`` at ``scale`` into ``out/CELL`` (with ``seeds`` > 1: ``out/CELL/seedK``, seeds
     0..seeds-1); returns the results (also written as results.json, and for training recipes results.csv and
     results.png). A training cell's row holds the mean over seeds of each summary number, ``stats`` (mean, std, n
     and the values of :data:`STAT_KEYS`), its collapse evidence, and, for a recipe with a reference cell and the
     paper's numbers, its ``verdict`` (:mod:`.fidelity`). ``announce`` is told each cell's command line before it
     runs; ``progress`` is the theory runs' progress bar (see :func:`ssltheory.theory.outputs.simulate`); ``force``
-    replaces cells that hold runs of other settings (see :func:`run_cell`). Under torchrun, rank 0 writes.
+    replaces cells that hold runs of other settings (see :func:`run_cell`); ``jobs`` > 1 trains the cells in that
+    many processes first (:mod:`.parallel`, one bar over the runs), then reads them. Under torchrun, rank 0 writes.
     """
     check_choice("--scale", scale, SCALES)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -59,6 +62,20 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
     configs = ([recipe.configs(scale, max_steps, seed=None if seeds == 1 else k) for k in range(seeds)]
                if recipe.training else [])
     out.mkdir(parents=True, exist_ok=True)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs {jobs} is out of range: expected an integer >= 1")
+    if jobs > 1 and configs:
+        if from_env().world > 1:
+            raise ConfigError(f"--jobs {jobs} under torchrun is not accepted: expected --jobs 1 (the ranks already "
+                              "share each run)")
+        runs = [(cfgs[cell], _seed_dir(out / cell, k, seeds)) for k, cfgs in enumerate(configs) for cell in cfgs]
+        pending = len(to_train(runs, force))
+        if pending:
+            bar = progress(f"{recipe.name}: {pending} runs in {min(jobs, pending)} processes") if progress \
+                else nullcontext(None)
+            with bar as update:
+                train_parallel(runs, jobs, force, update)
+            force = False  # replaced by the processes; what they wrote is now read
     rows = []
     points: list[dict] = []
     for cell, spec in recipe.cells.items():
@@ -66,7 +83,7 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
             continue
         cell_out = out / cell
         if configs and cell in configs[0]:
-            dirs = [cell_out] if seeds == 1 else [cell_out / f"seed{k}" for k in range(seeds)]
+            dirs = [_seed_dir(cell_out, k, seeds) for k in range(seeds)]
             row = {"cell": cell, "paper": recipe.paper.get(cell), "command": command_line(configs[0][cell], dirs[0]),
                    "seeds": seeds}
             summaries = []
@@ -90,7 +107,7 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
             row = {"cell": cell, "command": f"{spec.command_line()} --out {cell_out}"}
             if announce:
                 announce(row["command"])
-            spec.run(cell_out, progress, **({"trainer": trainer, "force": force, "max_steps": max_steps}
+            spec.run(cell_out, progress, **({"trainer": trainer, "force": force, "max_steps": max_steps, "jobs": jobs}
                                             if getattr(spec, "trains", False) else {}))
         row.setdefault("figures", sorted(str(p) for p in cell_out.glob("*.png")))
         rows.append(row)
@@ -115,6 +132,11 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
         save_json(out / "results.json", results)
         study_figure(out / "study.png", recipe.name, scale, rows, configs[0])
     return results
+
+
+def _seed_dir(cell_out: Path, seed: int, seeds: int) -> Path:
+    """A cell's run folder for ``seed``: the cell's own with one seed, ``CELL/seedK`` with several."""
+    return cell_out if seeds == 1 else cell_out / f"seed{seed}"
 
 
 FORECAST_KEYS = ("offline_auc", "k_eq", "d", "probe_acc")
@@ -211,10 +233,12 @@ def _write_csv(path: Path, rows: list[dict], forecast: bool = False) -> None:
     import io
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["cell", "paper", "verdict", "knn_std", "collapsed", *SUMMARY_KEYS,
+    w = csv.DictWriter(buf, fieldnames=["cell", "paper", "verdict", "diff", "diff_std", "paper_diff", "share",
+                                        "knn_std", "collapsed", *SUMMARY_KEYS,
                                         *(FORECAST_KEYS if forecast else ())], extrasaction="ignore")
     w.writeheader()
-    w.writerows({**r, "verdict": r.get("verdict", {}).get("verdict"),
+    w.writerows({**r, **{k: r.get("verdict", {}).get(k) for k in ("diff", "diff_std", "paper_diff", "share")},
+                 "verdict": r.get("verdict", {}).get("verdict"),
                  "knn_std": r.get("stats", {}).get("knn_acc_final", {}).get("std"),
                  "collapsed": r.get("collapse", {}).get("collapsed")} for r in rows)
     write_atomic(path, buf.getvalue().encode())

@@ -30,10 +30,26 @@ def test_verdicts_on_recorded_numbers(paper, cell, ref, expected):
     assert v["spread"] == "3 seeds" and v["paper_diff"] == pytest.approx(paper[0] - paper[1])
 
 
+# kNN top-1 (%) per seed measured at cpu scale (experiments/results/directpred-cpu, 2026-12-04), the paper's numbers
+CPU_SGD = (94.6, 94.6, 94.4)  # Table 1's sgd = Table 3's reg-ema (the same run)
+
+
+@pytest.mark.parametrize("paper,cell,ref,expected,share", [
+    ((40.67, 74.51), (85.2, 80.0, 83.0), CPU_SGD, "shows", 0.349),  # Table 1, EMA, N = 1: the plug-in predictor fails
+    ((39.45, 74.51), (97.8, 97.2, 98.6), CPU_SGD, "opposite", -0.095),  # Table 1, no EMA, N = 1: it does not here
+    ((36.62, 74.51), (96.2, 96.2, 95.0), CPU_SGD, "absent", -0.033),  # Table 3's symmetric W_p without EMA
+    ((46.57, 77.11), (96.4, 96.8), (98.2, 98.0), "shows", 0.049),  # Table 7, c_j 0.1: the direction at 1/20th
+])
+def test_verdicts_on_the_cpu_scale_measurements(paper, cell, ref, expected, share):
+    v = verdict(*paper, pct(*cell), pct(*ref))
+    assert v["verdict"] == expected and v["share"] == pytest.approx(share, abs=1e-3), v
+
+
 def test_one_seed_has_no_spread_and_a_missing_value_is_absent():
     v = verdict(36.62, 74.51, pct(90.0), pct(90.5))
     assert v["spread"] == "one seed" and v["diff_std"] == 0.0 and v["verdict"] == "shows"  # any drop counts
     assert verdict(36.62, 74.51, aggregate([None]), pct(90.0))["verdict"] == "absent"
+    assert verdict(70.99, 70.62, pct(90.0), pct(90.5))["share"] is None  # no effect in the paper: no share of it
     a = aggregate([0.9, None, 0.92])
     assert a["n"] == 2 and a["mean"] == pytest.approx(0.91) and a["std"] == pytest.approx(0.0141421, rel=1e-5)
 

@@ -105,6 +105,8 @@ def test_bad_paths_and_files_everywhere(finished, tmp_path):
                                                                               "-1"],
         ["experiment", "fig3", "--out", str(afile)], ["experiment"],
         ["experiment", "table8", "--max-steps", "2", "--out", str(tmp_path / "exp")],  # cells hold other runs
+        ["experiment", "table8", "--max-steps", "2", "--jobs", "2", "--out", str(tmp_path / "exp")],  # same, checked
+        ["experiment", "table8", "--jobs", "0"], ["experiment", "table8", "--jobs", "x"],  # before any process starts
     ]
     for cell in ("directpred", "directpred-freq5", "sgd-linear"):
         shutil.copytree(run, tmp_path / "exp" / cell)

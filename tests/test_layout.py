@@ -77,3 +77,16 @@ def import_lines(text: str) -> str:
 
 def test_the_training_loop_fits_on_a_screen():
     assert len((ROOT / "practice" / "train.py").read_text().splitlines()) <= 200
+
+
+def test_every_package_folder_is_installed():
+    """A non-editable install (``pip install .``) ships every folder with an ``__init__.py`` under its ssltheory name
+    (``practice/objectives`` was once left out: the installed package could not import its methods)."""
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {f"ssltheory.{'.'.join(p.parent.relative_to(ROOT).parts)}" for pkg in PACKAGES
+             for p in (ROOT / pkg).rglob("__init__.py")}
+    assert found == set(setup["packages"])
+    assert all(name.split(".")[1] in PACKAGES and setup["package-dir"][".".join(name.split(".")[:2])]
+               == name.split(".")[1] for name in found)

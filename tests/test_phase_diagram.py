@@ -45,8 +45,9 @@ def test_synthetic_runs_fall_on_the_theorys_side_of_the_boundary(tmp_path):
 
 def test_without_ema_the_fixed_tau_threshold_decides(tmp_path):
     """SimSiam (tau = 1): Eq. 16's threshold eta = 1 / (4 (1 + sigma^2)) = 1/6. Below it the leading modes survive,
-    above it every mode collapses, in the run as in the theory."""
-    doc = PhaseDiagram("alpha_p", (0.1, 0.3), (1.0,)).run(tmp_path)
+    above it every mode collapses, in the run as in the theory (the cells trained by --jobs 2, as make
+    experiments-cpu does)."""
+    doc = PhaseDiagram("alpha_p", (0.1, 0.3), (1.0,)).run(tmp_path, jobs=2)  # the two cells in two processes
     by_eta = {c["eta"]: c for c in doc["cells"]}
     assert by_eta[0.1]["run"] != "collapsed" and by_eta[0.1]["p_lead_run"] > 0.4
     assert by_eta[0.3]["run"] == by_eta[0.3]["theory"] == "collapsed"
