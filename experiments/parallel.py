@@ -13,11 +13,12 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.rundir import CONFIG, SUMMARY, RunDir
-from ssltheory.theory.params import ConfigError
+from ssltheory.theory.params import ConfigError, RunError
 
 Job = tuple[TrainConfig, Path]
 """One run: its config and its folder."""
@@ -51,31 +52,68 @@ def _train_one(cfg: TrainConfig, run_dir: Path, force: bool, threads: int) -> Pa
     return run_dir
 
 
+def cores() -> int:
+    """The cores this process may use (its CPU affinity, as ``nproc`` counts them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
+def check_jobs(jobs: int) -> None:
+    """A one-line error unless ``jobs`` is an integer >= 1, or when ``jobs`` > 1 under torchrun (each rank would
+    start its own processes over the same folders)."""
+    from ssltheory.practice.distributed import from_env
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs {jobs} is out of range: expected an integer >= 1")
+    if jobs > 1 and from_env().world > 1:
+        raise ConfigError(f"--jobs {jobs} under torchrun is not accepted: expected --jobs 1 (the ranks already share "
+                          "each run)")
+
+
 def train_parallel(jobs: Sequence[Job], processes: int, force: bool = False,
                    update: Callable[[float], None] | None = None) -> int:
     """Train every run of ``jobs`` that is not finished (:func:`to_train`) in ``processes`` worker processes
-    (spawned, ``max(1, cores // processes)`` torch threads each); ``update(fraction)`` is told after each run
-    finishes. Returns how many runs were trained. The first failure stops new runs from starting, lets the running
-    ones finish (their work is kept) and is raised."""
-    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ConfigError(f"--jobs {processes} is out of range: expected an integer >= 1")
+    (spawned, ``max(1, cores // processes)`` torch threads each; a run starts only when a process is free);
+    ``update(fraction)`` is told after each run finishes. Returns how many runs were trained. A failure or Ctrl-C
+    starts no further run, waits for the running ones (each keeps its last checkpoint: the same command resumes it)
+    and is raised; a worker process that dies (out of memory, killed) is a one-line :class:`RunError`."""
+    check_jobs(processes)
     todo = to_train(jobs, force)
     if not todo:
         return 0
     processes = min(processes, len(todo))
-    threads = max(1, (os.cpu_count() or 1) // processes)
+    threads = max(1, cores() // processes)
+    queue = iter(todo)
+    running: dict = {}
     done = 0
-    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pending = {pool.submit(_train_one, cfg, run_dir, force, threads) for cfg, run_dir in todo}
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            failed = [f for f in finished if f.exception() is not None]
-            done += len(finished) - len(failed)
-            if update:
-                update(done / len(todo))
-            if failed:
-                for f in pending:
-                    f.cancel()
-                wait(pending)
-                raise failed[0].exception()
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+
+    def start() -> None:
+        job = next(queue, None)
+        if job is not None:
+            running[pool.submit(_train_one, *job, force, threads)] = job[1]
+
+    try:
+        for _ in range(processes):
+            start()
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished:
+                run_dir = running.pop(f)
+                error = f.exception()
+                if isinstance(error, BrokenProcessPool):
+                    raise RunError(f"a worker process died while training {run_dir} (out of memory, or killed): "
+                                   "the finished runs are kept; the same command resumes the others") from None
+                if error is not None:
+                    raise error
+                done += 1
+                if update:
+                    update(done / len(todo))
+                start()
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return done

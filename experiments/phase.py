@@ -20,6 +20,7 @@ eta = tau^2 / (4 (1 + sigma^2)) at tau = 1 is drawn as a reference line.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -107,20 +108,26 @@ class PhaseDiagram:
 
     def run(self, out: Path, progress=None, trainer: Callable | None = None, force: bool = False,
             max_steps: int = 0, jobs: int = 1) -> dict:
-        return run_phase(self, Path(out), trainer, force, max_steps, jobs)
+        return run_phase(self, Path(out), trainer, force, max_steps, jobs, progress)
 
 
 def run_phase(grid: PhaseDiagram, out: Path, trainer: Callable | None = None, force: bool = False,
-              max_steps: int = 0, jobs: int = 1) -> dict:
+              max_steps: int = 0, jobs: int = 1, progress=None) -> dict:
     """Run (or read) every cell of ``grid`` into ``out/CELL`` (a finished cell is read, an interrupted one resumed;
     ``force`` replaces cells of other settings; ``jobs`` > 1 trains them in that many processes first, see
-    :mod:`.parallel`), compare each with the ODE, draw the diagram."""
+    :mod:`.parallel`, with ``progress``'s bar over the runs), compare each with the ODE, draw the diagram."""
     from .cells import default_trainer, run_cell
-    from .parallel import train_parallel
+    from .parallel import check_jobs, to_train, train_parallel
 
     configs = grid.configs(max_steps)
-    if jobs > 1 and train_parallel([(cfg, out / name) for name, cfg in configs.items()], jobs, force):
-        force = False  # the processes replaced what --force would have
+    check_jobs(jobs)
+    if jobs > 1:
+        runs = [(cfg, out / name) for name, cfg in configs.items()]
+        n = len(to_train(runs, force))
+        with progress(f"phase diagram: {n} runs in {min(jobs, n)} processes") if progress and n else \
+                nullcontext(None) as update:
+            train_parallel(runs, jobs, force, update)
+        force = False  # the processes replaced what --force names: now they are read
     cells, firsts = [], {}
     for name, cfg in configs.items():
         run_dir = out / name

@@ -20,7 +20,7 @@ from ssltheory.theory.params import ConfigError, check_choice
 
 from .cells import Trainer, default_trainer, run_cell
 from .fidelity import aggregate, collapse_evidence, verdict
-from .parallel import to_train, train_parallel
+from .parallel import check_jobs, to_train, train_parallel
 from .recipes import RECIPES, SCALES, Recipe
 
 SUMMARY_KEYS = ("knn_acc_init", "knn_acc_final", "feature_std_x_sqrt_d", "auc", "mean_alignment_top_modes",
@@ -62,20 +62,18 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
     configs = ([recipe.configs(scale, max_steps, seed=None if seeds == 1 else k) for k in range(seeds)]
                if recipe.training else [])
     out.mkdir(parents=True, exist_ok=True)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ConfigError(f"--jobs {jobs} is out of range: expected an integer >= 1")
+    check_jobs(jobs)
     if jobs > 1 and configs:
-        if from_env().world > 1:
-            raise ConfigError(f"--jobs {jobs} under torchrun is not accepted: expected --jobs 1 (the ranks already "
-                              "share each run)")
         runs = [(cfgs[cell], _seed_dir(out / cell, k, seeds)) for k, cfgs in enumerate(configs) for cell in cfgs]
-        pending = len(to_train(runs, force))
+        pending = to_train(runs, force)
+        for cfg, run_dir in pending if announce else ():
+            announce(command_line(cfg, run_dir))
         if pending:
-            bar = progress(f"{recipe.name}: {pending} runs in {min(jobs, pending)} processes") if progress \
-                else nullcontext(None)
+            bar = progress(f"{recipe.name}: {len(pending)} runs in {min(jobs, len(pending))} processes") \
+                if progress else nullcontext(None)
             with bar as update:
                 train_parallel(runs, jobs, force, update)
-            force = False  # replaced by the processes; what they wrote is now read
+    train_force = force and jobs == 1  # with --jobs the processes replaced what --force names; now they are read
     rows = []
     points: list[dict] = []
     for cell, spec in recipe.cells.items():
@@ -88,9 +86,9 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
                    "seeds": seeds}
             summaries = []
             for cfgs, run_dir in zip(configs, dirs, strict=True):
-                if announce:
+                if announce and jobs == 1:
                     announce(command_line(cfgs[cell], run_dir))
-                summary = dict(run_cell(cfgs[cell], run_dir, trainer, force))
+                summary = dict(run_cell(cfgs[cell], run_dir, trainer, train_force))
                 summary["s2_over_s1"] = _s2_over_s1(run_dir)
                 summaries.append(summary)
             row["stats"] = {k: aggregate([sm.get(k) for sm in summaries]) for k in STAT_KEYS}

@@ -53,3 +53,29 @@ def test_a_workers_failure_is_raised_and_the_finished_runs_are_kept(tmp_path):
     with pytest.raises(ConfigError, match="nowhere"):
         train_parallel([(good, tmp_path / "good"), (bad, tmp_path / "bad")], 2)
     assert (tmp_path / "good" / "summary.json").exists()
+
+
+def test_ctrl_c_stops_every_process_and_starts_no_further_run(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) during ``experiment --jobs 2``: the command ends within
+    seconds with its one-line notice, and none of the queued runs starts afterwards."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "exp"
+    cmd = [sys.executable, "-m", "ssltheory.cli.main", "experiment", "table8", "--scale", "cpu", "--seeds", "2",
+           "--jobs", "2", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("*/seed*/checkpoint.pt"))) < 2:
+        time.sleep(0.5)  # both processes are training (each has written its first epoch's checkpoint)
+    assert len(list(out.glob("*/seed*/checkpoint.pt"))) >= 2, "the runs did not start"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    started = {p.parent for p in out.glob("*/seed*/config.json")}
+    time.sleep(3)
+    assert {p.parent for p in out.glob("*/seed*/config.json")} == started and len(started) == 2
+    assert not list(out.glob("*/seed*/summary.json"))
