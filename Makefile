@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_train_overhead.py
 	$(BIN)/python bench/bench_live_record.py
 	$(BIN)/python bench/bench_methods.py
+	$(BIN)/python bench/bench_jobs.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -20,6 +20,8 @@ def forecast(
                                                "(e.g. small,small,large) [default: one group]"), show_default=False),
     probe_epochs: int = typer.Option(50, help="linear-probe epochs [paper: 50]"),
     device: str = typer.Option("auto", help="cpu | cuda [auto]"),
+    data_dir: str = typer.Option(None, help=hint("where the dataset's files are, for runs moved to another machine "
+                                                 "[default: each run's own --data-dir]"), show_default=False),
     out: Path = typer.Option(Path("runs/forecast"), help="where forecast.png, forecast.json and forecast.csv go"),
 ) -> None:
     """Label-free forecasting: each run's offline collapse AUC (paper protocol) against its linear-probe accuracy,
@@ -45,7 +47,8 @@ def forecast(
     points = []
     with console.status("measuring runs") as status:
         for r, g in zip(run_dirs, names, strict=True):
-            points.append(Fc.run_point(r, dev, group=g, probe={"epochs": probe_epochs}, on_progress=status.update))
+            points.append(Fc.run_point(r, dev, group=g, probe={"epochs": probe_epochs}, on_progress=status.update,
+                                       data_dir=data_dir))
     doc = Fc.forecast(points, {"command": "forecast", "probe_epochs": probe_epochs,
                                "run_dirs": [str(r) for r in run_dirs], "groups": names})
     paths = Fc.write_results(out, doc)

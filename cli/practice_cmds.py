@@ -150,6 +150,8 @@ def probe(
     weight_decay: float = typer.Option(1e-3, help="Adam weight decay [paper: 1e-3]"),
     batch_size: int = typer.Option(128, help="global batch size, split over torchrun ranks [paper: 128]"),
     device: str = typer.Option("auto", help="cpu | cuda [auto]"),
+    data_dir: str = typer.Option(None, help="where the dataset's files are, for a run moved to another machine "
+                                            "[default: the run's own --data-dir]", show_default=False),
     out: Path = typer.Option(None, help="where probe.json goes [default: RUN_DIR]"),
 ) -> None:
     """Linear probe on frozen, standardised backbone features; reports the LAST epoch's test accuracy."""
@@ -165,7 +167,7 @@ def probe(
     check_device(device)
     check_out_dir(out or run_dir)
     res = probe_run(run_dir, resolve_device(device), epochs=epochs, lr=lr, weight_decay=weight_decay,
-                    batch_size=batch_size)
+                    batch_size=batch_size, data_dir=data_dir)
     path = save_json((out or run_dir) / "probe.json", res)
     console.print(f"linear probe, step {res['step']}: test accuracy {100 * res['test_acc']:.2f}% "
                   f"(last of {epochs} epochs; best over epochs would be {100 * res['best_test_acc_optimistic']:.2f}%)")

@@ -110,16 +110,17 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
 
 def probe_run(run_dir, device: torch.device, *, epochs: int = 50, lr: float = 3e-4, weight_decay: float = 1e-3,
-              batch_size: int = 128, on_epoch=None) -> dict:
+              batch_size: int = 128, on_epoch=None, data_dir: str | None = None) -> dict:
     """The linear probe (:func:`linear_probe`) on a training run's last checkpoint: its online backbone's frozen
-    features of the dataset's train split (eval transform) train the classifier, the test split scores it. Returns
+    features of the dataset's train split (eval transform) train the classifier, the test split scores it
+    (``data_dir`` replaces the run's own ``--data-dir``: a run moved to another machine). Returns
     :func:`linear_probe`'s dict with the checkpoint's ``step``; a one-line :class:`ConfigError` for a folder without a
     checkpoint or a dataset without labels."""
     from ssltheory.theory.params import ConfigError
 
     from .step import load_run
 
-    cfg, data, model, step = load_run(run_dir, device)
+    cfg, data, model, step = load_run(run_dir, device, data_dir)
     if data.num_classes < 2:
         raise ConfigError(f"RUN_DIR {run_dir} was trained on {cfg.dataset}, which has no labels: expected a run on "
                           "digits, stl10, cifar10, imagenet or folder")

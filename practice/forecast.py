@@ -41,11 +41,12 @@ MIN_RUNS = 3
 
 
 def run_point(run_dir: Path | str, device: torch.device, *, group: str = "", probe: dict | None = None,
-              on_progress: Callable[[str], None] | None = None) -> dict:
+              on_progress: Callable[[str], None] | None = None, data_dir: str | None = None) -> dict:
     """One run's point: ``{run, group, step, auc, k_eq, d, n, probe_acc, knn_acc}`` (AUC and k_eq of the paper's
     offline protocol; ``probe_acc`` the linear probe's last-epoch test accuracy in [0, 1]; ``knn_acc`` the run's
     final kNN accuracy from summary.json, or None). Read from the run's ``forecast_point.json`` when its step, probe
-    settings and run config match (a run replaced with --force also clears it), else measured and cached there."""
+    settings and run config match (a run replaced with --force also clears it), else measured and cached there.
+    ``data_dir`` replaces the run's own ``--data-dir`` (a run moved to another machine)."""
     from .evaluate import extract, linear_probe
     from .measure import collapse_auc
     from .rundir import RunDir, check_run_dir
@@ -66,7 +67,7 @@ def run_point(run_dir: Path | str, device: torch.device, *, group: str = "", pro
         return {**_public(cached), "run": str(run_dir), "group": group}
     if on_progress is not None:
         on_progress(f"spectrum and probe of {run_dir}")
-    _, data, model, step = load_run(run_dir, device)  # one load, one pass over the train split for both numbers
+    _, data, model, step = load_run(run_dir, device, data_dir)  # one load, one pass over the train split for both
     train_x, train_y = extract(model.online.backbone, data.train_eval, device)
     test_x, test_y = extract(model.online.backbone, data.test_eval, device)
     m = collapse_auc(train_x)  # the offline protocol of .collapse.run_spectrum (whole train split, centred, sigma)

@@ -79,3 +79,30 @@ def test_missing_dataset_names_the_files_expected(dataset, needle, tmp_path):
     with pytest.raises(ConfigError, match=needle) as e:
         build_data(TrainConfig(dataset=dataset, data_dir=str(tmp_path / "nothing")))
     assert "\n" not in str(e.value)
+
+
+def test_a_moved_run_is_probed_and_forecast_with_data_dir(tmp_path):
+    """A run whose dataset moved (another machine): probe and forecast read it from --data-dir; without it the error
+    names the run's own, now missing, folder in one line."""
+    import shutil
+
+    from ssltheory.cli.main import main
+
+    data_dir = tmp_path / "data"
+    write_folder(data_dir)
+    runs = [tmp_path / f"run{k}" for k in range(3)]
+    for k, run in enumerate(runs):
+        train(TrainConfig(dataset="folder", data_dir=str(data_dir), seed=k, **SMALL), run)
+    moved = tmp_path / "elsewhere"
+    shutil.move(data_dir, moved)
+    with pytest.raises(SystemExit) as e:
+        main(["probe", str(runs[0]), "--epochs", "1", "--device", "cpu"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["probe", str(runs[0]), "--epochs", "1", "--device", "cpu", "--data-dir", str(moved)])
+    assert e.value.code == 0
+    assert 0.0 <= json.loads((runs[0] / "probe.json").read_text())["test_acc"] <= 1.0
+    with pytest.raises(SystemExit) as e:
+        main(["forecast", *map(str, runs), "--probe-epochs", "1", "--device", "cpu", "--data-dir", str(moved),
+              "--out", str(tmp_path / "fc")])
+    assert e.value.code == 0 and len(json.loads((tmp_path / "fc" / "forecast.json").read_text())["runs"]) == 3
