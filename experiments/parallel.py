@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import nullcontext
 from pathlib import Path
 
 from ssltheory.practice.config import TrainConfig
@@ -117,3 +118,18 @@ def train_parallel(jobs: Sequence[Job], processes: int, force: bool = False,
         raise
     pool.shutdown(wait=True)
     return done
+
+
+def train_first(runs: Sequence[Job], processes: int, force: bool, progress=None, label: str = "runs",
+                announce: Callable[[str], None] | None = None, describe: Callable[[Job], str] | None = None) -> None:
+    """The ``--jobs`` pre-pass of a recipe or a phase grid: each run still to train is announced (``describe(job)``),
+    then all are trained by :func:`train_parallel` under ``progress``'s bar (``progress(description)`` yields
+    ``update(fraction)``, as ``ssltheory.cli.output.progress``); the caller then reads them as finished runs."""
+    pending = to_train(runs, force)
+    for job in pending if announce and describe else ():
+        announce(describe(job))
+    if not pending:
+        return
+    n = len(pending)
+    with progress(f"{label}: {n} runs in {min(processes, n)} processes") if progress else nullcontext(None) as update:
+        train_parallel(runs, processes, force, update)

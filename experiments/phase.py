@@ -20,7 +20,6 @@ eta = tau^2 / (4 (1 + sigma^2)) at tau = 1 is drawn as a reference line.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -117,16 +116,12 @@ def run_phase(grid: PhaseDiagram, out: Path, trainer: Callable | None = None, fo
     ``force`` replaces cells of other settings; ``jobs`` > 1 trains them in that many processes first, see
     :mod:`.parallel`, with ``progress``'s bar over the runs), compare each with the ODE, draw the diagram."""
     from .cells import default_trainer, run_cell
-    from .parallel import check_jobs, to_train, train_parallel
+    from .parallel import check_jobs, train_first
 
     configs = grid.configs(max_steps)
     check_jobs(jobs)
     if jobs > 1:
-        runs = [(cfg, out / name) for name, cfg in configs.items()]
-        n = len(to_train(runs, force))
-        with progress(f"phase diagram: {n} runs in {min(jobs, n)} processes") if progress and n else \
-                nullcontext(None) as update:
-            train_parallel(runs, jobs, force, update)
+        train_first([(cfg, out / name) for name, cfg in configs.items()], jobs, force, progress, "phase diagram")
         force = False  # the processes replaced what --force names: now they are read
     cells, firsts = [], {}
     for name, cfg in configs.items():

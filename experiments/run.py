@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 from ssltheory.practice.config import TrainConfig
@@ -20,7 +19,7 @@ from ssltheory.theory.params import ConfigError, check_choice
 
 from .cells import Trainer, default_trainer, run_cell
 from .fidelity import aggregate, collapse_evidence, verdict
-from .parallel import check_jobs, to_train, train_parallel
+from .parallel import check_jobs, train_first
 from .recipes import RECIPES, SCALES, Recipe
 
 SUMMARY_KEYS = ("knn_acc_init", "knn_acc_final", "feature_std_x_sqrt_d", "auc", "mean_alignment_top_modes",
@@ -65,14 +64,7 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
     check_jobs(jobs)
     if jobs > 1 and configs:
         runs = [(cfgs[cell], _seed_dir(out / cell, k, seeds)) for k, cfgs in enumerate(configs) for cell in cfgs]
-        pending = to_train(runs, force)
-        for cfg, run_dir in pending if announce else ():
-            announce(command_line(cfg, run_dir))
-        if pending:
-            bar = progress(f"{recipe.name}: {len(pending)} runs in {min(jobs, len(pending))} processes") \
-                if progress else nullcontext(None)
-            with bar as update:
-                train_parallel(runs, jobs, force, update)
+        train_first(runs, jobs, force, progress, recipe.name, announce, lambda job: command_line(*job))
     train_force = force and jobs == 1  # with --jobs the processes replaced what --force names; now they are read
     rows = []
     points: list[dict] = []
