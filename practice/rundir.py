@@ -11,6 +11,28 @@
 
 A folder that already holds a run is never started over silently: :meth:`RunDir.start` refuses unless told to
 replace it (``--force``), and then removes the old run's files first so none of them outlives it.
+
+**A record is never glued, dropped or summarised from a cut file.** A checkpoint holds ``metrics_lines``, how many
+lines metrics.jsonl had when it was written; a resume keeps those lines and trains again what came after them. A
+line is *whole* when it is a JSON object (a blank line counts as a line and holds no record); the first line that
+is not (cut short by a kill, a full disk or a copy stopped half-way; overwritten) ends the whole part.
+:meth:`RunDir.resume_point` picks the checkpoint to continue from, reading only:
+
+- the whole part holds all the checkpoint's lines: that checkpoint (a line cut after them is trained again);
+- it does not (the cut is inside the records the checkpoint covers, which are lost from the file):
+  checkpoint.prev.pt when its own lines are all whole. :meth:`RunDir.resume_at` then moves the cut line and all
+  after it to ``metrics.damaged.jsonl`` (appended, so an earlier one is kept) and checkpoint.pt to
+  ``checkpoint.cut.pt`` (its model is kept; its records are not), and the user is told in one line
+  (:attr:`RunDir.note`);
+- no kept checkpoint is at or before the cut: a one-line :class:`ConfigError` naming the line and what was lost,
+  and **nothing is changed**: the user restores metrics.jsonl from a copy and resumes, or trains the run anew
+  (``--config RUN/config.json --out RUN --force``). Training it again from step 0 unasked would overwrite the
+  checkpoints, which are finished work.
+
+This holds for a finished run too: its resume writes summary.json again only after the records are whole again.
+:meth:`RunDir.finish` reads metrics.jsonl strictly (a cut last line is an error there, not left out as readers
+such as :func:`read_metrics` do), and :meth:`RunDir.append` / :meth:`RunDir.truncate` never leave a record after a
+line without its end: a complete record missing only its newline gets it, anything else is set aside first.
 """
 
 from __future__ import annotations
@@ -32,8 +54,10 @@ from .config import TrainConfig
 CONFIG, METRICS, CHECKPOINT, SUMMARY, FIGURE = "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", \
     "dynamics.png"
 PREVIOUS = "checkpoint.prev.pt"
+DAMAGED_METRICS, DAMAGED_CHECKPOINT, CUT_CHECKPOINT = "metrics.damaged.jsonl", "checkpoint.damaged.pt", \
+    "checkpoint.cut.pt"
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT, PREVIOUS, SUMMARY, FIGURE, "probe.json", "report.html",
-             "forecast_point.json")
+             "forecast_point.json", DAMAGED_METRICS, DAMAGED_CHECKPOINT, CUT_CHECKPOINT)
 """What a run (and its probe, report and forecast point) writes into its folder; a new run clears them all."""
 
 
@@ -42,7 +66,8 @@ class RunDir:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.note: str | None = None  # what load_checkpoint had to do, for the user
+        self.note: str | None = None  # what load_checkpoint / resume_point had to do, for the user
+        self.cut = False  # resume_point went back before a cut in metrics.jsonl: resume_at sets the cut aside
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -104,7 +129,15 @@ class RunDir:
 
     # metrics.jsonl
     def append(self, record: dict) -> None:
-        with open(self.file(METRICS), "a") as f:
+        """Add ``record`` as one line; a last line without its end is first ended or set aside (:meth:`_end_line`),
+        so a record is never glued onto it."""
+        path = self.file(METRICS)
+        if path.exists() and path.stat().st_size:
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    self._end_line()
+        with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
 
@@ -115,14 +148,39 @@ class RunDir:
         return read_metrics(self.file(METRICS))
 
     def count(self) -> int:
+        """How many lines metrics.jsonl has (a last one without its end included): a checkpoint's
+        ``metrics_lines``."""
         path = self.file(METRICS)
-        return sum(1 for _ in open(path)) if path.exists() else 0
+        return _line_count(path.read_bytes()) if path.exists() else 0
 
     def truncate(self, n: int) -> None:
-        """Keep the first ``n`` lines: what was written after the checkpoint is redone on resume."""
+        """Keep the first ``n`` lines: what was written after the checkpoint is redone on resume. Only whole lines
+        are kept: a line among them that is not (and all after it) goes to metrics.damaged.jsonl first."""
         path = self.file(METRICS)
-        lines = path.read_text().splitlines(keepends=True) if path.exists() else []
-        write_atomic(path, "".join(lines[:n]).encode())
+        data = path.read_bytes() if path.exists() else b""
+        ends, bad = _scan(data)[1:]
+        if n > len(ends) and bad is not None:
+            self._set_aside(data[ends[-1] if ends else 0:])
+        kept = data[:ends[min(n, len(ends)) - 1]] if n > 0 and ends else b""
+        write_atomic(path, kept if kept.endswith(b"\n") or not kept else kept + b"\n")
+
+    def _end_line(self) -> None:
+        """metrics.jsonl's last line has no end: a whole record (or a blank line) gets one, anything else (a
+        record cut short) is moved to metrics.damaged.jsonl."""
+        path = self.file(METRICS)
+        data = path.read_bytes()
+        start = data.rfind(b"\n") + 1
+        if not data[start:].strip() or _record(data[start:]) is not None:
+            write_atomic(path, data + b"\n")
+        else:
+            self._set_aside(data[start:])
+            write_atomic(path, data[:start])
+
+    def _set_aside(self, piece: bytes) -> None:
+        """Append ``piece`` of metrics.jsonl (from a line that is not whole to the end) to metrics.damaged.jsonl,
+        ended by a newline, so that a piece set aside earlier stays."""
+        with open(self.file(DAMAGED_METRICS), "ab") as f:
+            f.write(piece if piece.endswith(b"\n") else piece + b"\n")
 
     # checkpoint.pt
     def save_checkpoint(self, state: dict) -> Path:
@@ -135,18 +193,73 @@ class RunDir:
         write_atomic(self.file(CHECKPOINT), buf.getvalue())
         return self.file(CHECKPOINT)
 
+    def resume_point(self) -> dict | None:
+        """The checkpoint a resume continues from (None when there is none): :meth:`load_checkpoint`'s when
+        metrics.jsonl holds all the lines it covers as whole records, else checkpoint.prev.pt when its lines are
+        whole (:attr:`note` says so, and :meth:`resume_at` sets the cut aside), else a one-line error naming the
+        cut and what to do, with nothing changed (see the module's docstring). It only reads, so every rank of a
+        run reaches the same answer."""
+        self.cut = False
+        state = self.load_checkpoint()
+        if state is None:
+            return None
+        path = self.file(METRICS)
+        data = path.read_bytes() if path.exists() else None
+        ends, bad = _scan(data or b"")[1:]
+        whole, covered = len(ends), state["metrics_lines"]
+        if whole >= covered:
+            return state
+        used = PREVIOUS if self.note else CHECKPOINT  # load_checkpoint fell back already: nothing older is kept
+        at = f"{used} (step {state['step']})"
+        what = (f"{path} is missing, where {at} covers {covered} lines of it" if data is None else
+                f"{path} ends after line {whole}, where {at} covers {covered} lines" if bad is None else
+                f"{path} line {whole + 1} {bad}, inside the {covered} lines that {at} covers")
+        if used == PREVIOUS:
+            why = f"{CHECKPOINT} cannot be read, and no older checkpoint is kept"
+        elif not self.file(PREVIOUS).exists():
+            why = f"there is no {PREVIOUS} to go back to"
+        else:
+            try:
+                prev = _read_checkpoint(self.file(PREVIOUS))
+            except ConfigError:
+                why = f"{PREVIOUS} cannot be read"
+            else:
+                if prev["metrics_lines"] <= whole:
+                    self.cut = True
+                    aside = f"set aside in {DAMAGED_METRICS}; " if bad is not None else ""
+                    self.note = (f"{what}: {aside}{CHECKPOINT} kept as {CUT_CHECKPOINT}, and continued from "
+                                 f"{PREVIOUS} (step {prev['step']}), whose {prev['metrics_lines']} lines are whole; "
+                                 "the steps after it are done again")
+                    return prev
+                why = f"{PREVIOUS} (step {prev['step']}) covers {prev['metrics_lines']} lines, past it too"
+        span = f"lines {whole + 1} to {covered}" if covered > whole + 1 else f"line {covered}"
+        raise ConfigError(f"{what}, and {why}: the records of {span} are not all there; nothing was changed: expected "
+                          f"{path.name} restored from a copy (then --resume again), or the run trained anew (train "
+                          f"--config {self.file(CONFIG)} --out {self.path} --force)")
+
     def resume_at(self, metrics_lines: int) -> None:
         """Make the folder as its checkpoint left it: partial writes removed, a damaged checkpoint set aside,
-        metrics.jsonl cut back to the checkpoint's ``metrics_lines``."""
+        metrics.jsonl cut back to the checkpoint's ``metrics_lines``. After :meth:`resume_point` went back before a
+        cut, the cut line and all after it go to metrics.damaged.jsonl and checkpoint.pt to checkpoint.cut.pt
+        first (so that the next save does not rotate it into checkpoint.prev.pt)."""
         self.clean_partial_writes()
-        self.set_aside_damaged()
+        if self.cut:
+            path = self.file(METRICS)
+            data = path.read_bytes() if path.exists() else b""
+            ends, bad = _scan(data)[1:]
+            if bad is not None:
+                self._set_aside(data[ends[-1] if ends else 0:])
+            if self.file(CHECKPOINT).exists():
+                os.replace(self.file(CHECKPOINT), self.file(CUT_CHECKPOINT))
+        else:
+            self.set_aside_damaged()
         self.truncate(metrics_lines)
 
     def set_aside_damaged(self) -> None:
         """After :meth:`load_checkpoint` fell back to checkpoint.prev.pt: move the unreadable checkpoint.pt to
         checkpoint.damaged.pt, so that the next save does not rotate it over the good one."""
         if self.note and self.file(CHECKPOINT).exists():
-            os.replace(self.file(CHECKPOINT), self.file("checkpoint.damaged.pt"))
+            os.replace(self.file(CHECKPOINT), self.file(DAMAGED_CHECKPOINT))
 
     def clean_partial_writes(self) -> None:
         """Remove what a write killed half-way left behind (``.NAME.*.tmp``; the file itself was never replaced)."""
@@ -178,11 +291,18 @@ class RunDir:
 
     # results
     def finish(self, cfg: TrainConfig) -> dict:
-        """Write summary.json and dynamics.png from metrics.jsonl; returns the summary."""
+        """Write summary.json and dynamics.png from metrics.jsonl; returns the summary. Only from whole records: a
+        line cut short, even the last, is a one-line error (nothing is written), which ``--resume`` mends."""
         from .measure import summarize
         from .plots import run_figure, run_title
 
-        records = self.records()
+        self.records()  # a one-line error when there is no metrics.jsonl
+        path = self.file(METRICS)
+        records, ends, bad = _scan(path.read_bytes())
+        if bad is not None:
+            raise ConfigError(f"{path} line {len(ends) + 1} {bad}: summary.json is written from whole records only "
+                              f"(nothing was written): expected --resume {self.path}, which goes back to a "
+                              "checkpoint before that line")
         summary = summarize(records)
         save_json(self.file(SUMMARY), summary)
         from .methods import METHODS
@@ -202,23 +322,53 @@ def _read_checkpoint(path: Path) -> dict:
                           "expected a checkpoint written by ssltheory train") from None
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """All records of a ``metrics.jsonl``. A last line cut short (a write killed half-way) is left out; any other
-    line that is not JSON is a one-line error naming the file and the line."""
-    text = Path(path).read_text()
-    lines = text.splitlines()
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1 and not text.endswith("\n"):
-                break
-            raise ConfigError(f"{path} line {i + 1} is not a JSON record: expected one JSON object per line, as "
-                              "ssltheory train writes") from None
-    return out
+def read_metrics(path: Path, whole: bool = False) -> list[dict]:
+    """All records of a ``metrics.jsonl``. A last line cut short (a write killed half-way) is left out, or with
+    ``whole`` a one-line error; any other line that is not a JSON object is a one-line error naming the file and the
+    line."""
+    data = Path(path).read_bytes()
+    records, ends, bad = _scan(data)
+    if bad is not None and (whole or bad != CUT_SHORT):
+        line = len(ends) + 1
+        raise ConfigError(f"{path} line {line} {bad}: expected one JSON object per line, as ssltheory train writes")
+    return records
+
+
+CUT_SHORT, NOT_JSON = "is cut short", "is not a JSON record"
+
+
+def _record(line: bytes) -> dict | None:
+    """The JSON object on ``line``, None when it is not one (cut, overwritten, not UTF-8, a list)."""
+    try:
+        rec = json.loads(line)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def _scan(data: bytes) -> tuple[list[dict], list[int], str | None]:
+    """Read ``data`` (a metrics.jsonl) up to its first line that is not whole: the records of the whole lines
+    (blank lines hold none), where each whole line ends (after its newline; a last line that is a whole record
+    without one ends at the end), and what the first other line is (:data:`CUT_SHORT` for a last line without its
+    end, :data:`NOT_JSON`), None when every line is whole."""
+    records, ends, start = [], [], 0
+    while start < len(data):
+        stop = data.find(b"\n", start)
+        end = len(data) if stop < 0 else stop + 1
+        line = data[start:end]
+        if line.strip():
+            rec = _record(line)
+            if rec is None:
+                return records, ends, CUT_SHORT if stop < 0 else NOT_JSON
+            records.append(rec)
+        ends.append(end)
+        start = end
+    return records, ends, None
+
+
+def _line_count(data: bytes) -> int:
+    """Lines in ``data``, a last one without its end included."""
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 
 def rng_state() -> dict:

@@ -92,7 +92,7 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
                            data.num_classes) if data.num_classes > 1 else None
 
     step, losses, watch, knn0 = 0, [], CollapseWatch(cfg.collapse_window), None
-    state = folder.load_checkpoint() if resume else None
+    state = folder.resume_point() if resume else None  # before a cut in metrics.jsonl, or one line
     if resume and state is None:
         raise ConfigError(f"--resume {folder.path} has no checkpoint.pt: expected a run that saved one (at the end "
                           "of its first epoch or --checkpoint-every steps)")
