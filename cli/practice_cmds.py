@@ -111,7 +111,7 @@ def run(cfg, run_dir: Path, resume: bool = False, force: bool = False) -> dict:
 
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} img/s"),
-                   TextColumn("kNN {task.fields[knn]}"), TextColumn("collapse AUC {task.fields[auc]}"),
+                   TextColumn("kNN {task.fields[knn]}"), TextColumn("probe AUC {task.fields[auc]}"),
                    TimeElapsedColumn(), TimeRemainingColumn(),
                    console=err_console)
     from ssltheory.practice.methods import METHODS
@@ -124,7 +124,7 @@ def run(cfg, run_dir: Path, resume: bool = False, force: bool = False) -> dict:
             bar.start()
         knn = f"{100 * p.knn:.1f}%" if p.knn is not None else "-"
         bar.update(task, total=p.total, completed=p.step, loss=f"{p.loss:.4f}", rate=f"{p.images_per_s:.0f}",
-                   knn=knn, auc="-" if p.auc is None else f"{p.auc:.3f}")
+                   knn=knn, auc="-" if p.probe_auc is None else f"{p.probe_auc:.3f}")
         if p.warning:
             bar.console.print(f"[yellow]warning:[/yellow] {p.warning}")
 

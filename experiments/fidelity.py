@@ -10,7 +10,9 @@ sample standard deviations over seeds):
 - the paper shows none (|d_paper| < :data:`NO_EFFECT`, e.g. bias on or off): **shows** if |d| <= 2 sd (no effect
   here either), **absent** otherwise (an effect the paper does not have).
 
-With one seed sd = 0 and the verdict says so (``spread``: "one seed"). A cell's collapse is read alongside:
+A verdict needs at least :data:`MIN_SEEDS` seeds in both compared cells: with one seed sd = 0, so any difference,
+0.0 included, would pass or fail "2 sd" by its sign alone; such a row's verdict is :data:`ONE_SEED` ("n/a (1 seed)"),
+its difference still reported. A cell's collapse is read alongside:
 feature std x sqrt(d), s_2 / s_1 of F̂ and kNN against random init (:func:`collapse_evidence`).
 """
 
@@ -20,6 +22,10 @@ import math
 from collections.abc import Sequence
 
 VERDICTS = ("shows", "absent", "opposite")
+MIN_SEEDS = 2
+"""Seeds each compared cell needs for a verdict (a spread over seeds needs two)."""
+ONE_SEED = "n/a (1 seed)"
+"""The verdict of a row compared on fewer than :data:`MIN_SEEDS` seeds: not read."""
 NO_EFFECT = 1.0
 """A paper difference below this many points of top-1 is read as "no difference" (the papers report one run)."""
 SPREAD = 2.0
@@ -45,7 +51,7 @@ def verdict(paper_cell: float, paper_ref: float, cell: dict, ref: dict) -> dict:
     aggregates of each (:func:`aggregate`, in %). Returns ``{"verdict", "paper_diff", "diff", "diff_std",
     "spread", "share"}``; ``share`` = diff / paper_diff, how much of the paper's effect is measured (1: all of it; a
     "shows" with a share of 0.05 is the paper's direction at a twentieth of its size), None where the paper has no
-    effect."""
+    effect. With fewer than :data:`MIN_SEEDS` values in either cell the verdict is :data:`ONE_SEED`."""
     d_paper = paper_cell - paper_ref
     if cell["mean"] is None or ref["mean"] is None:
         return {"verdict": "absent", "paper_diff": d_paper, "diff": None, "diff_std": None, "spread": "no value",
@@ -53,7 +59,9 @@ def verdict(paper_cell: float, paper_ref: float, cell: dict, ref: dict) -> dict:
     d = cell["mean"] - ref["mean"]
     sd = math.hypot(cell["std"], ref["std"])
     beyond = abs(d) > SPREAD * sd
-    if abs(d_paper) < NO_EFFECT:
+    if min(cell["n"], ref["n"]) < MIN_SEEDS:
+        word = ONE_SEED
+    elif abs(d_paper) < NO_EFFECT:
         word = "absent" if beyond else "shows"
     elif beyond:
         word = "shows" if d * d_paper > 0 else "opposite"

@@ -8,11 +8,13 @@ same settings is not run again: a finished one is read, an interrupted one resum
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.distributed import from_env
+from ssltheory.practice.measure import upgrade
 from ssltheory.practice.rundir import RunDir
 from ssltheory.theory.io import save_figure, save_json, write_atomic
 from ssltheory.theory.params import ConfigError, check_choice
@@ -22,7 +24,7 @@ from .fidelity import aggregate, collapse_evidence, verdict
 from .parallel import check_jobs, train_first
 from .recipes import RECIPES, SCALES, Recipe
 
-SUMMARY_KEYS = ("knn_acc_init", "knn_acc_final", "feature_std_x_sqrt_d", "auc", "mean_alignment_top_modes",
+SUMMARY_KEYS = ("knn_acc_init", "knn_acc_final", "feature_std_x_sqrt_d", "probe_auc", "mean_alignment_top_modes",
                 "asymmetry_top", "positive_cosine", "negative_cosine", "decorrelation", "balance_ratio",
                 "adaptive_balance", "grad_cosine", "steps", "s2_over_s1")
 STAT_KEYS = ("knn_acc_final", "knn_acc_init", "feature_std_x_sqrt_d", "s2_over_s1")
@@ -80,7 +82,7 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
             for cfgs, run_dir in zip(configs, dirs, strict=True):
                 if announce and jobs == 1:
                     announce(command_line(cfgs[cell], run_dir))
-                summary = dict(run_cell(cfgs[cell], run_dir, trainer, train_force))
+                summary = upgrade(dict(run_cell(cfgs[cell], run_dir, trainer, train_force)))  # (older: "auc")
                 summary["s2_over_s1"] = _s2_over_s1(run_dir)
                 summaries.append(summary)
             row["stats"] = {k: aggregate([sm.get(k) for sm in summaries]) for k in STAT_KEYS}
@@ -202,6 +204,30 @@ def _verdicts(recipe: Recipe, rows: list[dict]) -> None:
         if "stats" in r and r["cell"] != ref["cell"] and r["cell"] in recipe.paper:
             r["verdict"] = verdict(recipe.paper[r["cell"]], recipe.paper[ref["cell"]],
                                    pct(r["stats"]["knn_acc_final"]), pct(ref["stats"]["knn_acc_final"]))
+
+
+def refresh_verdicts(out: Path) -> dict:
+    """Recompute the verdicts of a recipe's finished ``out/results.json`` from its stored per-seed numbers (the
+    rule of :mod:`.fidelity` as it is now; nothing is trained or read from the run folders, which need not exist)
+    and rewrite results.json, results.csv and results.png; returns the results. A one-line error when ``out`` holds
+    no results.json of a known recipe."""
+    path = Path(out) / "results.json"
+    try:
+        results = json.loads(path.read_text())
+        recipe = get(results["experiment"])
+        rows = results["cells"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path} cannot be read ({type(e).__name__}): expected the results.json that ssltheory "
+                          "experiment writes") from None
+    for r in rows:
+        r.pop("verdict", None)
+    _verdicts(recipe, rows)
+    save_json(path, results)
+    if recipe.training:
+        named = [{**r, "probe_auc": r.get("probe_auc", r.get("auc"))} for r in rows]  # (older results: "auc")
+        _write_csv(path.parent / "results.csv", named, recipe.forecast)
+        _bar_figure(path.parent / "results.png", recipe, results.get("scale", "?"), rows)
+    return results
 
 
 def command_line(cfg: TrainConfig, out: Path) -> str:

@@ -156,19 +156,32 @@ def figure(doc: dict) -> Figure:
         for p in pts:
             ax.annotate(point_label(p), (p["auc"], 100 * p["probe_acc"]), fontsize=6, xytext=(3, 3),
                         textcoords="offset points")
-    c = doc["correlation"]
-    lines = [f"all {c['n']} runs: Spearman ρ = {c['spearman_rho']:+.2f} (p = {c['spearman_p']:.2g}), Pearson r = "
-             f"{c['pearson_r']:+.2f}"]
-    if len(groups) > 1:
-        lines += [f"{g}: ρ = {b['spearman_rho']:+.2f} (p = {b['spearman_p']:.2g}, {b['n']} runs)"
-                  for g, b in doc.get("by_group", {}).items() if "spearman_rho" in b]
     ax.set(xlabel="collapse AUC (offline, paper protocol; higher = more collapsed)",
-           ylabel="linear-probe accuracy (%)", title="label-free forecast\n" + "\n".join(lines))
+           ylabel="linear-probe accuracy (%)", title="label-free forecast\n" + "\n".join(title_lines(doc)))
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     if len(groups) > 1 or groups[0]:
         ax.legend(fontsize=7)
     return fig
+
+
+def title_lines(doc: dict) -> list[str]:
+    """The correlation lines of forecast.png's title. With one group: its Spearman rho and p (and Pearson r). With
+    several (model sizes): each group's rho and p first, the forecast the paper makes within one architecture and
+    feature width; the pooled rho last and named as such, since across widths d the AUC's range [(d+1)/(2d), 1]
+    moves and the pooled number mixes that in (a group of too few runs, or without spread, says why it has none)."""
+    c = doc["correlation"]
+    groups = list(dict.fromkeys(p["group"] for p in doc["runs"]))
+    if len(groups) <= 1:
+        return [f"all {c['n']} runs: Spearman ρ = {c['spearman_rho']:+.2f} (p = {c['spearman_p']:.2g}), Pearson r = "
+                f"{c['pearson_r']:+.2f}"]
+    lines = []
+    for g, b in doc.get("by_group", {}).items():
+        lines.append(f"{g}: Spearman ρ = {b['spearman_rho']:+.2f} (p = {b['spearman_p']:.2g}, {b['n']} runs)"
+                     if "spearman_rho" in b else f"{g}: no correlation ({b['n']} runs)")
+    lines.append(f"(pooled over {len(groups)} sizes, not a forecast: ρ = {c['spearman_rho']:+.2f}, "
+                 f"p = {c['spearman_p']:.2g})")
+    return lines
 
 
 def point_label(p: dict) -> str:

@@ -6,8 +6,10 @@ A measurement at step k has two halves:
    probe set's backbone features in eval mode, their projector outputs, this batch's f, F̂, W_p (and for the linear
    model its weights) - and copies them to host memory (pinned, without waiting, on CUDA) behind one event;
 2. :func:`record` (anywhere, later): waits for that event and computes the record on the CPU in float64 - spectra,
-   alignment and asymmetry (:func:`.measure.predictor_metrics`), the collapse AUC of the backbone and projector
-   features, the normalised std of f, the linear model's modes.
+   alignment and asymmetry (:func:`.measure.predictor_metrics`; only for a linear W_p, none without a predictor),
+   the collapse AUC of the probe subset's backbone and projector features (``probe_auc``, ``probe_k_eq``,
+   ``probe_auc_projector``: ``probe_n`` images, not the whole split of ``ssltheory collapse``), the normalised std
+   of f, the linear model's modes.
 
 :class:`LiveMeasurer` runs half 2 in one background thread on CUDA, so the step only pays for queueing half 1, and
 inline on the CPU (the same numbers, in the same order). Records come back in step order through :meth:`ready`;
@@ -124,7 +126,7 @@ def record(snap: Snapshot) -> dict:
     c, proj = collapse_auc(t["feats"]), collapse_auc(t["proj"])
     f1, f2 = t["v_f1"], t["v_f2"]
     std = normalized_std(f1)
-    rec.update(auc=c["auc"], k_eq=c["k_eq"], auc_projector=proj["auc"], feature_std=std,
+    rec.update(probe_auc=c["auc"], probe_k_eq=c["k_eq"], probe_auc_projector=proj["auc"], feature_std=std,
                feature_std_x_sqrt_d=std * f1.shape[1] ** 0.5, probe_n=int(t["feats"].shape[0]),
                feature_dim=int(t["feats"].shape[1]), auc_normalisation=AUC_NORMALISATION,
                positive_cosine=positive_cosine(f1, f2), negative_cosine=negative_cosine(f1),

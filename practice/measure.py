@@ -255,18 +255,46 @@ def linear_modes(W: torch.Tensor, W_p: torch.Tensor | None, W_a: torch.Tensor | 
     return {"s_model": s.tolist(), "p_model": p.tolist(), "tau_model": tau.tolist()}
 
 
-SUMMARY_KEYS = ("loss", "auc", "k_eq", "auc_projector", "feature_std", "feature_std_x_sqrt_d", "asymmetry",
-                "asymmetry_top", "positive_cosine", "negative_cosine", "decorrelation", "balance_ratio",
+PROBE_KEYS = ("probe_auc", "probe_k_eq", "probe_auc_projector")
+"""A live measurement's collapse metric, on the run's fixed probe subset (``--probe-size`` images, ``probe_n`` in the
+record): the backbone's AUC and k_eq, the projector's AUC. ``ssltheory collapse`` and ``forecast`` measure the whole
+train split offline and call theirs ``auc`` / ``k_eq``; the two differ (e.g. 0.7379 on 512 probe images against
+0.7281 on the split, one checkpoint)."""
+LEGACY_KEYS = {"auc": "probe_auc", "k_eq": "probe_k_eq", "auc_projector": "probe_auc_projector"}
+"""What runs from before the probe metric was named apart wrote (metrics.jsonl records and summary.json)."""
+
+
+def upgrade(record: dict) -> dict:
+    """``record`` (a metrics.jsonl record or a summary.json) with the keys of older runs under today's names
+    (:data:`LEGACY_KEYS`: their ``auc`` was the probe subset's); a record of today's is returned as it is."""
+    if not any(k in record for k in LEGACY_KEYS):
+        return record
+    return {(LEGACY_KEYS[k] if k in LEGACY_KEYS and LEGACY_KEYS[k] not in record else k): v
+            for k, v in record.items()}
+
+
+def is_measurement(record: dict) -> bool:
+    """Whether a metrics.jsonl record is a live measurement (it has the probe AUC; kNN and notes do not)."""
+    return "probe_auc" in record or "auc" in record
+
+
+SUMMARY_KEYS = ("loss", "probe_auc", "probe_k_eq", "probe_auc_projector", "probe_n", "feature_std",
+                "feature_std_x_sqrt_d", "positive_cosine", "negative_cosine", "decorrelation", "balance_ratio",
                 "adaptive_balance", "grad_cosine")
 """What the summary takes from a run's last measurement."""
+PREDICTOR_KEYS = ("asymmetry", "asymmetry_top", "mean_alignment_top_modes")
+"""The summary's numbers of a linear W_p: null when the run has none (no predictor, W_p = I by construction; an MLP
+predictor), since nothing was measured."""
 
 
 def summarize(records: list[dict]) -> dict:
-    """Final numbers of a run from its metrics records: kNN at init and at the end, the last measurement (with
-    the mean alignment over F̂'s leading modes), and the collapse alarm (the steps it turned on, and its state at
-    the end)."""
+    """Final numbers of a run from its metrics records: kNN at init and at the end, the last measurement (the
+    collapse metric on the probe subset as ``probe_auc``, ``probe_k_eq``; with a linear W_p its asymmetry and the
+    mean alignment over F̂'s leading modes, null without one), and the collapse alarm (the steps it turned on, and its
+    state at the end). Records of older runs are read under today's names (:func:`upgrade`)."""
+    records = [upgrade(r) for r in records]
     knn = [r for r in records if "knn_acc" in r]
-    meas = [r for r in records if "auc" in r]
+    meas = [r for r in records if is_measurement(r)]
     out = {"knn_acc_init": knn[0]["knn_acc"] if knn else None, "knn_acc_final": knn[-1]["knn_acc"] if knn else None,
            "steps": records[-1]["step"] if records else 0,
            "collapse_warnings_at": [r["step"] for r in meas if r.get("warning")],
@@ -274,8 +302,11 @@ def summarize(records: list[dict]) -> dict:
     if meas:
         last = meas[-1]
         out.update({k: last[k] for k in SUMMARY_KEYS if k in last})
-        if "alignment" in last:
-            top = leading_modes(last["s"])
-            out["mean_alignment_top_modes"] = float(np.mean(np.asarray(last["alignment"])[top])) if top.any() else None
+        out.update(dict.fromkeys(PREDICTOR_KEYS))
+        out.update({k: last[k] for k in PREDICTOR_KEYS if k in last})
+        top = leading_modes(last["s"]) if "s" in last else None
+        if top is not None:
             out["top_modes"] = int(top.sum())
+        if "alignment" in last and top is not None and top.any():
+            out["mean_alignment_top_modes"] = float(np.mean(np.asarray(last["alignment"])[top]))
     return out

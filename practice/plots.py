@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .measure import leading_modes  # noqa: E402
+from .measure import is_measurement, leading_modes, upgrade  # noqa: E402
 
 
 def run_title(cfg) -> str:
@@ -58,7 +58,7 @@ METHOD_MODES = 8
 
 def method_panels(records: list[dict]) -> list[str]:
     """The names of the third-row panels (:data:`METHOD_PANELS`) that ``records`` have data for, in order."""
-    meas = [r for r in records if "auc" in r or "s" in r]
+    meas = [r for r in records if is_measurement(r) or "s" in r]
     return [name for name, keys in METHOD_PANELS.items()
             if any(r.get(k) is not None for r in meas for k in keys)]
 
@@ -176,8 +176,8 @@ def _draw_s_method(a, meas: list[dict], few: bool, panels: dict) -> None:
 
 def run_figure(records: list[dict], title: str = "", predictor: str | None = None) -> Figure:
     """2 x 4 panels of a run's metrics records: log s_j of F̂; eigenvalues of sym(W_p); alignment and asymmetry of
-    W_p on F̂'s leading modes; the collapse AUC with k_eq; the collapse signals (feature std x sqrt(d), positive-pair
-    cosine, s_2/s_1 of F̂) with the collapse warnings; kNN accuracy; the loss.
+    W_p on F̂'s leading modes; the collapse AUC of the probe subset with k_eq; the collapse signals (feature std x
+    sqrt(d), positive-pair cosine, s_2/s_1 of F̂) with the collapse warnings; kNN accuracy; the loss.
 
     When the records have the UniGrad methods' quantities (:data:`METHOD_KEYS`), a third row (UniGrad's Fig. 2 and
     3) shows those it has, in this order: "pair similarity" (positive- and negative-pair cosine), "decorrelation",
@@ -187,6 +187,7 @@ def run_figure(records: list[dict], title: str = "", predictor: str | None = Non
 
     ``predictor``: the run's (``none`` has no W_p to show). What each panel drew (or why not) is kept in
     ``fig.panels`` ({name: {"x", "y", "note", "ylim"}}) for tests and readers."""
+    records = [upgrade(r) for r in records]  # (older runs' "auc" is the probe AUC)
     meas = [r for r in records if "s" in r]
     knn = [r for r in records if "knn_acc" in r]
     extra = method_panels(records)
@@ -246,16 +247,17 @@ def run_figure(records: list[dict], title: str = "", predictor: str | None = Non
                 panels[name]["note"] = msg
 
     a = ax[1, 0]
-    a.set_title("collapse metric of backbone features (Li et al.)", fontsize=10)
+    probe = f"{meas[-1]['probe_n']} probe images" if meas and "probe_n" in meas[-1] else "the probe subset"
+    a.set_title(f"collapse metric of backbone features (Li et al.), {probe}", fontsize=10)
     if meas:
-        h1 = _series(a, t, [r["auc"] for r in meas], few, color="tab:red", label="AUC (left; 1 = rank one)")
-        a.set_ylabel("collapse AUC")
+        h1 = _series(a, t, [r["probe_auc"] for r in meas], few, color="tab:red", label="AUC (left; 1 = rank one)")
+        a.set_ylabel("probe AUC")
         tw = a.twinx()
-        h2 = _series(tw, t, [r["k_eq"] for r in meas], few, color="tab:blue", ls="--",
+        h2 = _series(tw, t, [r["probe_k_eq"] for r in meas], few, color="tab:blue", ls="--",
                      label=r"$k_{eq} = 1 + 2d(1 - AUC)$ (right)")
         tw.set_ylabel(r"$k_{eq}$ (effective dimensions)")
         a.legend(handles=h1 + h2, fontsize=8, loc="best")
-        panels["auc"] = {"x": t, "y": [r["auc"] for r in meas]}
+        panels["auc"] = {"x": t, "y": [r["probe_auc"] for r in meas]}
 
     a = ax[1, 1]
     a.set_title("collapse signals (0 / 1 = collapsed)", fontsize=10)
@@ -296,7 +298,7 @@ def run_figure(records: list[dict], title: str = "", predictor: str | None = Non
     for a in ax.ravel():
         a.set_xlabel("epoch")
     if extra:
-        _draw_method_panels(ax_method, extra, [r for r in records if "auc" in r or "s" in r], panels)
+        _draw_method_panels(ax_method, extra, [r for r in records if is_measurement(r) or "s" in r], panels)
     fig.suptitle(title, fontsize=11)
     if not extra:
         fig.tight_layout()

@@ -4,7 +4,8 @@ All map the projector output f (B, d) to a prediction (B, d). The step calls, in
 ``observe(f1, f2, z1, z2, reduce)`` with the step's features (the optimal predictor tracks E[f_a f^T]);
 ``after_step(step, F)`` after each optimizer step with the running correlation F̂ (d, d) of the predictor's inputs
 (DirectPred sets W_p from it); ``trainable_parameters()`` is what the optimizer's predictor group trains.
-``W_p()`` gives the linear predictor's matrix (None for the MLP), so that the same measurements apply to all.
+``W_p()`` gives the linear predictor's matrix (None for the MLP and for no predictor, whose W_p = I is nothing
+measured), so that the same measurements apply to all.
 
 :data:`PREDICTORS` maps each ``--predictor`` name to its builder; adding one is a class and a registry line.
 """
@@ -215,7 +216,10 @@ class MLPPredictor(Predictor):
 
 
 class IdentityPredictor(Predictor):
-    """No predictor, W_p = I (the collapse ablation of Theorem 2)."""
+    """No predictor, W_p = I (the collapse ablation of Theorem 2, and every method without a predictor).
+
+    :meth:`W_p` is None: the identity is no learned matrix, so its eigenvalues, alignment and asymmetry (1, 1, 0 by
+    construction) are not measurements and are not recorded (:func:`.measure.linear_modes` reads None as I)."""
 
     trainable = False
 
@@ -227,7 +231,7 @@ class IdentityPredictor(Predictor):
         return f
 
     def W_p(self) -> torch.Tensor | None:
-        return self.eye
+        return None
 
 
 PREDICTORS: dict[str, Callable[[Any, int, str], Predictor]] = {

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ssltheory.theory.params import ConfigError, RunError
 
+from .measure import is_measurement, upgrade
 from .rundir import FIGURE, RunDir
 
 
@@ -34,6 +35,8 @@ def _table(rows: dict, title: str) -> str:
 
 
 def _fmt(v) -> str:
+    if v is None:  # not measured (a W_p's numbers without a linear predictor; kNN without labels)
+        return "-"
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, (list, dict)):
@@ -58,7 +61,7 @@ def method_table(records: list[dict]) -> str:
     or "" when the run has none of the UniGrad methods' keys (:data:`.plots.METHOD_KEYS`; a run from before them)."""
     from .plots import METHOD_KEYS, METHOD_MODES
 
-    meas = [r for r in records if "auc" in r]
+    meas = [upgrade(r) for r in records if is_measurement(r)]
     if not meas or not any(r.get(k) is not None for r in meas for k in METHOD_KEYS):
         return ""
     last = meas[-1]
@@ -80,7 +83,7 @@ def method_table(records: list[dict]) -> str:
 def collapse_section(records: list[dict], run_dir: Path) -> str:
     """The live collapse watch's verdict (every warning with its step, the alarm at the end, the last live AUC) and,
     when ``ssltheory forecast`` measured the run, its offline AUC and probe accuracy."""
-    meas = [r for r in records if "auc" in r]
+    meas = [upgrade(r) for r in records if is_measurement(r)]
     if not meas:
         return ""
     warned = [r for r in meas if r.get("warning")]
@@ -89,7 +92,8 @@ def collapse_section(records: list[dict], run_dir: Path) -> str:
     last = meas[-1]
     alarm = "on" if last.get("collapse_alarm") else "off"
     text = (f"<h2>collapse watch</h2><p>alarm at the end: <b>{alarm}</b>; live AUC of the last measurement "
-            f"{_fmt(last.get('auc'))} (step {last.get('step')}; higher = more collapsed)</p><ul>{''.join(items)}</ul>")
+            f"on {last.get('probe_n', 'the')} probe images {_fmt(last.get('probe_auc'))} (step {last.get('step')}; "
+            f"higher = more collapsed)</p><ul>{''.join(items)}</ul>")
     from .forecast import POINT, _read_point
 
     p = _read_point(run_dir / POINT)
@@ -110,7 +114,7 @@ def build_report(run_dir: Path, n_modes: int = 8) -> str:
              f"<p>{html.escape(cfg.dataset)}, {html.escape(cfg.method)}, predictor {html.escape(cfg.predictor)}</p>"]
     summary = run_dir / "summary.json"
     if summary.exists():
-        parts.append(_table(json.loads(summary.read_text()), "final numbers"))
+        parts.append(_table(upgrade(json.loads(summary.read_text())), "final numbers"))
     probe = run_dir / "probe.json"
     if probe.exists():
         parts.append(_table(json.loads(probe.read_text()), "linear probe (last epoch)"))

@@ -48,7 +48,8 @@ class Progress:
     images_per_s: float
     knn: float | None = None
     warning: str | None = None
-    auc: float | None = None  # the live collapse AUC of the latest measurement (higher = more collapsed)
+    probe_auc: float | None = None  # the live collapse AUC of the latest measurement, on the probe subset (higher
+    # = more collapsed; ``ssltheory collapse`` measures the whole train split)
 
 
 def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, force: bool = False,
@@ -129,7 +130,7 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
         """Write the finished measurements (all with ``wait``); returns a collapse warning if one fired."""
         warning = None
         for rec in live.ready(wait):
-            auc[0] = rec.get("auc", auc[0])
+            auc[0] = rec.get("probe_auc", auc[0])
             if text := watch.update(rec):
                 rec["warning"] = warning = text
             if d.main:

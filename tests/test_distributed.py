@@ -53,7 +53,7 @@ def test_two_ranks_give_the_losses_and_F_of_one_process(one_process, tmp_path):
     DDP-averaged gradients)."""
     two = tmp_path / "two"
     _run(2, two, *ARGS)
-    for key in ("loss", "s", "feature_std", "auc", "knn_acc"):
+    for key in ("loss", "s", "feature_std", "probe_auc", "knn_acc"):
         a, b = _by_step(one_process, key), _by_step(two, key)
         assert a.keys() == b.keys() and a, key
         for step in a:

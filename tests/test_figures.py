@@ -12,7 +12,7 @@ from ssltheory.practice.plots import run_figure, run_title
 
 def record(step: int, s, p=None, asym=1e-16, std=0.7, cos=0.5, auc=0.75) -> dict:
     s = list(map(float, s))
-    rec = {"step": step, "epoch": step / 10, "s": s, "loss": 1.0, "auc": auc, "k_eq": 60.0,
+    rec = {"step": step, "epoch": step / 10, "s": s, "loss": 1.0, "probe_auc": auc, "probe_k_eq": 60.0,
            "feature_std_x_sqrt_d": std, "positive_cosine": cos}
     if p is not None:
         rec.update(p_sym=list(p), alignment=[1.0] * len(s), asymmetry=asym, asymmetry_top=asym)

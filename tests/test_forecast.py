@@ -43,6 +43,15 @@ def test_groups_are_correlated_apart_from_the_pool():
     doc = forecast.forecast(small + large)
     assert doc["correlation"]["spearman_rho"] > 0
     assert all(doc["by_group"][g]["spearman_rho"] == pytest.approx(-1.0) for g in ("small", "large"))
+    # forecast.png leads with each size's rho and p; the pooled rho comes last, named as no forecast (issue 22)
+    lines = forecast.title_lines(doc)
+    assert lines[0].startswith("small: Spearman ρ = -1.00 (p = ") and lines[1].startswith("large: Spearman ρ = -1.00")
+    assert lines[-1].startswith("(pooled over 2 sizes, not a forecast: ρ = +") and len(lines) == 3
+    title = forecast.figure(doc).axes[0].get_title()
+    assert title.index("small: Spearman") < title.index("pooled")
+    one = forecast.forecast(small)
+    assert forecast.title_lines(one) == [f"all 4 runs: Spearman ρ = -1.00 (p = {one['correlation']['spearman_p']:.2g})"
+                                         f", Pearson r = {one['correlation']['pearson_r']:+.2f}"]
 
 
 @pytest.mark.parametrize("auc,acc,needle", [([0.6, 0.7], [0.5, 0.4], "at least 3"),
@@ -164,7 +173,7 @@ def test_paper_scale_cells_run_their_first_steps_on_a_small_image_folder(name, c
                         {"hybrid_epoch": 1} if cfg.hybrid_epoch else {}))
     summary = train(TrainConfig.from_settings(small.to_dict()), tmp_path / "run")
     assert summary["steps"] == 2
-    assert any("auc" in rec for rec in read_metrics(tmp_path / "run" / "metrics.jsonl"))
+    assert any("probe_auc" in rec for rec in read_metrics(tmp_path / "run" / "metrics.jsonl"))
 
 
 def test_the_smoke_study_writes_its_forecast_and_study_figure(tmp_path, monkeypatch):

@@ -69,7 +69,7 @@ def test_one_training_step_through_each_format(dataset, writer, n_ssl, tmp_path,
     summary = train(cfg, tmp_path / "run")
     assert summary["steps"] == 1
     recs = read_metrics(tmp_path / "run" / "metrics.jsonl")
-    assert any("auc" in r for r in recs) and any("knn_acc" in r for r in recs)
+    assert any("probe_auc" in r for r in recs) and any("knn_acc" in r for r in recs)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["dataset"] == dataset
 
 

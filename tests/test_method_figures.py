@@ -19,7 +19,7 @@ TITLES = {"pair_similarity": "pair similarity", "decorrelation": "decorrelation"
 def old_record(k: int, d: int = 8) -> dict:
     """A measurement of a BYOL loss-form run from before the UniGrad methods: positive_cosine, no method keys."""
     return {"step": 10 * (k + 1), "epoch": k + 1.0, "s": list(np.linspace(1, 0.2, d)), "loss": 1.0 - 0.1 * k,
-            "auc": 0.7, "k_eq": 60.0, "feature_std_x_sqrt_d": 0.7, "positive_cosine": 0.5 + 0.05 * k,
+            "probe_auc": 0.7, "probe_k_eq": 60.0, "feature_std_x_sqrt_d": 0.7, "positive_cosine": 0.5 + 0.05 * k,
             "p_sym": list(np.linspace(1, 0.5, d)), "alignment": [1.0] * d, "asymmetry": 0.01, "asymmetry_top": 0.01}
 
 

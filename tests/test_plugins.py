@@ -65,8 +65,8 @@ def test_a_method_is_one_registry_entry(toy_method, tmp_path):
     assert "target" not in state["modules"]  # stop-gradient: no network of its own
     assert int(state["modules"]["objective"]["seen"]) == 1297 // 64  # its state is checkpointed
     assert [g["name"] for g in state["optimizer"]["param_groups"]] == ["online"]  # no predictor to train
-    meas = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "auc" in r]
-    assert meas and all(r["p_sym"] == [1.0] * 32 for r in meas)  # the identity predictor
+    meas = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "probe_auc" in r]
+    assert meas and not any("p_sym" in r or "asymmetry" in r for r in meas)  # W_p = I: nothing measured
     assert json.loads((tmp_path / "config.json").read_text())["config"]["method"] == "toy"
     assert (tmp_path / "dynamics.png").exists() and (tmp_path / "summary.json").exists()  # the library's train()
     # writes the same folder as the command

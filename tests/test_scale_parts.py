@@ -48,7 +48,7 @@ def test_background_measurements_equal_inline_ones_in_step_order():
                                                                                                  abs=1e-12)
             assert same, key
     assert a[0]["p_sym"] != a[1]["p_sym"]  # each record saw W_p as it was at its step
-    assert a[0]["loss"] == 0.5 and 0.5 < a[0]["auc"] <= 1.0
+    assert a[0]["loss"] == 0.5 and 0.5 < a[0]["probe_auc"] <= 1.0
 
 
 def test_one_thread_limits_the_linear_algebra_pools_and_puts_them_back():

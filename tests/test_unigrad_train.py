@@ -29,7 +29,7 @@ METHOD_KEYS = {"positive_cosine", "negative_cosine", "decorrelation"}
 ])
 def test_every_method_trains_and_measures_its_quantities(method, form, extra, tmp_path):
     train(TrainConfig(**TINY, method=method, form=form), tmp_path)
-    meas = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "auc" in r]
+    meas = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "probe_auc" in r]
     assert meas and all(math.isfinite(r["loss"]) for r in meas)
     last = meas[-1]
     assert METHOD_KEYS | {"balance_ratio", "grad_cosine", "s_method"} | extra <= set(last)
