@@ -62,15 +62,17 @@ Progress = Callable[[float], None]
 class Spectrum:
     """One input's singular values and where they came from.
 
-    ``sigma``: (d,) singular values of the centred (n, d) features, descending; ``n``: the number of samples (None
-    when a spectra file does not say); ``label``: its position on the sweep's x axis as the input gives it (a
-    spectra entry's ``label``, else None); ``given``: numbers carried through as given (``auc_official``);
+    ``sigma``: (m,) singular values of the centred (n, d) features, descending, m = min(n, d) (``torch.svd(X).S``);
+    ``n``: the number of samples (None when a spectra file does not say); ``dim``: the feature width d (None when a
+    spectra file does not say: m is taken for it); ``label``: its position on the sweep's x axis as the input gives
+    it (a spectra entry's ``label``, else None); ``given``: numbers carried through as given (``auc_official``);
     ``info``: what was read (kind, step, dataset, arch, l2 normalisation)."""
 
     name: str
     source: str
     sigma: np.ndarray
     n: int | None = None
+    dim: int | None = None
     label: Any = None
     given: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
@@ -137,9 +139,10 @@ def _json_spectra(path: Path, doc: Any) -> list[Spectrum]:
             raise ConfigError(f"{flag}: entry {name!r} has no 'sigma': expected {{\"sigma\": [singular values]}}")
         sigma = _sigma(values, f"{flag}: entry {name!r}")
         meta = entry if isinstance(entry, dict) else {}
-        n = meta.get("n")
+        n, dim = meta.get("n"), meta.get("d")
         given = {k: v for k, v in meta.items() if PASS_THROUGH.fullmatch(k) and isinstance(v, (int, float))}
         out.append(Spectrum(str(name), str(path), sigma, n=int(n) if isinstance(n, int) else None,
+                            dim=int(dim) if isinstance(dim, int) and dim >= len(sigma) else None,
                             label=meta.get("label"), given=given, info={"kind": "spectrum file"}))
     return out
 
@@ -187,7 +190,7 @@ def features(net: nn.Module, ds, device: torch.device, batch_size: int = 256, wo
 
 
 def measure(x: torch.Tensor, l2_normalise: bool = False) -> np.ndarray:
-    """Singular values (d,) of (N, d) features after optional per-sample l2 normalisation, centred
+    """Singular values (min(N, d),) of (N, d) features after optional per-sample l2 normalisation, centred
     (:func:`.measure.collapse_auc`)."""
     if l2_normalise:
         x = nn.functional.normalize(x.double(), dim=1)
@@ -207,7 +210,7 @@ def run_spectrum(run_dir: Path | str, device: torch.device, *, l2_normalise: boo
     info = {"kind": "run", "step": step, "dataset": cfg.dataset, "backbone": cfg.resolved_backbone,
             "image_size": cfg.resolved_image_size, "l2_normalised": l2_normalise}
     name = run_dir.name or run_dir.resolve().name
-    return Spectrum(name, str(run_dir), measure(x, l2_normalise), n=x.shape[0], info=info)
+    return Spectrum(name, str(run_dir), measure(x, l2_normalise), n=x.shape[0], dim=x.shape[1], info=info)
 
 
 def check_state_dict_args(arch: str | None, dataset: str | None) -> None:
@@ -307,7 +310,7 @@ def state_dict_spectrum(path: Path | str, arch: str, dataset: str, device: torch
     x = features(net, data.train_eval, device, batch_size, workers, on_progress)
     info = {"kind": "state dict", "arch": arch, "dataset": dataset, "image_size": cfg.resolved_image_size,
             "l2_normalised": l2_normalise}
-    return Spectrum(Path(path).stem, str(path), measure(x, l2_normalise), n=x.shape[0], info=info)
+    return Spectrum(Path(path).stem, str(path), measure(x, l2_normalise), n=x.shape[0], dim=x.shape[1], info=info)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -371,8 +374,8 @@ def summarise(spectra: list[Spectrum], labels: list[str] | None = None, x_label:
     entries = {}
     for s, label in zip(spectra, axis["labels"], strict=True):
         m = s.metrics()
-        d = len(m["sigma"])
-        entry = {"auc": m["auc"], "k_eq": m["k_eq"], "d": d, "n": s.n, "label": label,
+        d = s.dim or len(m["sigma"])
+        entry = {"auc": m["auc"], "k_eq": m["k_eq"], "d": d, "values": len(m["sigma"]), "n": s.n, "label": label,
                  "source": s.source, **s.given, **s.info}
         if s.n is not None and s.n < 4 * d:
             entry["warning"] = (f"N = {s.n} samples for d = {d} dimensions (N < 4d): the spectrum is cut off by N, "
@@ -380,8 +383,9 @@ def summarise(spectra: list[Spectrum], labels: list[str] | None = None, x_label:
         entries[s.name] = {**entry, "sigma": m["sigma"], "cumulative": m["cumulative"]}
     l2 = {bool(s.info.get("l2_normalised")) for s in spectra if "l2_normalised" in s.info}
     return {"description": "Li, Efros & Pathak's collapse metric (collapse.md B1): c_k = sum_{i<=k} sigma_i / "
-                           "sum sigma of the centred features' singular values, AUC = mean_k c_k in "
-                           "[(d+1)/(2d), 1] (1 = rank one), k_eq = 1 + 2 d (1 - AUC)",
+                           "sum sigma of the centred features' singular values (m = min(N, d) of them, "
+                           "as torch.svd(X).S), AUC = mean_k c_k in [(m+1)/(2m), 1] (1 = rank one), k_eq = 1 "
+                           "+ 2 m (1 - AUC)",
             "normalisation": AUC_NORMALISATION if l2 != {True} else AUC_NORMALISATION.replace(
                 "no l2 normalisation", "l2-normalised per sample before centring"),
             "settings": settings or {}, "spectra": entries,
@@ -416,7 +420,7 @@ def figures(doc: dict) -> dict[str, Figure]:
         c = np.asarray(e["cumulative"], float)
         ax.plot(np.arange(1, len(c) + 1), c, lw=1.2, label=f"{key} (AUC {e['auc']:.3f}, k_eq {e['k_eq']:.0f})")
     d = max(len(e["cumulative"]) for e in entries.values())
-    ax.plot([0, d], [0, 1], ls=":", color="0.5", lw=1, label="flat spectrum (AUC (d+1)/2d)")
+    ax.plot([0, d], [0, 1], ls=":", color="0.5", lw=1, label="flat spectrum (AUC (m+1)/2m)")
     ax.set(xlabel="k", ylabel="c_k = (Σ of σ_i, i ≤ k) / Σ σ", ylim=(0, 1.02),
            title="cumulative curve (AUC = its mean)")
     ax.grid(alpha=0.3)
@@ -431,10 +435,10 @@ def figures(doc: dict) -> dict[str, Figure]:
             ax.set_xscale("log")
         if sw["ticks"] is not None:
             ax.set_xticks(sw["x"], sw["ticks"], rotation=30, ha="right", fontsize=7)
-        ds = {e["d"] for e in entries.values()}
-        if len(ds) == 1:
-            (d,) = ds
-            ax.axhline((d + 1) / (2 * d), ls=":", color="0.5", lw=1, label=f"flat spectrum, d = {d}")
+        ms = {e.get("values", e["d"]) for e in entries.values()}  # the floor (m + 1) / 2m of m singular values
+        if len(ms) == 1:
+            (m,) = ms
+            ax.axhline((m + 1) / (2 * m), ls=":", color="0.5", lw=1, label=f"flat spectrum, m = {m} values")
             ax.axhline(1.0, ls="--", color="0.5", lw=1, label="rank one")
             ax.legend(fontsize=7)
         ax.set(xlabel=sw["x_label"], ylabel="AUC (higher = more collapsed)", title="collapse AUC across inputs")

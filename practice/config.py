@@ -78,7 +78,8 @@ class TrainConfig:
                                  choices=lambda: SCHEDULES)
     data_fraction: float = setting(1.0, "train on the LAST P of the stream's fixed order (--stream-order), each epoch "
                                    "still N // batch steps: the paper's compute-matched dataset size (the official "
-                                   "--strategy last) [1: all]", "Data", low=0.0, low_open=True, high=1.0)
+                                   "--strategy last; below 1 the data schedule is last, and config.json says so) "
+                                   "[1: all]", "Data", low=0.0, low_open=True, high=1.0)
     stream_order: str = setting("random", "the stream's fixed order of the items: random (a permutation fixed by "
                                 "--seed) | class-incremental (class by class) | PATH.npy (a permutation of the "
                                 "training items)", "Data")
@@ -204,14 +205,19 @@ class TrainConfig:
                              paper="1", low=0.0, low_open=True, high=1e4)
     lr_schedule: str = setting("constant", "lr schedule: constant | cosine (with warm-up)", "Optimisation",
                                paper="constant", choices=("constant", "cosine"))
+    lr_schedule_unit: str = setting("step", "when the cosine lr and its warm-up move: step (every iteration, as "
+                                    "UniGrad's code) | epoch (once, at each epoch's start, as the SimSiam / collapse "
+                                    "code's adjust_learning_rate; the collapse recipes' paper scale)", "Optimisation",
+                                    choices=("step", "epoch"))
     fix_pred_lr: bool = setting(False, "the predictor's lr follows the warm-up, then stays at its peak (no cosine "
                                 "decay; the SimSiam code's --fix-pred-lr)", "Optimisation")
     min_lr: float = setting(0.0, "floor of the cosine lr schedule and start of its warm-up, as a fraction of the "
                             "peak lr (UniGrad: 1e-3)", "Optimisation", paper="0", low=0.0, high=1.0)
     warmup_epochs: int = setting(0, "linear warm-up epochs of the cosine lr schedule", "Optimisation", low=0,
                                  high=10**6)
-    chunk_warmup_steps: int = setting(0, "streams: the encoder's lr is 0 for the first N steps of every chunk but "
-                                      "the first, while the predictor trains (the official --n_warmup_steps)",
+    chunk_warmup_steps: int = setting(0, "streams: the encoder's lr is 0 for the first N steps of every epoch but "
+                                      "the first, while the predictor trains (the official --n_warmup_steps, per "
+                                      "epoch: a chunk of several epochs is frozen at each epoch's start)",
                                       "Optimisation", low=0, high=10**9)
     optimizer: str = setting("sgd", "sgd | lars", "Optimisation", paper="sgd", choices=("sgd", "lars"))
     lr_scale: str = setting("none", "none | linear (lr × batch/256) | sqrt; the batch is the global batch over all "
@@ -242,6 +248,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _checked(f, getattr(self, f.name)))
+        if self.data_fraction < 1 and self.data_schedule == "iid":  # what runs: the stream's last part
+            object.__setattr__(self, "data_schedule", "last")
         check_device(self.device)
         if self.cuda_graph == "on" and (METHODS[self.method].negatives(self) or self.cutmix or self.multi_crop):
             raise ConfigError(f"--cuda-graph on with --method {self.method} (--form {self.resolved_form}) or CutMix / "
@@ -411,7 +419,8 @@ class TrainConfig:
 
     @property
     def resolved_data_schedule(self) -> str:
-        """The data schedule: ``--data-schedule``, but ``last`` for a ``--data-fraction`` below 1 (its strategy)."""
+        """The data schedule: ``--data-schedule`` (``last`` for a ``--data-fraction`` below 1, its strategy: set so
+        when the config is made, and saved so in config.json)."""
         return "last" if self.data_fraction < 1 and self.data_schedule == "iid" else self.data_schedule
 
     @property
@@ -620,6 +629,11 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+MAX_SETTINGS_BYTES = 16 * 2**20
+"""Largest ``--config`` file read: settings are a few hundred bytes, so a larger file is another file given by
+mistake (a checkpoint, a data set), refused before it is read into memory."""
+
+
 def load_settings(path: Path) -> dict[str, Any]:
     """The settings in a file, ``{name: value}``: a run's saved ``config.json`` (its ``config`` block), or a JSON
     or YAML file a person wrote (names as fields or flags: ``alpha_p`` or ``alpha-p``). Checked when a config is made
@@ -627,7 +641,23 @@ def load_settings(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config {path} is not a file: expected a JSON or YAML file of settings")
-    text = path.read_text()
+    try:
+        size = path.stat().st_size
+        if size > MAX_SETTINGS_BYTES:
+            raise ConfigError(f"--config {path} holds {size / 2**20:.3g} MiB: expected a JSON or YAML file of settings "
+                              f"(at most {MAX_SETTINGS_BYTES // 2**20} MiB)")
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"--config {path} cannot be read ({e.strerror or e}): expected a readable JSON or YAML "
+                          "file of settings") from None
+    try:
+        text = data.decode("utf-8-sig")  # (a byte-order mark, as some editors write, is not part of the text)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config {path} is not text (byte {data[e.start]:#04x} at offset {e.start} is not "
+                          "UTF-8): expected a JSON or YAML text file of settings") from None
+    if not text.strip():
+        raise ConfigError(f"--config {path} is empty: expected a JSON or YAML mapping of settings, such as "
+                          '{"dataset": "digits", "epochs": 3}')
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -639,7 +669,8 @@ def load_settings(path: Path) -> dict[str, Any]:
         raise ConfigError(f"--config {path} cannot be parsed ({' '.join(str(e).split())[:160]}): expected JSON, or "
                           "YAML for .yaml / .yml") from None
     if not isinstance(doc, dict):
-        raise ConfigError(f"--config {path} holds a {type(doc).__name__}: expected a mapping of settings")
+        what = "no settings" if doc is None else f"a {type(doc).__name__}"  # YAML of comments only reads as None
+        raise ConfigError(f"--config {path} holds {what}: expected a mapping of settings")
     if isinstance(doc.get("config"), dict):  # a saved config.json
         doc = migrate(doc["config"])
     return doc

@@ -5,10 +5,11 @@
 - :func:`predictor_metrics`: eigenvalues s_j of F̂, eigenvalues of sym(W_p), alignment cos(u_j, W_p u_j), p_j along
   u_j and the asymmetry of W_p (whole, and within the span of F̂'s leading modes), computed by
   :mod:`ssltheory.theory.diagnostics` (the same definitions as the theory).
-- :func:`collapse_auc`: Li, Efros & Pathak's metric on centred backbone features: singular values sigma, the
-  cumulative curve c_k = sum_{i<=k} sigma_i / sum sigma, AUC = mean_k c_k in [(d+1)/(2d), 1] (1 = rank one), and
-  k_eq = 1 + 2 d (1 - AUC), the effective number of dimensions. :func:`spectrum_auc` is the same from a spectrum
-  sigma (the one place the curve, the AUC and k_eq are computed; ``collapse_auc`` calls it).
+- :func:`collapse_auc`: Li, Efros & Pathak's metric on centred backbone features: singular values sigma (min(N, d)
+  of them, as ``torch.svd``), the cumulative curve c_k = sum_{i<=k} sigma_i / sum sigma, AUC = mean_k c_k in
+  [(m+1)/(2m), 1] for m = min(N, d) values (1 = rank one), and k_eq = 1 + 2 m (1 - AUC), the effective number of
+  dimensions. :func:`spectrum_auc` is the same from a spectrum sigma (the one place the curve, the AUC and k_eq are
+  computed; ``collapse_auc`` calls it).
 - :func:`normalized_std`: std over the batch of l2-normalised outputs, averaged over dimensions (SimSiam's collapse
   indicator: about 1/sqrt(d) when healthy, 0 when collapsed).
 """
@@ -89,42 +90,42 @@ def _top_block(W: np.ndarray, s: np.ndarray, U: np.ndarray) -> np.ndarray:
     return Uk.T @ W @ Uk
 
 
-def spectrum_auc(sigma: torch.Tensor | np.ndarray | list, d: int | None = None) -> dict:
+def spectrum_auc(sigma: torch.Tensor | np.ndarray | list) -> dict:
     """Collapse metric of a spectrum: {auc, k_eq, sigma (descending), cumulative}, all in float64.
 
-    ``sigma``: (m,) singular values of the centred (N, d) features (sigma, not sigma^2; any order, sorted here);
-    ``d``: the feature width when m < d (fewer samples than dimensions: the missing values are zero), m by default.
-    c_k = sum_{i<=k} sigma_i / sum_j sigma_j for k = 1..d, AUC = mean_k c_k, k_eq = 1 + 2 d (1 - AUC). A spectrum of
-    zeros (every sample the same) counts as rank one: AUC 1, k_eq 1; a NaN (features that diverged) gives NaN.
-    Raises ValueError for an empty, negative or multi-dimensional ``sigma`` or for m > d."""
+    ``sigma``: (m,) singular values of the centred (N, d) features (sigma, not sigma^2; any order, sorted here), as
+    ``torch.svd(X).S`` gives them: m = min(N, d) values, none added for the dimensions beyond N (the official code's
+    curve; zeros to d would raise the AUC: 0.885 against 0.632 on a 20 x 64 matrix). c_k = sum_{i<=k} sigma_i /
+    sum_j sigma_j for k = 1..m, AUC = mean_k c_k in [(m+1)/(2m), 1], k_eq = 1 + 2 m (1 - AUC). A spectrum of zeros
+    (every sample the same) counts as rank one: AUC 1, k_eq 1; a NaN (features that diverged) gives NaN. Raises
+    ValueError for an empty, negative or multi-dimensional ``sigma``."""
     s = (sigma.detach() if torch.is_tensor(sigma) else torch.from_numpy(np.array(sigma, np.float64))).to(
         "cpu", torch.float64)
     if s.ndim != 1 or s.numel() == 0:
         raise ValueError(f"a spectrum is a non-empty 1-D array of singular values, got shape {tuple(s.shape)}")
     if bool((s < 0).any()):
         raise ValueError(f"a spectrum holds non-negative singular values, got {float(s.min()):g}")
-    d = s.numel() if d is None else d
-    if s.numel() > d:
-        raise ValueError(f"a spectrum of {s.numel()} values for d = {d} dimensions: expected at most d")
-    s = torch.sort(torch.cat([s, s.new_zeros(d - s.numel())]), descending=True).values
+    m = s.numel()
+    s = torch.sort(s, descending=True).values
     total = float(s.sum())
     if total <= 0:
-        return {"auc": 1.0, "k_eq": 1.0, "sigma": s.tolist(), "cumulative": [1.0] * d}
+        return {"auc": 1.0, "k_eq": 1.0, "sigma": s.tolist(), "cumulative": [1.0] * m}
     cum = torch.cumsum(s, 0) / total
     auc = float(cum.mean())
-    return {"auc": auc, "k_eq": 1.0 + 2.0 * d * (1.0 - auc), "sigma": s.tolist(), "cumulative": cum.tolist()}
+    return {"auc": auc, "k_eq": 1.0 + 2.0 * m * (1.0 - auc), "sigma": s.tolist(), "cumulative": cum.tolist()}
 
 
 def collapse_auc(features: torch.Tensor | np.ndarray) -> dict:
-    """Collapse metric of (N, d) features: {auc, k_eq, sigma (descending, d values), cumulative (d,)}. Centred,
-    sigma not sigma^2 (:func:`spectrum_auc` of the centred features' singular values).
+    """Collapse metric of (N, d) features: {auc, k_eq, sigma (descending, min(N, d) values), cumulative}. Centred,
+    sigma not sigma^2 (:func:`spectrum_auc` of the centred features' singular values, as the official
+    ``torch.svd(X).S``: min(N, d) of them, not padded to d when N < d).
 
     The SVD runs where the features are: float64 on the CPU, float32 on a GPU (a 512 x 512 float64 SVD on the CPU
     cost a GPU step's time)."""
     X = torch.as_tensor(features).detach()
     X = X.float() if X.is_cuda else X.double()
     X = X - X.mean(0, keepdim=True)
-    return spectrum_auc(torch.linalg.svdvals(X), d=X.shape[1])
+    return spectrum_auc(torch.linalg.svdvals(X))
 
 
 AUC_NORMALISATION = "centred features, singular values (not squared), no l2 normalisation"

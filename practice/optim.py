@@ -80,16 +80,30 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min
 
 
 def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, schedule: Schedule):
-    """torch's LambdaLR over :func:`lr_factor`, stepped once per iteration; the run's and the warm-up's lengths in
-    steps come from the data schedule (its epochs may differ in length). With ``--fix-pred-lr`` the predictor's
-    group follows the warm-up, then stays at its peak (the collapse code's ``fix_lr``: no decay)."""
-    total, warm = schedule.epoch_start(cfg.epochs), schedule.epoch_start(cfg.warmup_epochs)
+    """torch's LambdaLR over :func:`lr_factor`, stepped once per iteration. ``--lr-schedule-unit step``: the factor
+    of the global step, the run's and the warm-up's lengths in steps from the data schedule (its epochs may differ in
+    length; UniGrad's code). ``epoch``: the factor of the epoch the step is in, over ``--epochs`` and
+    ``--warmup-epochs``, so the lr changes once, at each epoch's start (the SimSiam / collapse code's
+    ``adjust_learning_rate``: epoch e of E runs at min_lr + (1 - min_lr) (1 + cos(pi e / E)) / 2 without warm-up;
+    its warm-up line (1 + e) / (1 + W) is not reproduced, this one's (e + 1) / W is used, and the collapse recipes
+    have none). With ``--fix-pred-lr`` the predictor's group follows the warm-up, then stays at its peak (the
+    collapse code's ``fix_lr``: no decay)."""
+    if cfg.lr_schedule_unit == "epoch":
+        total, warm = cfg.epochs, cfg.warmup_epochs
+
+        def unit(s: int) -> int:  # the epoch of 0-based step s
+            return schedule.locate(s)[0]
+    else:
+        total, warm = schedule.epoch_start(cfg.epochs), schedule.epoch_start(cfg.warmup_epochs)
+
+        def unit(s: int) -> int:
+            return s
 
     def decayed(s: int) -> float:
-        return lr_factor(s, total, warm, cfg.lr_schedule, cfg.min_lr)
+        return lr_factor(unit(s), total, warm, cfg.lr_schedule, cfg.min_lr)
 
     def fixed(s: int) -> float:
-        return lr_factor(min(s, warm), total, warm, cfg.lr_schedule, cfg.min_lr)
+        return lr_factor(min(unit(s), warm), total, warm, cfg.lr_schedule, cfg.min_lr)
 
     def online(s: int) -> float:  # --chunk-warmup-steps: 0 while the predictor adapts to a new chunk
         return 0.0 if schedule.frozen(s) else decayed(s)

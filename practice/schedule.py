@@ -14,12 +14,15 @@ continual streams (``current``, ``accumulate``, ``last``; ``--data-fraction``) a
 arithmetic of its official code (``get_incremental_dataloader`` of Li, Efros & Pathak's ``main_simsiam.py``;
 ``../shared/papers/collapse.md`` B2), and ``--hybrid-epoch`` wraps a stream in :class:`Hybrid`: the stream until that
 epoch, IID after. Every epoch of these has ``n // batch`` steps (compute-matched), so the step arithmetic, the lr
-schedule and resume are those of IID, and resuming a stream with ``--data-schedule iid`` at the switch is the hybrid.
+schedule and resume are those of IID: through the library, ``train`` resumed at the switch with the stream's config
+changed to ``data_schedule="iid"`` is the hybrid (tests/test_streams.py); the command's ``--resume`` keeps a run's
+settings, so there the hybrid is ``--hybrid-epoch``.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -176,12 +179,10 @@ class Stream(FullEpochs):
         self.perm = stream_permutation(cfg.stream_order, n, cfg.seed, labels)
         smallest = min(len(self.items(e)) for e in range(0, self.per_round, self.chunk))
         if smallest < self.batch:
-            raise ConfigError(f"--data-schedule {strategy} chunks of {smallest} items are smaller than --batch-size "
-                              f"{self.batch}: expected fewer --n-chunks, a larger --data-fraction or a smaller batch")
-        chunk_steps = self.chunk * self.steps_in_epoch(0)
-        if self.warmup >= chunk_steps:
-            raise ConfigError(f"--chunk-warmup-steps {self.warmup} freezes the encoder for a whole chunk of "
-                              f"{chunk_steps} steps: expected fewer")
+            raise ConfigError(_too_small(strategy, cfg, n, smallest))
+        if self.warmup >= self.steps_in_epoch(0):
+            raise ConfigError(f"--chunk-warmup-steps {self.warmup} freezes the encoder for a whole epoch of "
+                              f"{self.steps_in_epoch(0)} steps: expected fewer")
 
     def items(self, epoch: int) -> np.ndarray:
         """The items of epoch ``epoch``'s chunk, in the stream's order."""
@@ -203,10 +204,28 @@ class Stream(FullEpochs):
         return torch.from_numpy(np.concatenate(parts)[: B * need])
 
     def frozen(self, step: int) -> bool:
-        """The first ``chunk_warmup_steps`` steps of every chunk but the stream's first."""
+        """The first ``chunk_warmup_steps`` steps of every epoch but the first, as the official ``train``
+        (``n_warmup_steps > 0 and epoch != 0``): with a chunk of several epochs, at each of its epochs' starts. (There
+        the freeze acts only on parameter groups marked ``is_encoder``, which exist only with ``--fix-pred-lr``;
+        here the online group is frozen either way.)"""
         epoch, pos = self.locate(step)
-        return epoch >= self.chunk and ((epoch % self.per_round) % self.chunk) * self.steps_in_epoch(0) + pos < \
-            self.warmup
+        return epoch > 0 and pos < self.warmup
+
+
+def _too_small(strategy: str, cfg, n: int, smallest: int) -> str:
+    """The one-line error for a stream whose smallest chunk (``smallest`` of ``n`` items) holds no whole batch,
+    naming the settings the user gave (``--data-fraction``, or the strategy and how it is cut)."""
+    B = cfg.batch_size
+    if strategy == "last" and cfg.data_fraction < 1:
+        need = math.ceil(1000 * B / n) / 1000
+        return (f"--data-fraction {cfg.data_fraction:g} leaves {smallest} of the {n} training items, fewer than "
+                f"--batch-size {B}: expected --data-fraction {need:g} or more, or --batch-size {smallest} or less")
+    cut = (f"--n-chunks {cfg.n_chunks}" if cfg.n_chunks else
+           f"one chunk per epoch of the {cfg.epochs // cfg.n_rounds} epochs of a round (--epochs {cfg.epochs}"
+           + (f" / --n-rounds {cfg.n_rounds}" if cfg.n_rounds > 1 else "") + ")")
+    fewer = "fewer --n-chunks" if cfg.n_chunks else "--n-chunks N for fewer, larger chunks"
+    return (f"--data-schedule {strategy} cut into {cut} has chunks of {smallest} items, fewer than --batch-size "
+            f"{B}: expected {fewer} or --batch-size {smallest} or less")
 
 
 class Hybrid(FullEpochs):

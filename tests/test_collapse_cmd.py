@@ -50,7 +50,30 @@ def test_the_papers_six_spectra_give_its_aucs_from_sigma_and_from_features():
             np.testing.assert_allclose(got["cumulative"], direct["cumulative"], atol=1e-9)
     flat = spectrum_auc(np.ones(64))
     assert flat["auc"] == pytest.approx(65 / 128) and flat["k_eq"] == pytest.approx(64)
-    assert spectrum_auc([3.0], d=64)["auc"] == pytest.approx(1.0)  # rank one, padded with zeros
+    assert spectrum_auc([3.0])["auc"] == pytest.approx(1.0)  # rank one
+
+
+def official_auc(X: torch.Tensor) -> float:
+    """The official code's AUC (save_reprs_clean.py, plot_collapse.ipynb): ``S = torch.svd(X).S`` of the centred
+    features, ``np.cumsum(S) / S.sum()``, its mean; written out here, not imported."""
+    S = torch.svd(X - X.mean(0)).S.numpy()
+    return float(np.mean(np.cumsum(S) / S.sum()))
+
+
+def test_fewer_samples_than_dimensions_keep_min_n_d_singular_values_as_the_official_code():
+    """N = 20 < d = 64: torch.svd keeps 20 singular values and the curve is their mean; zeros padded to d = 64 (a
+    curve that sits at 1 for the 44 added values) gave 0.885 against 0.632 on the issue's matrix, 0.882 against
+    0.622 on this Gaussian one."""
+    X = torch.from_numpy(np.random.default_rng(0).standard_normal((20, 64)))
+    got = collapse_auc(X)
+    want = official_auc(X)
+    assert len(got["sigma"]) == len(got["cumulative"]) == 20
+    assert got["auc"] == pytest.approx(want, abs=1e-12) == pytest.approx(0.6222, abs=1e-4)
+    assert got["k_eq"] == pytest.approx(1 + 40 * (1 - want))
+    padded = float(np.mean(np.cumsum(np.r_[got["sigma"], np.zeros(44)]) / np.sum(got["sigma"])))
+    assert padded == pytest.approx(0.8819, abs=1e-4)  # what zero-padding to d reported instead
+    wide = torch.from_numpy(np.random.default_rng(1).standard_normal((300, 64)))
+    assert collapse_auc(wide)["auc"] == pytest.approx(official_auc(wide), abs=1e-12)  # N > d: unchanged
 
 
 def test_the_spectra_file_through_the_command_reproduces_table_b18(tmp_path):

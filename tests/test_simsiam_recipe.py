@@ -293,3 +293,16 @@ def test_bad_width_on_the_command_line_is_one_line_exit_2(tmp_path):
     r = cli("train", "digits", "--backbone", "resnet50-basic", "--width", "2", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "--width 2 with --backbone resnet50-basic" in r.stderr
+
+
+def test_the_paper_scale_recipes_move_the_lr_per_epoch_as_the_official_code():
+    """collapse.md B2: the official cosine is set once per epoch; the paper scale follows it, the cpu and smoke
+    scales keep the step schedule their recorded results (experiments/results/collapse-cpu) were measured with."""
+    from ssltheory.experiments.recipes import RECIPES
+
+    assert SIMSIAM_RECIPE["lr_schedule_unit"] == "epoch"
+    assert TrainConfig.from_settings(simsiam_recipe(dataset="digits")).lr_schedule_unit == "epoch"
+    for name in ("collapse-imagenet", "collapse-places"):
+        units = {scale: {c.lr_schedule_unit for c in RECIPES[name].configs(scale).values()}
+                 for scale in ("paper", "cpu", "smoke")}
+        assert units == {"paper": {"epoch"}, "cpu": {"step"}, "smoke": {"step"}}, (name, units)

@@ -132,21 +132,45 @@ def test_class_incremental_and_file_orders(tmp_path):
         assert np.array_equal(make_schedule(cfg, N).order(e).numpy(), want)
 
 
-def test_chunk_warmup_freezes_the_encoder_lr_at_each_new_chunk_only():
-    cfg = stream(data_schedule="current", epochs=4, n_chunks=2, chunk_warmup_steps=3, lr_schedule="cosine")
-    schedule = make_schedule(cfg, N)
+def lr_trace(cfg: TrainConfig, steps: int) -> list[list[float]]:
+    """The lr of the online and predictor groups at each of ``steps`` steps of ``cfg``'s scheduler."""
     groups = [{"params": [torch.zeros(1, requires_grad=True)], "name": "online"},
               {"params": [torch.zeros(1, requires_grad=True)], "name": "predictor"}]
     opt = torch.optim.SGD(groups, lr=cfg.lr)
-    sched = make_scheduler(cfg, opt, schedule)
+    sched = make_scheduler(cfg, opt, make_schedule(cfg, N))
     lrs = []
-    for _ in range(4 * 20):
+    for _ in range(steps):
         lrs.append([g["lr"] for g in opt.param_groups])
         opt.step()
         sched.step()
+    return lrs
+
+
+def test_chunk_warmup_freezes_the_encoder_lr_at_every_epoch_but_the_first_as_the_official_code():
+    """The official ``train``: ``if n_warmup_steps > 0 and epoch != 0`` the encoder's lr is 0 for the epoch's first
+    n_warmup_steps steps, per epoch, whatever the chunk; chunks of 2 epochs (20 steps each) are frozen at the start
+    of each of their epochs (it was each chunk's start only: 40-42)."""
+    cfg = stream(data_schedule="current", epochs=4, n_chunks=2, chunk_warmup_steps=3, lr_schedule="cosine")
+    lrs = lr_trace(cfg, 4 * 20)
     frozen = [s for s, (enc, _) in enumerate(lrs) if enc == 0]
-    assert frozen == [40, 41, 42]  # chunk 1 starts at epoch 2 (20 steps an epoch); chunk 0 and epochs 1, 3 run
-    assert all(pred > 0 for _, pred in lrs) and lrs[43][0] == lrs[43][1] > 0
+    assert frozen == [20, 21, 22, 40, 41, 42, 60, 61, 62]  # epochs 1, 2, 3; not epoch 0
+    assert all(pred > 0 for _, pred in lrs) and lrs[23][0] == lrs[23][1] > 0
+
+
+def test_the_lr_moves_every_step_or_every_epoch():
+    """``--lr-schedule-unit epoch``: the official adjust_learning_rate, set at each epoch's start, lr(e) = lr (1 +
+    cos(pi e / E)) / 2, written out here; with --fix-pred-lr the predictor keeps the peak. ``step`` (the default,
+    UniGrad's): the cosine of the global step."""
+    base = dict(data_schedule="current", epochs=4, lr_schedule="cosine", lr=0.05, fix_pred_lr=True,
+                predictor="mlp")
+    epoch = lr_trace(stream(**base, lr_schedule_unit="epoch"), 4 * 20)
+    official = [0.05 * 0.5 * (1 + np.cos(np.pi * e / 4)) for e in range(4)]
+    assert [enc for enc, _ in epoch] == pytest.approx([official[s // 20] for s in range(80)], abs=1e-15)
+    assert all(pred == pytest.approx(0.05) for _, pred in epoch)
+    step = lr_trace(stream(**base), 4 * 20)
+    assert [enc for enc, _ in step] == pytest.approx([0.05 * 0.5 * (1 + np.cos(np.pi * s / 80)) for s in range(80)])
+    assert step[0] == epoch[0] and step[1][0] < epoch[1][0]  # the same start; step decays within the epoch
+    assert TrainConfig(dataset="digits").lr_schedule_unit == "step"  # default unchanged: recordings stay the same
 
 
 TINY = dict(dataset="digits", batch_size=128, measure_every=5, probe_size=64, proj_hidden=32, proj_dim=16, seed=1,
@@ -242,10 +266,19 @@ def test_a_bad_permutation_file_or_chunk_is_one_line_before_the_run_starts(tmp_p
                         "--out", str(tmp_path / "run")))
     assert "cannot be read" in line
     line = one_line(cli("train", "digits", "--data-fraction", "0.01", "--out", str(tmp_path / "run")))
-    assert "chunks of 13 items are smaller than --batch-size 128" in line
-    line = one_line(cli("train", "digits", "--data-schedule", "current", "--epochs", "4", "--chunk-warmup-steps",
-                        "10", "--out", str(tmp_path / "run")))
-    assert "freezes the encoder for a whole chunk of 10 steps" in line
+    assert line.endswith("--data-fraction 0.01 leaves 13 of the 1297 training items, fewer than --batch-size 128: "
+                         "expected --data-fraction 0.099 or more, or --batch-size 13 or less"), line
+    assert "--n-chunks" not in line and "--data-schedule" not in line  # only what was given (issue 22)
+    line = one_line(cli("train", "digits", "--data-schedule", "current", "--epochs", "20", "--out",
+                        str(tmp_path / "run")))
+    assert "--data-schedule current cut into one chunk per epoch of the 20 epochs of a round (--epochs 20) has " \
+           "chunks of 64 items, fewer than --batch-size 128" in line
+    line = one_line(cli("train", "digits", "--data-schedule", "last", "--n-chunks", "20", "--epochs", "20", "--out",
+                        str(tmp_path / "run")))
+    assert "cut into --n-chunks 20 has chunks of 65 items" in line and "expected fewer --n-chunks" in line
+    line = one_line(cli("train", "digits", "--data-schedule", "current", "--epochs", "4", "--n-chunks", "2",
+                        "--chunk-warmup-steps", "10", "--out", str(tmp_path / "run")))
+    assert "freezes the encoder for a whole epoch of 10 steps" in line
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match="needs the items' labels"):
         make_schedule(stream(data_schedule="current", stream_order="class-incremental", epochs=4), N)
@@ -254,3 +287,18 @@ def test_a_bad_permutation_file_or_chunk_is_one_line_before_the_run_starts(tmp_p
                       labels=lambda: np.array([0, -1, 1, -1]))
     with pytest.raises(ConfigError, match="DATASET synthetic is not accepted"):
         TrainConfig(dataset="synthetic", data_fraction=0.5)
+
+
+def test_a_data_fraction_run_records_the_schedule_it_runs(tmp_path):
+    """``--data-fraction P`` trains the stream's last part (strategy last): config.json says "last" (it said
+    "iid"), and a config.json of an earlier version that says "iid" loads as the same settings."""
+    from ssltheory.experiments.run import command_line
+
+    cfg = TrainConfig(dataset="digits", data_fraction=0.2)
+    assert cfg.data_schedule == cfg.resolved_data_schedule == "last"
+    cfg.save(tmp_path / "config.json")
+    saved = json.loads((tmp_path / "config.json").read_text())["config"]
+    assert saved["data_schedule"] == "last" and saved["data_fraction"] == 0.2
+    assert TrainConfig.from_dict({**saved, "data_schedule": "iid"}) == cfg == TrainConfig.load(tmp_path / "config.json")
+    assert "--data-schedule last --data-fraction 0.2" in command_line(cfg, tmp_path)
+    assert TrainConfig(dataset="digits").data_schedule == "iid"  # the whole set stays iid
