@@ -86,8 +86,11 @@ def _contrastive(queue: bool) -> Callable[[Any], Objective]:
     def make(cfg) -> Objective:
         from .objectives.contrastive import Contrastive
 
+        # SimCLR's bank holds each query's own feature when the negatives are the online net's (with gradient or
+        # detached): it is masked, as SimCLR's definition (k != i); a momentum copy is another network's and stays,
+        # as the released loss_simclr_grad_mm
         return Contrastive(cfg.proj_dim, tau=cfg.tau, form=cfg.resolved_form, queue_size=cfg.queue_size if queue else 0,
-                           mask_self=cfg.negative_mode == "online")
+                           mask_self=cfg.negative_mode in ("online", "stop-grad"))
     return make
 
 
@@ -150,7 +153,8 @@ register(Method("simsiam", "the online network as its own target under stop-grad
 register(Method("moco", "InfoNCE (--tau) of a momentum key against a queue of momentum keys (--queue-size)",
                 target=_always("ema"), objective=_contrastive(queue=True), predictor=False, negatives=True,
                 forms=("loss", "gradient")))
-register(Method("simclr", "InfoNCE (--tau) against the batch's other views; loss: both branches online",
+register(Method("simclr", "InfoNCE (--tau) against the batch's other views, each query's own feature masked "
+                "(with ema negatives its momentum copy stays, as the released code); loss: both branches online",
                 target=_loss_online_else_ema, objective=_contrastive(queue=False), predictor=False, negatives=True,
                 forms=("loss", "gradient")))
 register(Method("barlowtwins", "cross-correlation of the two views' standardised outputs to the identity "

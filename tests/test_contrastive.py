@@ -286,3 +286,37 @@ def test_constructor_checks() -> None:
     with pytest.raises(ValueError):
         Contrastive(D)(Views(p1=torch.ones(2, D), p2=torch.ones(2, D), f1=torch.ones(2, D), f2=torch.ones(2, D),
                              z1=torch.ones(2, D), z2=torch.ones(2, D)))
+
+
+def test_simclr_masks_the_querys_own_copy_under_stop_gradient_negatives_too() -> None:
+    """Issue 22: with stop-gradient negatives the bank held each query's own detached copy (logit 1 / tau, about 6 %
+    of the softmax at 2,048 keys, d = 128, tau 0.2); SimCLR's definition leaves it out (k != i), as it already did
+    for online negatives. A momentum copy is another network's feature and stays (the released code's)."""
+    from ssltheory.practice.config import TrainConfig
+    from ssltheory.practice.methods import METHODS
+
+    def masked(**kw) -> bool:
+        return METHODS["simclr"].objective(TrainConfig(dataset="digits", method="simclr", **kw)).mask_self
+
+    assert masked() and masked(form="gradient", positive_target="stop-grad", negative_target="stop-grad")
+    assert masked(form="gradient", positive_target="ema", negative_target="stop-grad")
+    assert not masked(form="gradient") and not masked(form="gradient", positive_target="ema", negative_target="ema")
+    gen = torch.Generator().manual_seed(3)
+    B, d, tau = 1024, 128, 0.2
+    u1, u2 = (torch.nn.functional.normalize(torch.randn(B, d, generator=gen, dtype=torch.float64), dim=1)
+              for _ in range(2))
+    bank = torch.cat([u1, u2])  # stop-gradient negatives: the online features, detached
+    m1, _ = self_masks(B, 2 * B)
+    i = torch.arange(B)
+    own = contrastive_weights(u1, u2, bank, tau)[i, i]
+    assert 0.05 < float(own.mean()) < 0.08, float(own.mean())  # what the unmasked bank gave the query itself
+    assert float(contrastive_weights(u1, u2, bank, tau, m1)[i, i].abs().max()) == 0.0
+    # the own entry lies along u1_i, which the normalisation's Jacobian removes: masking it rescales the rest by
+    # 1 / (1 - s_ii), i.e. the negative gradient's tangent part grows by that factor
+    _, _, neg = contrastive_gradient(u1, u2, bank, tau)
+    _, _, neg_masked = contrastive_gradient(u1, u2, bank, tau, m1)
+
+    def tangent(g: torch.Tensor) -> torch.Tensor:
+        return g - (g * u1).sum(1, keepdim=True) * u1
+
+    torch.testing.assert_close(tangent(neg_masked), tangent(neg) / (1 - own)[:, None])

@@ -166,6 +166,33 @@ def test_online_target_losses_are_the_originals():
     assert rel_diff(grads(vic, net), grads(ref, net)) < 1e-10
 
 
+@pytest.mark.parametrize("form", ["loss", "gradient"])
+def test_vicreg_under_a_constant_target_has_the_papers_balance(form):
+    """Issue 22: with a stop-gradient (or momentum) target, VICReg's gradient on each view is half Bardes et al.'s
+    loss gradient with the other branch held constant, invariance and regularisers alike (row (i)'s definition);
+    the regulariser at full weight against a halved invariance term (its balance twice theirs) fails this. The
+    invariance term alone and the regulariser alone are each checked, so neither can hide the other."""
+    net, x1, x2 = data(7)
+    v = views(net, x1, x2)
+    std = v.f1.detach().std(dim=0)
+    assert (std < 1).any()  # the variance hinge is active
+    ours = grads(VICReg(form=form)(v), net)
+    ref = 0.5 * (original_vicreg(v.f1, v.f2.detach()) + original_vicreg(v.f2, v.f1.detach()))
+    assert rel_diff(ours, grads(ref, net)) < 1e-10
+    for sim, sd, cov in ((25.0, 0.0, 0.0), (0.0, 25.0, 1.0)):  # each part on its own
+        part = VICReg(cov if cov else 1e-300, form, sim=sim, std=sd)(views(net, x1, x2))
+        want = 0.5 * (original_vicreg(v.f1, v.f2.detach(), sim, sd, cov)
+                      + original_vicreg(v.f2, v.f1.detach(), sim, sd, cov))
+        assert rel_diff(grads(part, net), grads(want, net)) < 1e-8, (sim, sd, cov)
+
+
+def test_vicreg_gradient_form_under_an_online_target_is_half_the_loss_gradient():
+    net, x1, x2 = data(8)
+    loss = VICReg(form="loss")(views(net, x1, x2, "online"))
+    grad = VICReg(form="gradient")(views(net, x1, x2, "online"))
+    assert rel_diff(grads(grad, net), [0.5 * g for g in grads(loss, net)]) < 1e-10
+
+
 def test_bt_gradient_form_under_an_online_target_is_half_the_loss_gradient():
     net, x1, x2 = data(6)
     loss = BarlowTwins(form="loss")(views(net, x1, x2, "online"))

@@ -9,9 +9,11 @@ Features (all l2-normalised rows, d wide):
   :func:`.base.mixed_target`;
 - the negatives v come from the negative branch (``Views.n``): SimCLR (``queue_size == 0``) uses the whole batch's
   both views, gathered over the ranks, ``bank = gather(cat(unit(n1), unit(n2)))`` (2 B world, d) for the queries of
-  both views, which holds each query's positive; MoCo (``queue_size > 0``) uses, for query u1_i, its own positive
-  unit(z2_i) and a FIFO queue of past keys (the detached, gathered unit negatives of both views, enqueued after each
-  loss).
+  both views, which holds each query's positive and, when the negatives are the online network's (``online`` or
+  ``stop-grad``), the query itself: that entry is masked (``mask_self``, SimCLR's k != i; unmasked, its logit 1 / tau
+  held 6 % of the softmax for random unit features at 2,048 keys, d = 128, tau 0.2); MoCo (``queue_size > 0``)
+  uses, for query u1_i, its own positive unit(z2_i) and a FIFO queue of past keys (the detached, gathered unit
+  negatives of both views, enqueued after each loss).
 
 InfoNCE, for a query u_i with positive target t_i and keys k in its bank K_i (t_i among them):
 
@@ -158,8 +160,9 @@ class Contrastive(Objective):
 
     dim: the width d of the features (the queue's row width); tau: the temperature; form: ``loss`` or
     ``gradient`` (see the module docstring); queue_size: 0 for SimCLR's batch negatives, K > 0 for MoCo's queue of
-    K keys; mask_self: SimCLR only, masks each query's own entry in the bank (only meaningful when the negative
-    branch is online, so the bank holds u1_i itself).
+    K keys; mask_self: SimCLR only, masks each query's own entry in the bank (set when the negative branch is the
+    online network, with gradient or under stop-gradient, so that the bank holds u1_i itself; a momentum copy is
+    another network's feature and stays, as in the released ``loss_simclr_grad_mm``).
 
     State (MoCo only, buffers so they are checkpointed): ``queue`` (K, d) keys, ``ptr`` the next row to write,
     ``filled`` how many rows hold keys (the rest are masked out). Every forward enqueues the detached, gathered

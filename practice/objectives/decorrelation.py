@@ -25,8 +25,9 @@ Batch statistics and several ranks (``v.world`` > 1, equal batches of B rows per
   loss. On one process (the tests) ``loss`` and ``gradient`` agree to rounding.
 
 The gradient forms read the targets as constants: under an online target (``z`` is f with gradient) they drop the
-target's own path. For Barlow Twins that is exactly half the ``loss`` form's gradient (L(a, b) = L(b, a)); for
-VICReg it halves the invariance term's gradient and keeps the regularisers'. Autocast is off inside every form.
+target's own path, which is exactly half the ``loss`` form's gradient for both methods (Barlow Twins: L(a, b) =
+L(b, a); VICReg: its per-view loss weighs the regulariser by whether the target trains, :func:`vicreg_loss`).
+Autocast is off inside every form.
 """
 
 from __future__ import annotations
@@ -210,35 +211,40 @@ def _covariance_term(K: torch.Tensor) -> torch.Tensor:
 
 
 def vicreg_loss(f: torch.Tensor, t: torch.Tensor, sim: float = 25.0, std: float = 25.0,
-                cov: float = 1.0) -> torch.Tensor:
+                cov: float = 1.0, target_trains: bool | None = None) -> torch.Tensor:
     """One view order of VICReg (this rank's batch), differentiable in f and t (B, d):
 
-        L(f, t) = sim * mse(f, t) + std * mean_j relu(1 - sqrt(Var(f)_j + 1e-4)) + 2 cov * sum_{i != j} K(f)_ij^2 / d
+        L(f, t) = sim * mse(f, t) + w R(f),  R(f) = std/2 * mean_j relu(1 - sqrt(Var(f)_j + 1e-4))
+                                                      + cov * sum_{i != j} K(f)_ij^2 / d,
 
     with mse the mean over B x d (``F.mse_loss``), K(f) = (f - mean)^T (f - mean) / (B - 1) and Var = diag K
-    (unbiased, as Bardes et al.). Only the online argument f is regularised. Bardes et al.'s loss is
-    sim mse(x, y) + R(x) + R(y) with R(x) = std/2 * var-term(x) + cov * cov-term(x); L(f, t) = sim mse + 2 R(f), so
-    the symmetric 0.5 (L(f1, f2) + L(f2, f1)) equals their loss exactly when the target is online (with the brief's
-    coefficient 1 instead of 2 cov on the covariance term it would be theirs with the covariance term halved).
-    Under stop-gradient each view's regulariser gradient is theirs, the invariance gradient half of theirs."""
+    (unbiased, as Bardes et al.), and R Bardes et al.'s regulariser of one branch: their loss is sim mse(x, y) + R(x)
+    + R(y). Only the online argument f is regularised; w = 2 when the target trains (``target_trains``, by default
+    whether t carries gradient), 1 when it is a constant. So in the symmetric 0.5 (L(f1, t2) + L(f2, t1)) each view's
+    gradient has their balance, sim mse' : R': with an online target the objective is their loss exactly (each
+    view's invariance gradient arrives through both orders, its regulariser through one, hence w = 2); with a
+    stop-gradient or momentum target it is 0.5 x their gradient with the other branch held constant (w = 1; with
+    w = 2 the regulariser would weigh twice theirs against the invariance term, as it did before issue 22)."""
     xc = f - f.mean(dim=0, keepdim=True)
     K = xc.T @ xc / (f.shape[0] - 1)
     S = torch.sqrt(torch.diagonal(K) + VAR_EPS)
-    return sim * F.mse_loss(f, t) + std * _variance_term(S) + 2.0 * cov * _covariance_term(K)
+    w = (2.0 if t.requires_grad else 1.0) if target_trains is None else (2.0 if target_trains else 1.0)
+    return sim * F.mse_loss(f, t) + w * (0.5 * std * _variance_term(S) + cov * _covariance_term(K))
 
 
 def vicreg_exact(f: torch.Tensor, t: torch.Tensor, sim: float, std: float, cov: float,
                  v: Views) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Row (i): the per-sample gradient g = N dL/df of :func:`vicreg_loss` with respect to the online features f
-    (B, d), the target t (B, d) constant, both detached, statistics over the global batch. With X = f - mean(f),
-    K = X^T X / (N - 1) (reduced over ranks), K_off = K - Diag(K), S = sqrt(diag K + 1e-4), m = 1[S < 1]:
+    (B, d), the target t (B, d) constant (so w = 1: L = sim mse + R(f), Bardes et al.'s loss with the other branch
+    held constant), both detached, statistics over the global batch. With X = f - mean(f), K = X^T X / (N - 1)
+    (reduced over ranks), K_off = K - Diag(K), S = sqrt(diag K + 1e-4), m = 1[S < 1]:
 
-        invariance:  N d(sim mse)/df_n       = (2 sim / d) (f_n - t_n)
-        variance:    N d(std var-term)/df_n  = -(std N / (d (N - 1))) (m / S) * X_n
-        covariance:  N d(2 cov cov-term)/df_n = (8 cov N / (d (N - 1))) K_off X_n
+        invariance:  N d(sim mse)/df_n          = (2 sim / d) (f_n - t_n)
+        variance:    N d(std/2 var-term)/df_n   = -(std N / (2 d (N - 1))) (m / S) * X_n
+        covariance:  N d(cov cov-term)/df_n     = (4 cov N / (d (N - 1))) K_off X_n
 
     (the de-centring's Jacobian drops out: sum_n X_n = 0). Unified reading, divided by the positive coefficient
-    2 sim / d: g ~ -t_n + f_n + (4 cov / sim) N/(N-1) K_off X_n - (std / (2 sim)) N/(N-1) (m / S) * X_n, the negative
+    2 sim / d: g ~ -t_n + f_n + (2 cov / sim) N/(N-1) K_off X_n - (std / (4 sim)) N/(N-1) (m / S) * X_n, the negative
     gradient K_off X_n = sum_m (X_m . X_n) / (N - 1) X_m - Diag(K) X_n: the other samples' (centred) features of the
     SAME view weighted by their correlation with X_n. Returns (g (B, d), L (0-d), K (d, d))."""
     N, d = _rows(f, v), f.shape[1]
@@ -246,10 +252,10 @@ def vicreg_exact(f: torch.Tensor, t: torch.Tensor, sim: float, std: float, cov: 
     K = v.reduce(X.T @ X) / (N - 1)
     S = torch.sqrt(torch.diagonal(K) + VAR_EPS)
     K_off = K - torch.diag_embed(torch.diagonal(K))
-    g = ((2.0 * sim / d) * (f - t) - (std * N / (d * (N - 1))) * (S < 1.0).to(f.dtype) / S * X
-         + (8.0 * cov * N / (d * (N - 1))) * (X @ K_off))
+    g = ((2.0 * sim / d) * (f - t) - (std * N / (2.0 * d * (N - 1))) * (S < 1.0).to(f.dtype) / S * X
+         + (4.0 * cov * N / (d * (N - 1))) * (X @ K_off))
     mse = v.reduce((f - t).pow(2).sum()) / (N * d)
-    value = sim * mse + std * _variance_term(S) + 2.0 * cov * _covariance_term(K)
+    value = sim * mse + 0.5 * std * _variance_term(S) + cov * _covariance_term(K)
     return g, value, K
 
 
@@ -372,8 +378,10 @@ class VICReg(Objective):
     ``lam``: the covariance coefficient nu in the loss and gradient forms (None: 1, Bardes et al.), the balance factor
     of the unified form -t + lam F u (None: 25, row (j)); ``sim``, ``std``: the invariance and variance coefficients
     (25, 25). Each half regularises its online argument only (:func:`vicreg_loss`): under an online target the loss
-    form is Bardes et al.'s loss exactly. ``norm`` (unified form only): "l2" (row (j)) or "none", the raw outputs of the
-    linear model (flow (U1) of :mod:`ssltheory.theory.unified`). No state.
+    form is Bardes et al.'s loss exactly, and under a constant one (stop-gradient, momentum; the gradient form always)
+    each view's gradient is half theirs with the other branch held constant, their invariance : regulariser balance.
+    ``norm`` (unified form only): "l2" (row (j)) or "none", the raw outputs of the linear model (flow (U1) of
+    :mod:`ssltheory.theory.unified`). No state.
     """
 
     name = "vicreg"
