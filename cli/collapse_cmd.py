@@ -3,24 +3,22 @@ the work is in :mod:`ssltheory.practice.collapse`."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 from rich.table import Table
 
 from ssltheory.theory.params import ConfigError
 
-from .output import console, hint, out_dir, progress, wrote
+from .output import console, hint, out_dir, path_of, paths_of, progress, wrote
 
 
 def collapse(
-    run_dirs: list[Path] = typer.Argument(None, help="folders of training runs (config.json + checkpoint.pt)",
+    run_dirs: list[str] = typer.Argument(None, help="folders of training runs (config.json + checkpoint.pt)",
                                           show_default=False, metavar="RUN_DIR..."),
-    spectra: list[Path] = typer.Option(None, "--spectra", help=hint(
+    spectra: list[str] = typer.Option(None, "--spectra", metavar="FILE", help=hint(
         "file of singular values instead of a model (repeatable): JSON {spectra: {NAME: {sigma: [...]}}} as "
         "tests/fixtures/collapse_resnet18_spectra.json or a collapse.json, the official {stds: S} .pt, or a .npy / "
         ".txt of one spectrum"), show_default=False),
-    state_dict: list[Path] = typer.Option(None, "--state-dict", help=hint(
+    state_dict: list[str] = typer.Option(None, "--state-dict", metavar="FILE", help=hint(
         "torchvision ResNet state dict (repeatable; the official SimSiam checkpoints' module.encoder. prefix and fc "
         "head are handled); needs --arch and --dataset"), show_default=False),
     arch: str = typer.Option(None, help="resnet18 | resnet34 | resnet50: what --state-dict holds",
@@ -40,8 +38,8 @@ def collapse(
     device: str = typer.Option("auto", help="cpu | cuda [auto]"),
     batch_size: int = typer.Option(256, help="images per forward pass while extracting features"),
     workers: int = typer.Option(0, help="DataLoader workers while extracting features"),
-    out: Path = typer.Option(Path("runs/collapse"), help="where the PNGs, collapse.json, collapse.csv and "
-                                                         "config.json go"),
+    out: str = typer.Option("runs/collapse", help="where the PNGs, collapse.json, collapse.csv and config.json go",
+                            metavar="DIR"),
 ) -> None:
     """Collapse AUC of pooled backbone features over a whole train split (Li, Efros & Pathak; centred, σ not σ²):
     singular values, σ/σ₁, the cumulative curve and AUC across inputs as PNGs, the numbers as JSON and CSV."""
@@ -51,7 +49,11 @@ def collapse(
     from ssltheory.practice.step import resolve_device
     from ssltheory.theory.params import check_int
 
-    run_dirs, spectra, state_dict = run_dirs or [], spectra or [], state_dict or []
+    # paths are read as text: Path("") would be the current folder
+    run_dirs = paths_of("RUN_DIR", run_dirs, "the folder of a run of ssltheory train")
+    spectra = paths_of("--spectra", spectra, "a file of singular values", "file")
+    state_dict = paths_of("--state-dict", state_dict, "a file holding a torchvision ResNet state dict", "file")
+    out = path_of("--out", out, "a folder for the results")
     check_int("--batch-size", batch_size, low=1)
     check_int("--workers", workers, low=0)
     check_int("--image-size", image_size, low=0)

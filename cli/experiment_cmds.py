@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .output import console, wrote
+from .output import console, path_of, wrote
 
 
 def experiment(
@@ -20,7 +20,8 @@ def experiment(
                                             "CPU) | paper (the paper's settings, GPU)"),
     seeds: int = typer.Option(1, help="run every training cell with seeds 0..N-1 (folders CELL/seedK): mean ± std and "
                                       "a verdict per cell against the recipe's reference [1]"),
-    out: Path = typer.Option(None, help="results folder [default: runs/experiments/NAME-SCALE]"),
+    out: str | None = typer.Option(None, help="results folder [default: runs/experiments/NAME-SCALE]", metavar="DIR",
+                            show_default=False),
     max_steps: int = typer.Option(0, help="cap every training run at this many steps [0: the recipe's]"),
     jobs: int = typer.Option(1, help="train this many cells at once, each in its own process with cores / N threads "
                                      "(a small run is as fast on one core as on two) [1: one after another]"),
@@ -46,12 +47,13 @@ def experiment(
             table.add_row(r.name, r.result, r.paper_numbers)
         console.print(table)
         return
+    out_path = path_of("--out", out, "a results folder")  # read as text: Path("") would be the current folder
     check_int("--max-steps", max_steps, low=0)
     check_int("--seeds", seeds, low=1)
     check_int("--jobs", jobs, low=1)
     recipe = get(name)
     check_choice("--scale", scale, SCALES)
-    folder = out or Path("runs") / "experiments" / f"{name}-{scale}"
+    folder = out_path or Path("runs") / "experiments" / f"{name}-{scale}"
     check_out_dir(folder)
 
     def trainer(cfg, run_dir: Path, resume: bool, force: bool) -> dict:

@@ -10,11 +10,11 @@ from rich.table import Table
 
 from ssltheory.theory.params import ConfigError
 
-from .output import console, hint, out_dir, wrote
+from .output import console, hint, out_dir, path_of, paths_of, wrote
 
 
 def forecast(
-    run_dirs: list[Path] = typer.Argument(..., help="folders of training runs on a labelled dataset (3 or more)",
+    run_dirs: list[str] = typer.Argument(..., help="folders of training runs on a labelled dataset (3 or more)",
                                           show_default=False, metavar="RUN_DIR..."),
     groups: str = typer.Option(None, help=hint("comma-separated group of each RUN_DIR, for the figure's colours "
                                                "(e.g. small,small,large) [default: one group]"), show_default=False),
@@ -22,7 +22,8 @@ def forecast(
     device: str = typer.Option("auto", help="cpu | cuda [auto]"),
     data_dir: str = typer.Option(None, help=hint("where the dataset's files are, for runs moved to another machine "
                                                  "[default: each run's own --data-dir]"), show_default=False),
-    out: Path = typer.Option(Path("runs/forecast"), help="where forecast.png, forecast.json and forecast.csv go"),
+    out: str = typer.Option("runs/forecast", help="where forecast.png, forecast.json and forecast.csv go",
+                            metavar="DIR"),
 ) -> None:
     """Label-free forecasting: each run's offline collapse AUC (paper protocol) against its linear-probe accuracy,
     with Spearman's rank correlation across runs, as a scatter PNG and JSON/CSV."""
@@ -32,6 +33,8 @@ def forecast(
     from ssltheory.practice.step import resolve_device
     from ssltheory.theory.params import check_int
 
+    run_dirs = paths_of("RUN_DIR", run_dirs, "the folder of a run of ssltheory train")  # Path("") would be "."
+    out = path_of("--out", out, "a folder for the results")
     check_int("--probe-epochs", probe_epochs, low=1, high=10**5)
     check_device(device)
     names = [""] * len(run_dirs) if groups is None else [g.strip() for g in groups.split(",")]

@@ -59,17 +59,36 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _values_of(opts: list[str], args: list[str]) -> list[str]:
+    """Every value the command line gives an option spelled as one of ``opts`` (``--epochs 3`` or ``--epochs=3``), in
+    order; the words after ``--`` are arguments, not options."""
+    values = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        for opt in opts:
+            if arg.startswith(opt + "="):
+                values.append(arg[len(opt) + 1:])
+            elif arg == opt and i + 1 < len(args):
+                values.append(args[i + 1])
+    return values
+
+
 def _usage_message(error: Exception, args: list[str]) -> str:
-    """One line for a usage error, naming the raw value the user typed when the parser's message does not."""
+    """One line for a usage error, naming the raw value the user typed when the parser's message does not.
+
+    An option given twice (``--epochs 3 --epochs abc``) is parsed with its last value, so that is the one quoted; an
+    option that collects every value (``multiple``) is quoted with all of them, the one that failed among them."""
     message = _one_line(error.format_message())
     param = getattr(error, "param", None)
-    for opt in getattr(param, "opts", None) or []:
-        for i, arg in enumerate(args):
-            value = arg[len(opt) + 1:] if arg.startswith(opt + "=") else (
-                args[i + 1] if arg == opt and i + 1 < len(args) else None)
-            if value is not None and repr(value) not in message:
-                return f"{message} (got {value!r})"
-    return message
+    values = _values_of(list(getattr(param, "opts", None) or []) + list(getattr(param, "secondary_opts", None) or []),
+                        args)
+    if getattr(param, "multiple", False) and len(values) > 1:
+        quoted = [repr(v) for v in values]
+        return message if any(q in message for q in quoted) else f"{message} (got {', '.join(quoted)})"
+    if not values or repr(values[-1]) in message:
+        return message
+    return f"{message} (got {values[-1]!r})"
 
 
 INTERRUPTED = 130

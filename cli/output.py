@@ -17,6 +17,7 @@ from ssltheory.theory.io import (  # noqa: F401  (save_figure, save_json, write_
     save_json,
     write_atomic,
 )
+from ssltheory.theory.params import ConfigError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -42,6 +43,27 @@ def out_dir(path: Path | str, flag: str = "--out") -> Path:
     that fails leaves no empty folder behind.
     """
     return check_out_dir(path, flag)
+
+
+def path_of(flag: str, value: str | None, expected: str, kind: str = "folder") -> Path | None:
+    """``value`` as a :class:`~pathlib.Path` (None stays None), or a one-line
+    :class:`~ssltheory.theory.params.ConfigError` naming ``flag`` when it is empty or blank.
+
+    ``Path("")`` is the current folder: ``train --out ""`` would start a run there, ``--resume ""`` or ``probe ""``
+    read one from there. The path options and arguments are therefore read as text and checked here, as ``--out`` of
+    the theory commands is (``check_out_dir``). ``kind`` (folder, file) and ``expected`` make the message: ``--out
+    '' is not a folder path: expected ...``.
+    """
+    if value is None:
+        return None
+    if value.strip() == "" or "\0" in value:
+        raise ConfigError(f"{flag} {value!r} is not a {kind} path: expected {expected}")
+    return Path(value)
+
+
+def paths_of(flag: str, values: list[str] | None, expected: str, kind: str = "folder") -> list[Path]:
+    """:func:`path_of` for each value of a repeatable option or argument (None is none)."""
+    return [path_of(flag, v, expected, kind) for v in values or []]
 
 
 @contextmanager

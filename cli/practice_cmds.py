@@ -14,7 +14,9 @@ from rich.table import Table
 from ssltheory.theory.io import check_out_dir
 from ssltheory.theory.params import ConfigError
 
-from .output import console, err_console, hint, save_figure, save_json, wrote
+from .output import console, err_console, hint, path_of, paths_of, save_figure, save_json, wrote
+
+RUN_DIR_EXPECTED = "the folder of a run of ssltheory train"
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -23,12 +25,16 @@ def _given(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
-def _train(ctx: typer.Context, dataset: str | None, config: Path | None, resume: Path | None, force: bool,
-           out: Path | None, **flags) -> None:
+def _train(ctx: typer.Context, dataset: str | None, config_text: str | None, resume_text: str | None, force: bool,
+           out_text: str | None, **flags) -> None:
     """Train with the theory's knobs, measuring F̂, W_p, alignment and collapse as it goes."""
     from ssltheory.practice.config import TrainConfig, field_names, flag_of, load_settings
     from ssltheory.practice.rundir import RunDir
 
+    # read as text: Path("") would be the current folder (a run started, or a settings file read, from there)
+    config = path_of("--config", config_text, "a JSON or YAML file of settings", "file")
+    resume = path_of("--resume", resume_text, RUN_DIR_EXPECTED)
+    out = path_of("--out", out_text, "the path of a folder for the run")
     given = {name: v for name, v in flags.items() if _given(ctx, name)}
     if dataset is not None:
         given["dataset"] = dataset
@@ -41,11 +47,17 @@ def _train(ctx: typer.Context, dataset: str | None, config: Path | None, resume:
                               "with --config " + str(resume / "config.json") + " and the changed flags)")
         run(RunDir(resume).config("--resume"), resume, resume=True)
         return
-    settings = {**field_names(load_settings(config) if config is not None else {}), **given}
+    from_file = field_names(load_settings(config) if config is not None else {})
+    settings = {**from_file, **given}
     if "dataset" not in settings:
         raise ConfigError("DATASET is missing: expected one of digits, stl10, cifar10, imagenet, folder, synthetic "
                           "(or --config FILE, or --resume RUN_DIR)")
-    cfg = TrainConfig.from_settings(settings)
+    try:
+        cfg = TrainConfig.from_settings(settings)
+    except ConfigError as e:  # a bad value the file gave (not a flag): say where it came from
+        if any(str(e).startswith(flag_of(k) + " ") for k in from_file if k not in given):
+            raise ConfigError(f"{e} (in --config {config})") from None
+        raise
     from ssltheory.practice.methods import METHODS
 
     variant = cfg.predictor if METHODS[cfg.method].predictor(cfg) else cfg.resolved_form
@@ -74,14 +86,16 @@ def _train_signature() -> inspect.Signature:
         spelling = [meta["flag"]] if meta.get("flag") else []
         default = typer.Option(f.default, *spelling, help=hint(text), rich_help_panel=meta["section"])
         params.append(inspect.Parameter(f.name, kw, default=default, annotation=types[f.name]))
-    for name, kind, help_text in (
-            ("config", Path | None, "settings file: a run's config.json, or JSON / YAML of {setting: value}; flags "
-                                    "given here override it"),
-            ("resume", Path | None, "continue the run in this folder from its last checkpoint, with its settings"),
-            ("force", bool, "replace the run in --out if the folder holds one (its files are removed first)"),
-            ("out", Path | None, "run folder [default: runs/<dataset>-<method>-<predictor>-<time>]")):
+    for name, kind, metavar, help_text in (  # paths as text: path_of refuses "" (Path("") is the current folder)
+            ("config", str | None, "FILE", "settings file: a run's config.json, or JSON / YAML of {setting: value}; "
+                                           "flags given here override it"),
+            ("resume", str | None, "RUN_DIR", "continue the run in this folder from its last checkpoint, with its "
+                                              "settings"),
+            ("force", bool, None, "replace the run in --out if the folder holds one (its files are removed first)"),
+            ("out", str | None, "DIR", "run folder [default: runs/<dataset>-<method>-<predictor>-<time>]")):
         params.append(inspect.Parameter(name, kw, default=typer.Option(False if kind is bool else None,
-                                                                        help=hint(help_text), rich_help_panel="Run"),
+                                                                        help=hint(help_text), rich_help_panel="Run",
+                                                                        metavar=metavar, show_default=False),
                                         annotation=kind))
     return inspect.Signature(params)
 
@@ -144,7 +158,7 @@ def run(cfg, run_dir: Path, resume: bool = False, force: bool = False) -> dict:
 
 
 def probe(
-    run_dir: Path = typer.Argument(..., help="folder of a training run"),
+    run_dir: str = typer.Argument(..., help="folder of a training run", metavar="RUN_DIR", show_default=False),
     epochs: int = typer.Option(50, help="probe epochs [paper: 50]"),
     lr: float = typer.Option(3e-4, help="Adam learning rate [paper: 3e-4]"),
     weight_decay: float = typer.Option(1e-3, help="Adam weight decay [paper: 1e-3]"),
@@ -152,7 +166,8 @@ def probe(
     device: str = typer.Option("auto", help="cpu | cuda [auto]"),
     data_dir: str = typer.Option(None, help="where the dataset's files are, for a run moved to another machine "
                                             "[default: the run's own --data-dir]", show_default=False),
-    out: Path = typer.Option(None, help="where probe.json goes [default: RUN_DIR]"),
+    out: str | None = typer.Option(None, help="where probe.json goes [default: RUN_DIR]", metavar="DIR",
+                            show_default=False),
 ) -> None:
     """Linear probe on frozen, standardised backbone features; reports the LAST epoch's test accuracy."""
     from ssltheory.practice.config import check_device
@@ -160,6 +175,7 @@ def probe(
     from ssltheory.practice.step import resolve_device
     from ssltheory.theory.params import check_int, check_number
 
+    run_dir, out = path_of("RUN_DIR", run_dir, RUN_DIR_EXPECTED), path_of("--out", out, "a folder for probe.json")
     check_int("--epochs", epochs, low=1)
     check_number("--lr", lr, low=0.0, low_open=True, high=100.0)
     check_number("--weight-decay", weight_decay, low=0.0, high=1.0)
@@ -175,17 +191,20 @@ def probe(
 
 
 def compare(
-    run_dirs: list[Path] = typer.Argument(..., help="one or more folders of training runs"),
+    run_dirs: list[str] = typer.Argument(..., help="one or more folders of training runs", metavar="RUN_DIR...",
+                                         show_default=False),
     modes: int = typer.Option(8, help="leading modes of F to compare"),
     sigma2: float = typer.Option(None, help="augmentation variance σ² assumed for image runs [synthetic: the run's; "
                                             "images: 0.5]"),
-    out: Path = typer.Option(Path("runs/compare"), help="where compare.png and compare.json go"),
+    out: str = typer.Option("runs/compare", help="where compare.png and compare.json go", metavar="DIR"),
 ) -> None:
     """The theory's prediction beside what a run measured: modes p_j, s_j, phase portrait, alignment."""
     from ssltheory.practice.compare import compare_run, to_json
     from ssltheory.practice.plots import compare_figure
     from ssltheory.theory.params import check_int, check_number
 
+    run_dirs = paths_of("RUN_DIR", run_dirs, RUN_DIR_EXPECTED)
+    out = path_of("--out", out, "a folder for compare.png and compare.json")
     check_int("--modes", modes, low=1)
     if sigma2 is not None:
         check_number("--sigma2", sigma2, low=0.0)
@@ -209,15 +228,18 @@ def compare(
 
 
 def report(
-    run_dir: Path = typer.Argument(..., help="folder of a training run"),
+    run_dir: str = typer.Argument(..., help="folder of a training run", metavar="RUN_DIR", show_default=False),
     modes: int = typer.Option(8, help="leading modes of F in the compare section"),
-    out: Path = typer.Option(None, help="HTML file to write [default: RUN_DIR/report.html]"),
+    out: str | None = typer.Option(None, help="HTML file to write [default: RUN_DIR/report.html]", metavar="FILE",
+                            show_default=False),
 ) -> None:
     """One self-contained HTML page for a run: settings, its figures, the theory beside it, final numbers."""
     from ssltheory.practice.report import build_report
     from ssltheory.theory.io import write_atomic
     from ssltheory.theory.params import check_int
 
+    run_dir = path_of("RUN_DIR", run_dir, RUN_DIR_EXPECTED)
+    out = path_of("--out", out, "the path of the HTML file to write", "file")
     check_int("--modes", modes, low=1)
     path = out or run_dir / "report.html"
     if path.is_dir():

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from ssltheory.theory import outputs
 from ssltheory.theory.modes import P_FLOOR
-from ssltheory.theory.params import ModeParams, parse_floats
+from ssltheory.theory.params import MAX_STEPS, ConfigError, ModeParams, check_int, parse_floats
 
 from .output import console, hint, out_dir, progress, wrote
 
@@ -24,6 +24,9 @@ LAMBDA_HELP = ("balance factor λ of the negative gradient (unified forms) [1; t
 F_BRANCH_HELP = ("where F = E[uuᵀ] of unigrad, vicreg, simclr comes from: momentum (the target branch, the official "
                  "code) | online [paper: momentum]")
 TEMPERATURE_HELP = "temperature T of simclr, whose balance is 1/T (small-similarity approximation) [paper: 0.2]"
+INTEGER = "<int>"
+"""Metavar of the whole-number flags of ``simulate``, read as text so that ``1e5`` (as --help writes the paper's
+values) is accepted and ``1.5`` refused in one line (:func:`~ssltheory.theory.params.check_int`)."""
 
 
 def phase_portrait(
@@ -62,9 +65,9 @@ def phase_portrait(
 
 
 def fixed_points_cmd(
-    eta: str = typer.Option("", help=hint("weight decays η, comma list; default: 0, half and twice the collapse "
-                                          "threshold τ²/(4(1+σ²)) (the three regimes of Fig. 4); unified forms: "
-                                          "0.04,0.5,1.1")),
+    eta: str | None = typer.Option(None, help=hint("weight decays η, comma list; default: 0, half and twice the "
+                                                   "collapse threshold τ²/(4(1+σ²)) (the three regimes of Fig. 4); "
+                                                   "unified forms: 0.04,0.5,1.1"), show_default=False),
     tau: float = typer.Option(1.0, help=hint(TAU_HELP + " [paper: 1]")),
     sigma2: float = typer.Option(0.5, help=hint(SIGMA2_HELP + " [0.5]")),
     out: str = typer.Option("runs/fixed-points", help=hint("output folder for PNG and JSON")),
@@ -82,13 +85,13 @@ def fixed_points_cmd(
     unified = {"method": method, "lam": lam, "f_branch": f_branch, "temperature": temperature, "ema": ema,
                "beta": beta}
     if method != "byol":
-        etas = parse_floats("--eta", eta, low=0.0) if eta else None
+        etas = parse_floats("--eta", eta, low=0.0) if eta is not None else None  # --eta '' is refused, not the default
         done = outputs.fixed_points(out_dir(out), etas, tau=tau, sigma2=sigma2, **unified)
         _print_unified_fixed_points(done)
         wrote(done["paths"])
         return
     ModeParams(sigma2=sigma2, tau_fixed=tau, ema=False)  # validates --tau, --sigma2 before --eta
-    etas = parse_floats("--eta", eta, low=0.0) if eta else None
+    etas = parse_floats("--eta", eta, low=0.0) if eta is not None else None
     done = outputs.fixed_points(out_dir(out), etas, tau=tau, sigma2=sigma2, **unified)
     table = Table("η", "regime", "fixed points p (kind)",
                   title=f"Eq. 16, collapse threshold η = {done['threshold']:.4g}")
@@ -117,20 +120,21 @@ def simulate(
                                    help=hint("stop-gradient on the target branch")),
     predictor: str = typer.Option("linear", help=hint("linear | symmetric | directpred | none")),
     eps: float = typer.Option(0.0, help=hint(f"DirectPred's ε in p_j = max(sqrt(s_j / max s) + ε, {P_FLOOR:g})")),
-    dim: int = typer.Option(8, help=hint("n1 = n2 of the matrix and sgd models")),
-    steps: int = typer.Option(100_000, help=hint("number of steps of size --lr [paper Fig. 5: 1e5]")),
+    dim: str = typer.Option("8", help=hint("n1 = n2 of the matrix and sgd models"), metavar=INTEGER),
+    steps: str = typer.Option("100000", help=hint("number of steps of size --lr; euler and sgd runs are capped at an "
+                                                  "estimated hour of work [paper Fig. 5: 1e5]"), metavar=INTEGER),
     lr: float = typer.Option(0.01, help=hint("Euler step α = online learning rate [paper Fig. 5: 0.01]")),
     integrator: str = typer.Option("euler", help=hint("euler (the discrete process) | rk45 | dop853 | lsoda")),
     p0: str = typer.Option("0.01,0.05,0.1,0.2,0.3", help=hint("initial p_j of the modes, one per mode")),
-    s0: str = typer.Option("", help=hint("initial s_j per mode [default: on the parabola, p0²/α_p; unified "
-                                             "forms: 0.01,0.1,0.5,1,2]")),
+    s0: str | None = typer.Option(None, help=hint("initial s_j per mode [default: on the parabola, p0²/α_p; unified "
+                                                  "forms: 0.01,0.1,0.5,1,2]"), show_default=False),
     tau0: float = typer.Option(0.0, help=hint("initial τ with EMA (unified --model matrix: W_a(0) = τ0 W(0)) "
                                               "[paper Fig. 5: 0]")),
-    batch: int = typer.Option(1024, help=hint("batch size of the sgd model")),
+    batch: str = typer.Option("1024", help=hint("batch size of the sgd model"), metavar=INTEGER),
     rho: float = typer.Option(0.3, help=hint("DirectPred's moving-average rate ρ of F̂ (sgd model) [paper: 0.3]")),
     init_scale: float = typer.Option(0.3, help=hint("scale of the random W, W_p at t = 0 (matrix, sgd)")),
-    seed: int = typer.Option(0, help=hint("random seed")),
-    samples: int = typer.Option(400, help=hint("time samples kept in the JSON and figures")),
+    seed: str = typer.Option("0", help=hint("random seed"), metavar=INTEGER),
+    samples: str = typer.Option("400", help=hint("time samples kept in the JSON and figures"), metavar=INTEGER),
     out: str = typer.Option("runs/simulate", help=hint("output folder for PNG and JSON")),
     method: str = typer.Option("byol", help=hint(METHOD_HELP + "; a unified form runs --model modes ((U3)-(U4) "
                                                  "from --s0, τ from --tau0) or matrix ((U1)/(U2), W_a(0) = τ0 W(0))")),
@@ -140,14 +144,20 @@ def simulate(
 ) -> None:
     """Integrate the decoupled, full-matrix or SGD dynamics; with the defaults it reproduces Fig. 5. With a unified
     --method: its modes or full matrices (modes from --s0, default 0.01,0.1,0.5,1,2)."""
-    # Every setting is checked here, then --out, then the memory the runs need: a bad value stops the command with
-    # one line before anything is integrated or written.
+    # Every setting is checked here, then --out, then the memory and time the runs need: a bad value stops the command
+    # with one line before anything is integrated or written. Whole numbers may be written as --help shows the
+    # paper's (--steps 1e5); 1.5 is refused.
+    ints = {"dim": check_int("--dim", dim, low=1), "steps": check_int("--steps", steps, low=1, high=MAX_STEPS),
+            "batch": check_int("--batch", batch, low=1), "seed": check_int("--seed", seed, low=0),
+            "samples": check_int("--samples", samples, low=2)}
+    if s0 is not None and s0.strip() == "":
+        raise ConfigError(f"--s0 {s0!r} is empty: expected comma-separated numbers, one per mode (leave --s0 out "
+                          "for its default)")
     configs = outputs.simulation_configs(model=model, eta=eta, beta=beta, alpha_p=alpha_p, sigma2=sigma2, ema=ema,
                                          stop_grad=stop_grad, predictor=predictor, eps=eps, eta_p=eta_p, tau=tau,
-                                         lr=lr, steps=steps, integrator=integrator, p0=p0, s0=s0, tau0=tau0,
-                                         dim=dim, init_scale=init_scale, batch=batch, rho=rho, seed=seed,
-                                         samples=samples, method=method, lam=lam, f_branch=f_branch,
-                                         temperature=temperature)
+                                         lr=lr, integrator=integrator, p0=p0, s0=s0, tau0=tau0,
+                                         init_scale=init_scale, rho=rho, method=method, lam=lam, f_branch=f_branch,
+                                         temperature=temperature, **ints)
     done = outputs.simulate(out_dir(out), configs, progress=progress)
     _print_summary(done["results"])
     wrote(done["paths"])

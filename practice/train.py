@@ -10,6 +10,9 @@ workers, whose RNG is not saved, nor on several ranks, which share rank 0's RNG 
 
 from __future__ import annotations
 
+import errno
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +31,7 @@ from .feed import make_feed
 from .live import LiveMeasurer
 from .measure import CollapseWatch, linear_modes, probe_note
 from .optim import make_optimizer, make_scheduler
-from .rundir import RunDir, rng_state, set_rng_state
+from .rundir import CHECKPOINT, CONFIG, METRICS, RunDir, rng_state, set_rng_state
 from .schedule import make_schedule
 from .step import Model, build_model, optimizer_step, resolve_device, restore, training_state
 
@@ -75,6 +78,8 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
                           "one CUDA process (or --cuda-graph auto / off)")
     if not resume:
         folder.check_free(force)  # refuse an existing run before anything is loaded (every rank: it only reads)
+    else:
+        check_writable(folder)  # a read-only run: one line before anything is loaded, trained or changed
     data = build_data(cfg)
     schedule = make_schedule(cfg, len(data.ssl), labels=lambda: item_labels(data.ssl))
     if schedule.steps_in_epoch(0) == 0:
@@ -180,6 +185,24 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
     finally:
         live.close()
     return folder.finish(cfg) if d.main else {}
+
+
+def check_writable(folder: RunDir) -> None:
+    """A one-line :class:`ConfigError` unless a resume can write the run folder: it cuts ``metrics.jsonl`` back,
+    appends to it, and replaces ``config.json`` and the checkpoints through renames in the folder.
+
+    Probed by making and removing a temporary folder there (``os.access`` says yes to root on a folder it cannot
+    write, e.g. on a read-only file system) and by ``os.access`` on ``metrics.jsonl``, which is appended to in place.
+    """
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=folder.path, prefix=".ssltheory-probe-"))
+        metrics = folder.file(METRICS)
+        if metrics.exists() and not os.access(metrics, os.W_OK):
+            raise PermissionError(errno.EACCES, f"{METRICS} is read-only")
+    except OSError as e:
+        raise ConfigError(f"--resume {folder.path} is not writable ({e.strerror or e}): expected a run folder that "
+                          f"can be written (a resume rewrites {METRICS}, {CONFIG} and {CHECKPOINT} there); make it "
+                          "writable, or copy the run to a writable place and resume the copy") from None
 
 
 def _check_finite(window: list[torch.Tensor], step: int, folder: RunDir) -> None:

@@ -81,12 +81,25 @@ def finished(tmp_path_factory):
     return run
 
 
-def test_bad_paths_and_files_everywhere(finished, tmp_path):
+def test_bad_paths_and_files_everywhere(finished, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an empty path is the current folder: a run or a result written there shows
     run = tmp_path / "run"
     shutil.copytree(finished, run)
     afile = tmp_path / "a-file"
     afile.write_text("x")
+    binary, empty, typed = tmp_path / "binary.json", tmp_path / "empty.yaml", tmp_path / "typed.json"
+    binary.write_bytes(bytes(range(256)))
+    empty.write_bytes(b"")
+    typed.write_text('{"dataset": "digits", "epochs": "three", "lr": [0.1]}')
     cases = [
+        # issue 22: "" is no path (Path("") is the current folder), --config that is no settings text
+        ["train", "digits", *FAST, "--out", ""], ["train", "--resume", ""], ["train", "--config", ""],
+        ["train", "--config", str(binary)], ["train", "--config", str(empty)], ["train", "--config", str(typed)],
+        ["train", "digits", "--epochs", "3", "--epochs", "abc"], ["probe", ""], ["probe", str(run), "--out", ""],
+        ["compare", ""], ["compare", str(run), "--out", ""], ["report", ""], ["report", str(run), "--out", ""],
+        ["experiment", "fig3", "--out", ""], ["collapse", ""], ["collapse", str(run), "--out", ""],
+        ["collapse", "--spectra", ""], ["forecast", "", "", ""],
+        ["forecast", str(run), str(run), str(run), "--out", ""],
         ["train", "digits", "--out", str(afile)], ["train", "digits", "--out", str(afile / "sub")],
         ["train", "digits", "--out", "/proc/ssltheory-x"], ["train", "digits", "--out", str(run)],
         ["train", "--config", str(tmp_path / "missing.yaml")], ["train", "--config", str(tmp_path)],

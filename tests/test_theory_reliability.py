@@ -98,7 +98,7 @@ def test_a_failed_run_leaves_no_folder_behind(area):
 
 @pytest.mark.parametrize("args,needle", [
     (["phase-portrait", "--eta", "1e308"], "--eta 1e+308 is out of range: expected a number in [0, 1e+06]"),
-    (["phase-portrait", "--tau", "1e200"], "--tau 1e+200 is out of range: expected a number in [-1e+06, 1e+06]"),
+    (["phase-portrait", "--tau", "1e200"], "--tau 1e+200 is out of range: expected a number in [0, 1e+06]"),
     (["phase-portrait", "--alpha-p", "1e-300"], "--alpha-p 1e-300"),
     (["fixed-points", "--eta", "1e308"], "--eta 1e+308"),
     (["fixed-points", "--sigma2", "1e308"], "--sigma2 1e+308"),
@@ -109,7 +109,7 @@ def test_constants_beyond_the_float64_cap_are_refused(args, needle, area):
     assert not (area / "o").exists()
 
 
-@pytest.mark.parametrize("tau,eta,alpha_p,sigma2", [(1e6, 0.0, 1e-6, 0.0), (-1e6, 1e6, 1e6, 1e6),
+@pytest.mark.parametrize("tau,eta,alpha_p,sigma2", [(1e6, 0.0, 1e-6, 0.0), (0.0, 1e6, 1e6, 1e6),
                                                     (1e-300, 1e-300, 1e6, 1e6)])
 def test_phase_portrait_computes_at_the_corners_of_the_accepted_box(tau, eta, alpha_p, sigma2):
     """Inside the bounds the portrait, its fixed points and the figure compute (RuntimeWarnings are errors here)."""
@@ -273,27 +273,29 @@ def test_negative_p0_at_fixed_tau_is_accepted(extra, area):
 
 NOT_A_NUMBER = ["", "abc", "nan", "inf", "-inf", "1e308", "-1e308"]
 LIST_JUNK = ["0.1,", ",", "0.1,nan", "1e308,0.1", "0.1;0.2"]
-NOT_AN_INT = ["", "abc", "nan", "inf", "1.5", "1e308", "-1"]
+NOT_AN_INT = ["", "abc", "nan", "inf", "1.5", "2.5e-1", "1e308", "1e17", "-1"]  # 1e5 is read (as --help writes it)
+NEGATIVE_TAU = ["-1", "-1e-9"]  # tau = W_a/W of an EMA target is never negative (issue 22: p* = -0.667 "stable")
 CHOICE_JUNK = ["", "abc", "nan", "MODES"]
 
 FLAGS: dict[str, dict[str, list[str]]] = {
     "phase-portrait": {"--eta": NOT_A_NUMBER + LIST_JUNK + ["-1"], "--alpha-p": NOT_A_NUMBER + ["0", "-1"],
-                       "--tau": NOT_A_NUMBER, "--sigma2": NOT_A_NUMBER + ["-1"], "--method": CHOICE_JUNK,
+                       "--tau": NOT_A_NUMBER + NEGATIVE_TAU, "--sigma2": NOT_A_NUMBER + ["-1"], "--method": CHOICE_JUNK,
                        "--lambda": NOT_A_NUMBER + ["0"], "--f-branch": CHOICE_JUNK,
                        "--temperature": NOT_A_NUMBER + ["0"], "--beta": NOT_A_NUMBER + ["-1"]},
-    "fixed-points": {"--eta": [v for v in NOT_A_NUMBER if v] + LIST_JUNK + ["-1"], "--tau": NOT_A_NUMBER,
+    "fixed-points": {"--eta": NOT_A_NUMBER + LIST_JUNK + ["-1"], "--tau": NOT_A_NUMBER + NEGATIVE_TAU,
                      "--sigma2": NOT_A_NUMBER + ["-1"], "--method": CHOICE_JUNK, "--lambda": NOT_A_NUMBER + ["0"],
                      "--f-branch": CHOICE_JUNK, "--temperature": NOT_A_NUMBER + ["0"],
                      "--beta": NOT_A_NUMBER + ["-1"]},
     "simulate": {
         "--model": CHOICE_JUNK, "--predictor": CHOICE_JUNK, "--integrator": CHOICE_JUNK,
-        "--tau": NOT_A_NUMBER, "--tau0": NOT_A_NUMBER, "--beta": NOT_A_NUMBER + LIST_JUNK + ["0", "1.5", "-1"],
+        "--tau": NOT_A_NUMBER + NEGATIVE_TAU, "--tau0": NOT_A_NUMBER,
+        "--beta": NOT_A_NUMBER + LIST_JUNK + ["0", "1.5", "-1"],
         "--eta": NOT_A_NUMBER + LIST_JUNK + ["-1"], "--eta-p": NOT_A_NUMBER + ["-1"],
         "--alpha-p": NOT_A_NUMBER + ["0", "-1"], "--sigma2": NOT_A_NUMBER + ["-1"], "--eps": NOT_A_NUMBER + ["-1"],
         "--lr": NOT_A_NUMBER + ["0", "-1"], "--init-scale": NOT_A_NUMBER + ["0", "-1"],
         "--rho": NOT_A_NUMBER + ["1", "-0.1"], "--p0": NOT_A_NUMBER + LIST_JUNK + ["-1"],
-        "--s0": [v for v in NOT_A_NUMBER if v] + LIST_JUNK + ["-1", "1,2"],
-        "--dim": NOT_AN_INT + ["0", "100000"], "--steps": NOT_AN_INT + ["0", str(2 ** 53 + 1)],
+        "--s0": NOT_A_NUMBER + LIST_JUNK + ["-1", "1,2", " "],
+        "--dim": NOT_AN_INT + ["0", "100000"], "--steps": NOT_AN_INT + ["0", str(2 ** 53 + 1), "1e12", "1000000000000"],
         "--batch": NOT_AN_INT + ["0"], "--seed": NOT_AN_INT, "--samples": NOT_AN_INT + ["1"],
         "--method": CHOICE_JUNK, "--lambda": NOT_A_NUMBER + ["0"], "--f-branch": CHOICE_JUNK,
         "--temperature": NOT_A_NUMBER + ["0"],

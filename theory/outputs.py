@@ -33,7 +33,7 @@ from .fixed_points import collapse_threshold, parabola_fixed_points, parabola_po
 from .fixed_points import fixed_points as find_fixed_points
 from .io import check_out_dir, make_out_dir, save_figure, save_json
 from .params import ConfigError, ModeParams, RunError, SimulationConfig, check_choice, check_constant, parse_floats
-from .resources import check_memory
+from .resources import check_memory, check_time
 from .simulate import BLOWUP, COLLAPSE_S, SimulationResult, _finite_samples, _pad
 from .simulate import simulate as run_simulation
 
@@ -201,8 +201,10 @@ def simulate(out: Path, configs: list[SimulationConfig], progress: Progress | No
     uni = isinstance(configs[0], UnifiedRun)
     if any(isinstance(c, UnifiedRun) != uni for c in configs):
         raise ConfigError("simulate with byol and unified configs: expected one method per call")
-    for cfg in configs:
-        check_memory(cfg.shadow() if uni else cfg)  # every run of the sweep, before the first allocates anything
+    shadows = [cfg.shadow() if uni else cfg for cfg in configs]
+    for cfg in shadows:
+        check_memory(cfg)  # every run of the sweep, before the first allocates anything
+    check_time(shadows)  # and the whole sweep's time, before the first step
     check_out_dir(out)
     run_one = simulate_unified if uni else run_simulation
     name = f"{configs[0].params.form} {model}" if uni else model

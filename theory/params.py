@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 PREDICTORS = ("linear", "symmetric", "directpred", "none")
@@ -54,6 +55,8 @@ MAX_STEPS = 2 ** 53
 """Largest ``--steps``: step indices k and times k * lr stay exact in float64 (and the run ends in this universe)."""
 
 _CAP_NOTE = "the theory's constants are capped at 1e6 to keep float64 arithmetic of the flow finite"
+TAU_NOTE = ("τ = W_a/W, the EMA target's ratio to the online weights, starts at 0 and rises toward 1 (Assumption 1, "
+            "Eq. 15): τ < 0 is no state of the model; τ is capped at 1e6 to keep float64 arithmetic finite")
 
 
 def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
@@ -86,16 +89,57 @@ def check_constant(name: str, value: Any, *, low: float | None = None, low_open:
                         high=MAX_CONSTANT if high is None else high, note=note)
 
 
+MAX_FLOAT_NOTATION = 2 ** 53
+"""Largest whole number accepted in float notation (``1e5``, ``2.5e3``): up to here every integer is a float64, so
+the text means exactly one number; larger counts are written in digits."""
+
+
+class _BeyondFloatNotation(ValueError):
+    """A whole number in float notation beyond :data:`MAX_FLOAT_NOTATION`."""
+
+
+def _whole_number(value: Any) -> int:
+    """``value`` as an int: an int, a whole float, or text of digits or of a whole number in float notation (``1e5``,
+    ``2.5e3``, ``100000.0``, at most :data:`MAX_FLOAT_NOTATION`), as ``--help`` writes the paper's values; anything
+    else (``1.5``, ``nan``, ``abc``, ``True``) raises ValueError, a larger number in float notation
+    :class:`_BeyondFloatNotation`."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            d = Decimal(value.strip())  # exact: no rounding of 2.5e3 or of 0.1e1 (InvalidOperation is a ValueError)
+            if not d.is_finite() or d != d.to_integral_value():
+                raise ValueError(value) from None
+            if d.adjusted() > 16 or abs(d) > MAX_FLOAT_NOTATION:
+                raise _BeyondFloatNotation(value) from None
+            return int(d)
+    x = int(value)
+    if not isinstance(value, int) and x != float(value):
+        raise ValueError(value)
+    return x
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut to 40 characters (a pasted file does not make a line of thousands)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def check_int(name: str, value: Any, *, low: int = 1, high: int | None = None) -> int:
     """Return ``value`` as an int in [``low``, ``high``] (no upper bound when ``high`` is None) or raise
-    :class:`ConfigError`."""
+    :class:`ConfigError`. Text in float notation is read when it is a whole number (``1e5``, see
+    :func:`_whole_number`); ``1.5`` is refused."""
     expected = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
     try:
-        x = int(value)
-        if not isinstance(value, int) and x != float(value):
-            raise ValueError
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{name} {value!r} is not a whole number: expected {expected}") from None
+        x = _whole_number(value)
+    except _BeyondFloatNotation:
+        note = (" (float notation such as 1e5 is read up to 2^53; write a larger number in digits)"
+                if any(c in str(value) for c in ".eE") else "")
+        raise ConfigError(f"{name} {_shown(value)} is out of range: expected {expected}{note}") from None
+    except (TypeError, ValueError, OverflowError, ArithmeticError):
+        raise ConfigError(f"{name} {_shown(value)} is not a whole number: expected {expected}") from None
     if x < low or (high is not None and x > high):
         raise ConfigError(f"{name} {x} is out of range: expected {expected}")
     return x
@@ -159,7 +203,11 @@ class ModeParams:
         if self.eta_p is not None:
             check_constant("--eta-p", self.eta_p, low=0.0)
         if self.tau_fixed is not None:
-            check_constant("--tau", self.tau_fixed)
+            # tau = W_a / W (Assumption 1): the EMA target W_a averages past W, so from W_a(0) = 0 it starts at 0 and
+            # rises toward 1 (Eq. 15; above 1 only at a collapse, beta / (beta - eta)). A tau < 0 would be a target
+            # pointing against the online network, which no EMA makes: the fixed points of such a flow (p* < 0) are
+            # not states of BYOL, so they are refused rather than drawn and labelled.
+            check_constant("--tau", self.tau_fixed, low=0.0, note=TAU_NOTE)
         check_constant("--eps", self.eps, low=0.0)
         check_choice("--predictor", self.predictor, PREDICTORS)
         if not self.stop_grad and self.ema:
