@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -190,50 +191,91 @@ def normalized_std(z: torch.Tensor) -> float:
     return float(zn.std(dim=0).mean())
 
 
-COLLAPSE_STD_DROP = 0.5
-"""The collapse alarm's first condition: feature std x sqrt(d) below this fraction of its best so far."""
+COLLAPSE_STD_DROP = 0.6
+"""The collapse alarm's first condition: feature std x sqrt(d) below this fraction of its reference (its best since
+the first epoch; digits measured every 5 steps: healthy runs never below 0.81 of it, stalled ones 0.78, collapsing
+ones down to 0.22-0.33, or 0 under weight decay)."""
 COLLAPSE_RANK_DROP = 0.25
-"""Its second: s_2 / s_1 of F̂ below this fraction of its best so far (the predictor input turning rank one)."""
+"""Its second: s_2 / s_1 of F̂ below this fraction of its reference (the predictor input turning rank one; healthy
+runs measured: >= 0.33 of it, stalled ones >= 0.57, collapsing ones down to <= 0.03)."""
+COLLAPSE_WARMUP_EPOCHS = 1.0
+"""Measurements before this many epochs set no reference: in its first epoch a run contracts the spread of its random
+init (on digits, with a linear or DirectPred predictor, std x sqrt(d) falls 1.6-2.8x and s2/s1 of F̂ 1.7-6x within
+10-40 steps in healthy runs), so a reference from there called that contraction a collapse (issue 22: 7 of 22
+healthy runs measured every 5 steps warned)."""
+COLLAPSE_POINT = 0.01
+"""std x sqrt(d) below this fraction of its reference: the features are one point (complete collapse); s2/s1 of F̂,
+then a ratio of rounding noise that jumps up to 0.26, is not asked."""
 
 
 class CollapseWatch:
     """The live collapse alarm, relative to the run's own history.
 
-    A measurement is *collapsing* when its feature std x sqrt(d) is below :data:`COLLAPSE_STD_DROP` of the best the
-    run has had so far and s_2 / s_1 of F̂ is below :data:`COLLAPSE_RANK_DROP` of its best so far; the alarm is on
-    while the last ``window`` measurements all are, and :meth:`update` returns a warning when it turns on. Both
-    signals must fall: on digits the backbone's collapse AUC rises in healthy runs as well (it rose in every run we
-    measured, while kNN improved), and a single spread measure dips in healthy runs by up to ~25%. The false-alarm
-    count on healthy runs and the delay on the collapse ablations are in the README. ``history`` (checkpointed):
-    one (std, rank) pair per measurement."""
+    The reference is the best feature std x sqrt(d) and the best s_2 / s_1 of F̂ the run has had since the end of its
+    first epoch (:data:`COLLAPSE_WARMUP_EPOCHS`). A measurement is *collapsing* when its std x sqrt(d) is below
+    :data:`COLLAPSE_STD_DROP` of the reference and its s_2 / s_1 below :data:`COLLAPSE_RANK_DROP` of its reference
+    (or the std is below :data:`COLLAPSE_POINT` of it: one point). The alarm turns on when the last ``window``
+    measurements all are, and :meth:`update` then returns a warning; once on, it stays on while std x sqrt(d) stays
+    below :data:`COLLAPSE_STD_DROP` of its reference (s_2 / s_1 of a nearly collapsed F̂ jumps about: one collapse,
+    one warning). Both signals must fall: on digits the backbone's collapse AUC rises in healthy runs as well (it rose
+    in every run we measured, while kNN improved), and a single spread measure dips in healthy runs by up to ~25%. The
+    false-alarm rate on healthy runs and the delay on collapsing ones are in the README
+    (``experiments/collapse_watch_study.py``). ``history`` (checkpointed): one (std, rank, epoch) triple per
+    measurement; a (std, rank) pair of a checkpoint from before the warm-up existed counts as past it."""
 
     def __init__(self, window: int, history: list | None = None) -> None:
-        self.window, self.history = window, [tuple(h) for h in (history or [])]
+        self.window = window
+        self.history: list[tuple[float, float, float]] = []
+        self._refs: list[tuple[float, float] | None] = []  # reference after each measurement
+        self._on: list[bool] = []  # alarm state after each measurement
+        for h in history or []:
+            self._add(*map(float, h), *((math.inf,) if len(h) == 2 else ()))
+
+    def _add(self, std: float, rank: float, epoch: float) -> None:
+        """Append one measurement and the reference and alarm state after it."""
+        ref = self._refs[-1] if self._refs else None
+        if epoch >= COLLAPSE_WARMUP_EPOCHS:
+            ref = (std, rank) if ref is None else (max(ref[0], std), max(ref[1], rank))
+        self.history.append((std, rank, epoch))
+        self._refs.append(ref)
+        n = len(self.history)
+        turns_on = n >= self.window and all(self.collapsing(k) for k in range(n - self.window, n))
+        stays_on = bool(self._on) and self._on[-1] and ref is not None and std < COLLAPSE_STD_DROP * ref[0]
+        self._on.append(turns_on or stays_on)
+
+    def reference(self, upto: int) -> tuple[float, float] | None:
+        """The best (std x sqrt(d), s2/s1) among measurements 0..``upto`` past the warm-up; None before any is."""
+        return self._refs[upto]
 
     def collapsing(self, upto: int) -> bool:
-        std, rank = self.history[upto]
-        best_std = max(h[0] for h in self.history[:upto + 1])
-        best_rank = max(h[1] for h in self.history[:upto + 1])
-        return std < COLLAPSE_STD_DROP * best_std and rank < COLLAPSE_RANK_DROP * best_rank
+        """Whether measurement ``upto`` is collapsing (never before the reference exists)."""
+        ref = self.reference(upto)
+        if ref is None:
+            return False
+        std, rank, _ = self.history[upto]
+        one_point = std < COLLAPSE_POINT * ref[0]
+        return std < COLLAPSE_STD_DROP * ref[0] and (rank < COLLAPSE_RANK_DROP * ref[1] or one_point)
 
     def alarm(self, end: int | None = None) -> bool:
-        """Whether the alarm is on after measurement ``end`` (the last by default)."""
+        """Whether the alarm is on after the first ``end`` measurements (all by default)."""
         end = len(self.history) if end is None else end
-        return end >= self.window and all(self.collapsing(k) for k in range(end - self.window, end))
+        return end > 0 and self._on[end - 1]
 
     def update(self, rec: dict) -> str | None:
-        """Add a measurement record; sets ``rec["collapse_alarm"]`` and returns a warning when the alarm turns on."""
+        """Add a measurement record (its ``epoch`` places it against the warm-up; a record without one counts as
+        past it); sets ``rec["collapse_alarm"]`` and returns a warning when the alarm turns on."""
         s = rec["s"]
-        self.history.append((float(rec["feature_std_x_sqrt_d"]), float(s[1] / s[0]) if len(s) > 1 and s[0] > 0
-                             else 0.0))
+        self._add(float(rec["feature_std_x_sqrt_d"]), float(s[1] / s[0]) if len(s) > 1 and s[0] > 0 else 0.0,
+                  float(rec.get("epoch", math.inf)))
         rec["collapse_alarm"] = on = self.alarm()
         if not on or self.alarm(len(self.history) - 1):
             return None
-        std, rank = self.history[-1]
+        std, rank, _ = self.history[-1]
+        best_std, best_rank = self.reference(len(self.history) - 1)
         return (f"collapse at step {rec['step']}: for {self.window} measurements feature std x sqrt(d) has been "
-                f"below {COLLAPSE_STD_DROP:.0%} of its best ({std:.3g} vs {max(h[0] for h in self.history):.3g}) "
-                f"and s2/s1 of F̂ below {COLLAPSE_RANK_DROP:.0%} of its best ({rank:.2g} vs "
-                f"{max(h[1] for h in self.history):.2g})")
+                f"below {COLLAPSE_STD_DROP:.0%} of its best since epoch {COLLAPSE_WARMUP_EPOCHS:g} ({std:.3g} vs "
+                f"{best_std:.3g}) and s2/s1 of F̂ below {COLLAPSE_RANK_DROP:.0%} of its best ({rank:.2g} vs "
+                f"{best_rank:.2g})")
 
 
 @torch.no_grad()
