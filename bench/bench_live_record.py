@@ -1,5 +1,5 @@
 """CPU cost of one live-measurement record computed in the background worker thread: the default thread pools vs
-:func:`ssltheory.practice.live.one_thread` (torch and OpenBLAS on one core), in one run.
+:func:`ssltheory.practice.measure.live.one_thread` (torch and OpenBLAS on one core), in one run.
 
 The record is computed while the training thread keeps the GPU fed, so what it costs the run is the CPU it takes
 from that thread: its CPU seconds per record (counted until the pools' idle threads stop spinning, ``--settle``
@@ -20,7 +20,7 @@ from contextlib import nullcontext
 
 import torch
 
-from ssltheory.practice.live import Snapshot, one_thread, record
+from ssltheory.practice.measure.live import Snapshot, one_thread, record
 
 
 def snapshot_like(seed: int, n: int = 512, width: int = 512, d: int = 128) -> Snapshot:

@@ -8,11 +8,11 @@
    learned linear predictor and whose gradient form is DirectPred's gradient with no learned predictor (Table 2 (c)
    vs (d)). MoCo's queue holds ``--queue`` keys.
 2. What the measurements cost: ``objective.measure(views.detached())`` of each variant (on the views of its last
-   step, the objective as it stands then) and the generic ones of :mod:`ssltheory.practice.measure` that every
-   record computes (``negative_cosine(f1)``, ``decorrelation(f1)``, ``method_metrics(measured)``, the last one an
-   eigvalsh of the method's d x d F), each as a ratio to one optimizer step of the same variant. On CUDA they are
-   timed twice: on the device, and as the live record computes them (host copies, a CPU copy of the objective, one
-   core: :func:`ssltheory.practice.live.one_thread`; the record runs in a background thread there, off the step's
+   step, the objective as it stands then) and the generic ones of :mod:`ssltheory.practice.measure.quantities` that
+   every record computes (``negative_cosine(f1)``, ``decorrelation(f1)``, ``method_metrics(measured)``, the last one an
+   eigvalsh of the method's d x d F), each as a ratio to one optimizer step of the same variant. On CUDA they are timed
+   twice: on the device, and as the live record computes them (host copies, a CPU copy of the objective, one core:
+   :func:`ssltheory.practice.measure.live.one_thread`; the record runs in a background thread there, off the step's
    critical path).
 
 All variants are built up front and timed round-robin: each round runs one block of ``--steps`` optimizer steps of
@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 import torch
 
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.live import one_thread
-from ssltheory.practice.measure import decorrelation, method_metrics, negative_cosine
-from ssltheory.practice.methods import METHODS
-from ssltheory.practice.objectives import Views
-from ssltheory.practice.optim import make_optimizer
-from ssltheory.practice.step import build_model, optimizer_step
+from ssltheory.practice.engine.optim import make_optimizer
+from ssltheory.practice.engine.step import build_model, optimizer_step
+from ssltheory.practice.measure.live import one_thread
+from ssltheory.practice.measure.quantities import decorrelation, method_metrics, negative_cosine
+from ssltheory.practice.methods.objectives import Views
+from ssltheory.practice.methods.registry import METHODS
 
 FORMS = {"moco": ("loss", "gradient"), "simclr": ("loss", "gradient"), "byol": ("loss", "gradient"),
          "barlowtwins": ("loss", "gradient", "unified"), "vicreg": ("loss", "gradient", "unified"),

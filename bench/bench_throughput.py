@@ -31,14 +31,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from ssltheory.practice.augment import TwoViews
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.distributed import Dist
-from ssltheory.practice.feed import DeviceFeed, LoaderFeed
-from ssltheory.practice.live import LiveMeasurer
-from ssltheory.practice.optim import make_optimizer
-from ssltheory.practice.schedule import make_schedule
-from ssltheory.practice.step import build_model, optimizer_step
+from ssltheory.practice.data.augment import TwoViews
+from ssltheory.practice.data.feed import DeviceFeed, LoaderFeed
+from ssltheory.practice.data.schedule import make_schedule
+from ssltheory.practice.engine.distributed import Dist
+from ssltheory.practice.engine.optim import make_optimizer
+from ssltheory.practice.engine.step import build_model, optimizer_step
+from ssltheory.practice.measure.live import LiveMeasurer
 
 SIZES = {"cifar10": (32, 512, 50_000), "stl10": (96, 256, 105_000)}  # px, batch, images per epoch
 

@@ -27,14 +27,14 @@ from collections.abc import Callable
 
 import torch
 
-from ssltheory.practice import train as train_mod
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.data import build_data
-from ssltheory.practice.evaluate import knn_monitor
-from ssltheory.practice.live import LiveMeasurer
-from ssltheory.practice.measure import RunningCorrelation
-from ssltheory.practice.predictors import DirectPredictor
-from ssltheory.practice.step import build_model, resolve_device
+from ssltheory.practice.data.datasets import build_data
+from ssltheory.practice.engine import train as train_mod
+from ssltheory.practice.engine.step import build_model, resolve_device
+from ssltheory.practice.measure.evaluate import knn_monitor
+from ssltheory.practice.measure.live import LiveMeasurer
+from ssltheory.practice.measure.running import RunningCorrelation
+from ssltheory.practice.methods.predictors import DirectPredictor
 
 
 def timed_steps(cfg: TrainConfig, skip: int = 10) -> float:

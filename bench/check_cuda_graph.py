@@ -15,11 +15,11 @@ from types import SimpleNamespace
 import torch
 
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.distributed import Dist
-from ssltheory.practice.feed import DeviceFeed
-from ssltheory.practice.optim import make_optimizer, make_scheduler
-from ssltheory.practice.schedule import make_schedule
-from ssltheory.practice.step import build_model, optimizer_step
+from ssltheory.practice.data.feed import DeviceFeed
+from ssltheory.practice.data.schedule import make_schedule
+from ssltheory.practice.engine.distributed import Dist
+from ssltheory.practice.engine.optim import make_optimizer, make_scheduler
+from ssltheory.practice.engine.step import build_model, optimizer_step
 
 
 def run(graph: str, a, images) -> tuple[list[float], torch.Tensor, torch.Tensor]:

@@ -13,8 +13,8 @@ import pstats
 import torch
 from bench_throughput import Runner
 
-from ssltheory.practice.live import record, snapshot
-from ssltheory.practice.objectives import Views
+from ssltheory.practice.measure.live import record, snapshot
+from ssltheory.practice.methods.objectives import Views
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)

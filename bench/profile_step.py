@@ -19,10 +19,10 @@ from collections import Counter
 import torch
 from bench_throughput import SIZES, Runner, sync
 
-from ssltheory.practice.live import record, snapshot
-from ssltheory.practice.objectives import Views
-from ssltheory.practice.predictors import directpred_weight, directpred_weight_ns
-from ssltheory.practice.step import optimizer_step
+from ssltheory.practice.engine.step import optimizer_step
+from ssltheory.practice.measure.live import record, snapshot
+from ssltheory.practice.methods.objectives import Views
+from ssltheory.practice.methods.predictors import directpred_weight, directpred_weight_ns
 
 
 def per_call(fn, n: int, device: torch.device, host: dict | None = None, key: str = "") -> float:

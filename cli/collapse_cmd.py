@@ -1,12 +1,12 @@
 """``ssltheory collapse``: Li, Efros & Pathak's collapse metric offline (collapse.md B1). It parses, calls and prints;
-the work is in :mod:`ssltheory.practice.collapse`."""
+the work is in :mod:`ssltheory.practice.studies.collapse`."""
 
 from __future__ import annotations
 
 import typer
 from rich.table import Table
 
-from ssltheory.theory.params import ConfigError
+from ssltheory.theory.checks import ConfigError
 
 from .output import console, hint, out_dir, path_of, paths_of, progress, wrote
 
@@ -43,11 +43,11 @@ def collapse(
 ) -> None:
     """Collapse AUC of pooled backbone features over a whole train split (Li, Efros & Pathak; centred, σ not σ²):
     singular values, σ/σ₁, the cumulative curve and AUC across inputs as PNGs, the numbers as JSON and CSV."""
-    from ssltheory.practice import collapse as C
     from ssltheory.practice.config import check_device
-    from ssltheory.practice.rundir import check_run_dir
-    from ssltheory.practice.step import resolve_device
-    from ssltheory.theory.params import check_int
+    from ssltheory.practice.engine.rundir import check_run_dir
+    from ssltheory.practice.engine.step import resolve_device
+    from ssltheory.practice.studies import collapse as C
+    from ssltheory.theory.checks import check_int
 
     # paths are read as text: Path("") would be the current folder
     run_dirs = paths_of("RUN_DIR", run_dirs, "the folder of a run of ssltheory train")

@@ -33,8 +33,8 @@ def experiment(
     table's training runs side by side (and, for the collapse study, the AUC's forecast of probe accuracy)."""
     from ssltheory.experiments.recipes import RECIPES, SCALES
     from ssltheory.experiments.run import get, run_recipe
+    from ssltheory.theory.checks import ConfigError, check_choice, check_int
     from ssltheory.theory.io import check_out_dir
-    from ssltheory.theory.params import ConfigError, check_choice, check_int
 
     from .output import progress
     from .practice_cmds import run

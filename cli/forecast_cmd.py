@@ -1,5 +1,5 @@
 """``ssltheory forecast``: the collapse AUC against linear-probe accuracy across runs (collapse.md B2). It parses,
-calls and prints; the work is in :mod:`ssltheory.practice.forecast`."""
+calls and prints; the work is in :mod:`ssltheory.practice.studies.forecast`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ssltheory.theory.params import ConfigError
+from ssltheory.theory.checks import ConfigError
 
 from .output import console, hint, out_dir, path_of, paths_of, wrote
 
@@ -27,11 +27,11 @@ def forecast(
 ) -> None:
     """Label-free forecasting: each run's offline collapse AUC (paper protocol) against its linear-probe accuracy,
     with Spearman's rank correlation across runs, as a scatter PNG and JSON/CSV."""
-    from ssltheory.practice import forecast as Fc
     from ssltheory.practice.config import check_device
-    from ssltheory.practice.rundir import check_run_dir
-    from ssltheory.practice.step import resolve_device
-    from ssltheory.theory.params import check_int
+    from ssltheory.practice.engine.rundir import check_run_dir
+    from ssltheory.practice.engine.step import resolve_device
+    from ssltheory.practice.studies import forecast as Fc
+    from ssltheory.theory.checks import check_int
 
     run_dirs = paths_of("RUN_DIR", run_dirs, "the folder of a run of ssltheory train")  # Path("") would be "."
     out = path_of("--out", out, "a folder for the results")

@@ -7,7 +7,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
-from ssltheory.theory.params import ConfigError, RunError
+from ssltheory.theory import outputs
+from ssltheory.theory.checks import ConfigError, RunError
 
 from . import collapse_cmd, experiment_cmds, forecast_cmd, practice_cmds, theory_cmds
 
@@ -38,9 +39,8 @@ def _root(
     """The theory of non-contrastive SSL (BYOL, SimSiam, DirectPred): simulate, train, measure, compare."""
 
 
-app.command("phase-portrait")(theory_cmds.phase_portrait)
-app.command("fixed-points")(theory_cmds.fixed_points_cmd)
-app.command("simulate")(theory_cmds.simulate)
+for _name in outputs.COMMANDS:  # the theory's one list of commands (the recipes run the same entries)
+    app.command(_name)(theory_cmds.COMMANDS[_name])
 app.command("train")(practice_cmds.train)
 app.command("probe")(practice_cmds.probe)
 app.command("compare")(practice_cmds.compare)

@@ -11,13 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ssltheory.theory.checks import ConfigError
 from ssltheory.theory.io import (  # noqa: F401  (save_figure, save_json, write_atomic: re-exported for the commands)
     check_out_dir,
     save_figure,
     save_json,
     write_atomic,
 )
-from ssltheory.theory.params import ConfigError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -38,7 +38,7 @@ def out_dir(path: Path | str, flag: str = "--out") -> Path:
     """Check that the output folder exists or can be created, and can be written, and return it; nothing is created.
 
     A path that is a file, runs through a file, or lies where nothing can be created (``/proc/x``) raises a one-line
-    :class:`~ssltheory.theory.params.ConfigError` naming ``--out PATH`` and why (exit status 2), before any
+    :class:`~ssltheory.theory.checks.ConfigError` naming ``--out PATH`` and why (exit status 2), before any
     computation. The folder itself is made when the results are written (``ssltheory.theory.outputs``), so a run
     that fails leaves no empty folder behind.
     """
@@ -47,7 +47,7 @@ def out_dir(path: Path | str, flag: str = "--out") -> Path:
 
 def path_of(flag: str, value: str | None, expected: str, kind: str = "folder") -> Path | None:
     """``value`` as a :class:`~pathlib.Path` (None stays None), or a one-line
-    :class:`~ssltheory.theory.params.ConfigError` naming ``flag`` when it is empty or blank.
+    :class:`~ssltheory.theory.checks.ConfigError` naming ``flag`` when it is empty or blank.
 
     ``Path("")`` is the current folder: ``train --out ""`` would start a run there, ``--resume ""`` or ``probe ""``
     read one from there. The path options and arguments are therefore read as text and checked here, as ``--out`` of

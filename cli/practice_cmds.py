@@ -11,8 +11,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ssltheory.theory.checks import ConfigError
 from ssltheory.theory.io import check_out_dir
-from ssltheory.theory.params import ConfigError
 
 from .output import console, err_console, hint, path_of, paths_of, save_figure, save_json, wrote
 
@@ -29,7 +29,7 @@ def _train(ctx: typer.Context, dataset: str | None, config_text: str | None, res
            out_text: str | None, **flags) -> None:
     """Train with the theory's knobs, measuring F̂, W_p, alignment and collapse as it goes."""
     from ssltheory.practice.config import TrainConfig, field_names, flag_of, load_settings
-    from ssltheory.practice.rundir import RunDir
+    from ssltheory.practice.engine.rundir import RunDir
 
     # read as text: Path("") would be the current folder (a run started, or a settings file read, from there)
     config = path_of("--config", config_text, "a JSON or YAML file of settings", "file")
@@ -58,7 +58,7 @@ def _train(ctx: typer.Context, dataset: str | None, config_text: str | None, res
         if any(str(e).startswith(flag_of(k) + " ") for k in from_file if k not in given):
             raise ConfigError(f"{e} (in --config {config})") from None
         raise
-    from ssltheory.practice.methods import METHODS
+    from ssltheory.practice.methods.registry import METHODS
 
     variant = cfg.predictor if METHODS[cfg.method].predictor(cfg) else cfg.resolved_form
     run_dir = out or Path("runs") / f"{cfg.dataset}-{cfg.method}-{variant}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -119,16 +119,16 @@ train = _make_train()
 
 def run(cfg, run_dir: Path, resume: bool = False, force: bool = False) -> dict:
     """Train with a rich progress bar, then print the run's summary and its files."""
-    from ssltheory.practice.distributed import from_env
-    from ssltheory.practice.rundir import CHECKPOINT, CONFIG, FIGURE, METRICS, SUMMARY
-    from ssltheory.practice.train import train as train_loop
+    from ssltheory.practice.engine.distributed import from_env
+    from ssltheory.practice.engine.rundir import CHECKPOINT, CONFIG, FIGURE, METRICS, SUMMARY
+    from ssltheory.practice.engine.train import train as train_loop
 
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} img/s"),
                    TextColumn("kNN {task.fields[knn]}"), TextColumn("probe AUC {task.fields[auc]}"),
                    TimeElapsedColumn(), TimeRemainingColumn(),
                    console=err_console)
-    from ssltheory.practice.methods import METHODS
+    from ssltheory.practice.methods.registry import METHODS
 
     variant = cfg.predictor if METHODS[cfg.method].predictor(cfg) else cfg.resolved_form
     task = bar.add_task(f"{cfg.dataset} {cfg.method} {variant}", total=None, loss="-", rate="-", knn="-", auc="-")
@@ -171,9 +171,9 @@ def probe(
 ) -> None:
     """Linear probe on frozen, standardised backbone features; reports the LAST epoch's test accuracy."""
     from ssltheory.practice.config import check_device
-    from ssltheory.practice.evaluate import probe_run
-    from ssltheory.practice.step import resolve_device
-    from ssltheory.theory.params import check_int, check_number
+    from ssltheory.practice.engine.step import resolve_device
+    from ssltheory.practice.measure.evaluate import probe_run
+    from ssltheory.theory.checks import check_int, check_number
 
     run_dir, out = path_of("RUN_DIR", run_dir, RUN_DIR_EXPECTED), path_of("--out", out, "a folder for probe.json")
     check_int("--epochs", epochs, low=1)
@@ -199,9 +199,9 @@ def compare(
     out: str = typer.Option("runs/compare", help="where compare.png and compare.json go", metavar="DIR"),
 ) -> None:
     """The theory's prediction beside what a run measured: modes p_j, s_j, phase portrait, alignment."""
-    from ssltheory.practice.compare import compare_run, to_json
-    from ssltheory.practice.plots import compare_figure
-    from ssltheory.theory.params import check_int, check_number
+    from ssltheory.practice.report.plots import compare_figure
+    from ssltheory.practice.studies.compare import compare_run, to_json
+    from ssltheory.theory.checks import check_int, check_number
 
     run_dirs = paths_of("RUN_DIR", run_dirs, RUN_DIR_EXPECTED)
     out = path_of("--out", out, "a folder for compare.png and compare.json")
@@ -234,9 +234,9 @@ def report(
                             show_default=False),
 ) -> None:
     """One self-contained HTML page for a run: settings, its figures, the theory beside it, final numbers."""
-    from ssltheory.practice.report import build_report
+    from ssltheory.practice.report.html import build_report
+    from ssltheory.theory.checks import check_int
     from ssltheory.theory.io import write_atomic
-    from ssltheory.theory.params import check_int
 
     run_dir = path_of("RUN_DIR", run_dir, RUN_DIR_EXPECTED)
     out = path_of("--out", out, "the path of the HTML file to write", "file")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from ssltheory.theory import outputs
+from ssltheory.theory import outputs, unified_outputs
+from ssltheory.theory.checks import ConfigError, check_int, parse_floats
 from ssltheory.theory.modes import P_FLOOR
-from ssltheory.theory.params import MAX_STEPS, ConfigError, ModeParams, check_int, parse_floats
+from ssltheory.theory.params import MAX_STEPS, ModeParams
 
 from .output import console, hint, out_dir, progress, wrote
 
@@ -45,12 +46,12 @@ def phase_portrait(
 ) -> None:
     """Phase portrait of (p_j, s_j) at fixed τ with the invariant parabola and fixed points (Fig. 3); with a unified
     --method, the flow of one mode (s_j, τ_j) of (U3)-(U4) for each --eta."""
-    outputs.phase_portrait_settings(method, {"alpha_p": alpha_p, "tau": tau, "lam": lam, "f_branch": f_branch,
-                                             "temperature": temperature, "ema": ema, "beta": beta})
+    unified_outputs.phase_portrait_settings(method, {"alpha_p": alpha_p, "tau": tau, "lam": lam, "f_branch": f_branch,
+                                                     "temperature": temperature, "ema": ema, "beta": beta})
     if method != "byol":
-        params = outputs.unified_params(method, sigma2=sigma2, lam=lam, f_branch=f_branch, temperature=temperature,
-                                        ema=ema, beta=beta)
-        done = outputs.unified_phase_portrait(out_dir(out), parse_floats("--eta", eta, low=0.0), params)
+        params = unified_outputs.unified_params(method, sigma2=sigma2, lam=lam, f_branch=f_branch,
+                                                temperature=temperature, ema=ema, beta=beta)
+        done = unified_outputs.unified_phase_portrait(out_dir(out), parse_floats("--eta", eta, low=0.0), params)
         _print_unified_fixed_points({"regimes": done["records"], "method": method, "paths": done["paths"]})
         wrote(done["paths"])
         return
@@ -184,7 +185,7 @@ def _print_unified_fixed_points(done: dict) -> None:
 
 
 def _print_summary(results) -> None:
-    if isinstance(results[0].config, outputs.UnifiedRun):
+    if isinstance(results[0].config, unified_outputs.UnifiedRun):
         _print_unified_summary(results)
         return
     if results[0].config.model == "modes":
@@ -252,3 +253,7 @@ def _fmt(v) -> str:
     if isinstance(v, str):
         return v
     return f"{v:.4g}"
+
+
+COMMANDS = {"phase-portrait": phase_portrait, "fixed-points": fixed_points_cmd, "simulate": simulate}
+"""The command-line face of each entry of :data:`ssltheory.theory.outputs.COMMANDS` (its flags, tables, progress)."""

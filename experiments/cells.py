@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.rundir import CONFIG, SUMMARY, RunDir
-from ssltheory.theory.params import ConfigError
+from ssltheory.practice.engine.rundir import CONFIG, SUMMARY, RunDir
+from ssltheory.theory.checks import ConfigError
 
 Trainer = Callable[[TrainConfig, Path, bool, bool], dict]
 """(config, run folder, resume, force) -> summary: how a training cell is run (the library's train, or the CLI's
@@ -17,7 +17,7 @@ with a progress bar)."""
 
 
 def default_trainer(cfg: TrainConfig, run_dir: Path, resume: bool, force: bool) -> dict:
-    from ssltheory.practice.train import train
+    from ssltheory.practice.engine.train import train
 
     return train(cfg, run_dir, resume=resume, force=force)
 

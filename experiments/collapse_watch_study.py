@@ -1,4 +1,4 @@
-"""How far the live collapse warning (:class:`~ssltheory.practice.measure.CollapseWatch`) can be trusted: its
+"""How far the live collapse warning (:class:`~ssltheory.practice.measure.quantities.CollapseWatch`) can be trusted: its
 false-alarm rate on healthy digits runs and its detection delay on collapsing ones (issue 22).
 
 ``python -m ssltheory.experiments.collapse_watch_study RUNS_DIR [--out DIR] [--replay-only]`` trains the runs of
@@ -29,7 +29,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from ssltheory.practice.measure import CollapseWatch, is_measurement
+from ssltheory.practice.measure.quantities import CollapseWatch, is_measurement
 
 BASE = dict(dataset="digits", batch_size=64, epochs=30, measure_every=5, knn_every=2)
 """What every run shares (the CLI's ``train digits --batch-size 64 --epochs 30 --measure-every 5 --knn-every 2``)."""
@@ -123,7 +123,7 @@ class PreviousWatch:
 def train_missing(runs_dir: Path, names: list[str]) -> None:
     """Train the runs of ``names`` that have no summary.json in ``runs_dir`` yet, one after another."""
     from ssltheory.practice.config import TrainConfig
-    from ssltheory.practice.train import train
+    from ssltheory.practice.engine.train import train
 
     for name in names:
         folder = runs_dir / name
@@ -247,7 +247,7 @@ def plot(result: dict, runs_dir: Path, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ssltheory.practice.measure import COLLAPSE_RANK_DROP, COLLAPSE_STD_DROP, COLLAPSE_WARMUP_EPOCHS
+    from ssltheory.practice.measure.quantities import COLLAPSE_RANK_DROP, COLLAPSE_STD_DROP, COLLAPSE_WARMUP_EPOCHS
 
     colour = {"healthy": "0.6", "stalled": "tab:orange", "collapsed": "tab:red"}
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.8))

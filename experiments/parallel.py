@@ -18,8 +18,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.rundir import CONFIG, SUMMARY, RunDir
-from ssltheory.theory.params import ConfigError, RunError
+from ssltheory.practice.engine.rundir import CONFIG, SUMMARY, RunDir
+from ssltheory.theory.checks import ConfigError, RunError
 
 Job = tuple[TrainConfig, Path]
 """One run: its config and its folder."""
@@ -64,7 +64,7 @@ def cores() -> int:
 def check_jobs(jobs: int) -> None:
     """A one-line error unless ``jobs`` is an integer >= 1, or when ``jobs`` > 1 under torchrun (each rank would
     start its own processes over the same folders)."""
-    from ssltheory.practice.distributed import from_env
+    from ssltheory.practice.engine.distributed import from_env
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"--jobs {jobs} is out of range: expected an integer >= 1")

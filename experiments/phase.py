@@ -2,12 +2,12 @@
 eta x the predictor's relative learning rate alpha_p.
 
 Each grid cell is a real run of the trainer (the two-layer linear model on the synthetic data by default; digits
-with ``dataset="digits"``), read off as ``compare`` reads a run (:func:`ssltheory.practice.compare.compare_run`: the
-mapping t = step x alpha, eta = wd, beta = (1 - gamma_a) / alpha, alpha_p as given) over all d modes. The run and
-the decoupled ODE (Eqs. 11-13, integrated from the run's own initial modes over the run's own time) each give an
-outcome by one rule, :func:`outcome`: a mode has collapsed when s_j(T) < :data:`COLLAPSED_S` x max_j s_j(0) (and it
-shrank); a cell is ``collapsed`` when every mode has, ``partial`` when some have, ``healthy`` when none has. They
-agree when the outcomes are equal.
+with ``dataset="digits"``), read off as ``compare`` reads a run (:func:`ssltheory.practice.studies.compare.compare_run`:
+the mapping t = step x alpha, eta = wd, beta = (1 - gamma_a) / alpha, alpha_p as given) over all d modes. The run and
+the decoupled ODE (Eqs. 11-13, integrated from the run's own initial modes over the run's own time) each give an outcome
+by one rule, :func:`outcome`: a mode has collapsed when s_j(T) < :data:`COLLAPSED_S` x max_j s_j(0) (and it shrank); a
+cell is ``collapsed`` when every mode has, ``partial`` when some have, ``healthy`` when none has. They agree when the
+outcomes are equal.
 
 The figure colours each cell by the run's final leading p_j (the largest p of the modes that did not collapse; 0
 when all did), marks the run's outcome, and draws over it the theory's boundary (where its predicted outcome turns
@@ -28,8 +28,8 @@ import numpy as np
 
 from ssltheory.practice.config import TrainConfig
 from ssltheory.theory import integrate, modes
+from ssltheory.theory.checks import ConfigError, RunError
 from ssltheory.theory.io import save_figure, save_json
-from ssltheory.theory.params import ConfigError, RunError
 
 COLLAPSED_S = 1e-3
 """A mode has collapsed when its s_j at the end is below this fraction of the largest initial s_j."""
@@ -65,8 +65,8 @@ def leading_p(p_end: np.ndarray, s_end: np.ndarray, s_start: np.ndarray) -> floa
 
 def cell_settings(axis: str, eta: float, value: float, base: dict) -> dict:
     """A cell's settings: ``weight_decay`` eta and, for ``beta``, the EMA rate gamma_a = 1 - beta alpha (alpha = lr /
-    (1 - momentum), the time per step of :mod:`ssltheory.practice.compare`); for ``alpha_p``, SimSiam's target (no
-    EMA: tau = 1) and the predictor lr ratio."""
+    (1 - momentum), the time per step of :mod:`ssltheory.practice.studies.compare`); for ``alpha_p``, SimSiam's target
+    (no EMA: tau = 1) and the predictor lr ratio."""
     cfg = TrainConfig.from_settings(base)
     if axis == "beta":
         alpha = cfg.effective_lr / (1.0 - cfg.resolved_momentum)
@@ -169,8 +169,8 @@ class CellReading:
 
 def read_cell(run_dir: Path, cfg: TrainConfig) -> CellReading:
     """``compare``'s reading of a run over all d modes (its mapping and its ODE), tolerating an ODE that fails."""
-    from ssltheory.practice.compare import measured_modes, ode_constants, predict
-    from ssltheory.practice.rundir import RunDir
+    from ssltheory.practice.engine.rundir import RunDir
+    from ssltheory.practice.studies.compare import measured_modes, ode_constants, predict
 
     sigma2 = cfg.sigma2 if cfg.dataset == "synthetic" else 0.5
     params, alpha = ode_constants(cfg, sigma2)

@@ -11,14 +11,13 @@ comparable with each other.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ssltheory.practice.config import TrainConfig
 from ssltheory.theory import outputs
-from ssltheory.theory.params import ConfigError
+from ssltheory.theory.checks import ConfigError
 
 SCALES = ("smoke", "cpu", "paper")
 SMOKE_TRAIN = {"dataset": "digits", "batch_size": 64, "epochs": 10, "knn_every": 5, "data_path": "loader"}
@@ -27,24 +26,6 @@ CPU_TRAIN = {"dataset": "digits", "batch_size": 128, "epochs": 300, "knn_every":
              "probe_size": 1024}
 """The cpu scale (issue 16): digits on 2 cores, ~3,000 steps per run (~1.5 min), the batched augmentation path."""
 PAPER_TRAIN = {"dataset": "stl10", "data_dir": "data", "device": "cuda", "workers": 8}
-
-
-def _simulate(out: Path, progress, **settings) -> dict:
-    return outputs.simulate(out, outputs.simulation_configs(**settings), progress)
-
-
-def _phase_portrait(out: Path, progress, **settings) -> dict:
-    tau = settings.get("tau", 1.0)
-    return outputs.phase_portrait(out, outputs.phase_portrait_params(**settings), tau)
-
-
-def _fixed_points(out: Path, progress, eta=None, **settings) -> dict:
-    return outputs.fixed_points(out, eta, **settings)
-
-
-THEORY_COMMANDS: dict[str, Callable[..., dict]] = {"simulate": _simulate, "phase-portrait": _phase_portrait,
-                                                   "fixed-points": _fixed_points}
-"""The theory commands a recipe can run, each through :mod:`ssltheory.theory.outputs`."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +39,7 @@ class TheoryCell:
     def run(self, out: Path, progress=None) -> dict:
         """Write the command's outputs into ``out``; a setting the command does not take is a one-line error."""
         try:
-            return THEORY_COMMANDS[self.command](out, progress, **self.settings)
+            return outputs.COMMANDS[self.command](out, progress, **self.settings)
         except TypeError as e:  # an unexpected keyword
             raise ConfigError(f"{self.command} settings {sorted(self.settings)} are not accepted ({e}): expected "
                               f"the flags of 'ssltheory {self.command} --help'") from None

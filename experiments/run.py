@@ -1,6 +1,6 @@
 """Run a recipe's cells and gather their numbers into ``results.json``, ``results.csv`` and ``results.png``.
 
-Training cells go through :func:`ssltheory.practice.train.train` with their config, theory cells through
+Training cells go through :func:`ssltheory.practice.engine.train.train` with their config, theory cells through
 :mod:`ssltheory.theory.outputs`; nothing re-enters the command line. A cell whose run folder already holds the
 same settings is not run again: a finished one is read, an interrupted one resumed from its checkpoint.
 """
@@ -13,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.distributed import from_env
-from ssltheory.practice.measure import upgrade
-from ssltheory.practice.rundir import RunDir
+from ssltheory.practice.engine.distributed import from_env
+from ssltheory.practice.engine.rundir import RunDir
+from ssltheory.practice.measure.quantities import upgrade
+from ssltheory.theory.checks import ConfigError, check_choice
 from ssltheory.theory.io import save_figure, save_json, write_atomic
-from ssltheory.theory.params import ConfigError, check_choice
 
 from .cells import Trainer, default_trainer, run_cell
 from .fidelity import aggregate, collapse_evidence, verdict
@@ -113,7 +113,7 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
         _write_csv(out / "results.csv", rows, recipe.forecast)
         _bar_figure(out / "results.png", recipe, scale, rows)
     if points:
-        from ssltheory.practice import forecast
+        from ssltheory.practice.studies import forecast
 
         try:
             doc = forecast.forecast(points, {"experiment": recipe.name, "scale": scale, "seeds": seeds})
@@ -136,10 +136,10 @@ FORECAST_KEYS = ("offline_auc", "k_eq", "d", "probe_acc")
 
 
 def _forecast_point(run_dir: Path, cell: str) -> dict:
-    """The run's offline AUC and probe accuracy (:func:`ssltheory.practice.forecast.run_point`), grouped by the
+    """The run's offline AUC and probe accuracy (:func:`ssltheory.practice.studies.forecast.run_point`), grouped by the
     cell's first word (its model size: small-f10 -> small)."""
-    from ssltheory.practice import forecast
-    from ssltheory.practice.step import resolve_device
+    from ssltheory.practice.engine.step import resolve_device
+    from ssltheory.practice.studies import forecast
 
     p = forecast.run_point(run_dir, resolve_device("auto"), group=cell.split("-")[0])
     return {**p, "cell": cell, "offline_auc": p["auc"]}
@@ -153,7 +153,7 @@ def study_figure(path: Path, name: str, scale: str, rows: list[dict], configs: d
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from ssltheory.practice.schedule import STREAMS
+    from ssltheory.practice.data.schedule import STREAMS
 
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)

@@ -8,9 +8,9 @@ made from these fields, so a new knob is one edit here (and, if it does somethin
 Defaults follow the DirectPred paper's STL-10/CIFAR-10 protocol and its official code (directpred.md §4):
 SGD lr 0.03, momentum 0.9, weight decay 4e-4 on trunk and predictor, batch 128, EMA gamma_a = 0.996, constant lr,
 projector 512 -> 512 -> 128, DirectPred rho = 0.3, eps = 0.1 (the paper's best STL-10 setting), freq = 1.
-Names map to the theory (``practice/compare.py`` has the mapping): ``weight_decay`` is torch SGD's coupled decay, so
-eta = weight_decay in the ODE's time t = step * lr (the paper writes eta_bar = alpha * eta for a per-step shrink);
-``alpha_p`` is the predictor's learning-rate ratio; ``gamma_a`` is 1 - alpha * beta.
+Names map to the theory (``practice/studies/compare.py`` has the mapping): ``weight_decay`` is torch SGD's coupled
+decay, so eta = weight_decay in the ODE's time t = step * lr (the paper writes eta_bar = alpha * eta for a per-step
+shrink); ``alpha_p`` is the predictor's learning-rate ratio; ``gamma_a`` is 1 - alpha * beta.
 
 ``synthetic`` is the theory's own setting: x0 ~ N(0, I_n1) drawn fresh for every sample, views x0 + sigma * noise,
 the two-layer linear network (``--backbone linear``: W of shape (n2, n1), no projector, W_p of shape (n2, n2))
@@ -32,13 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ssltheory.practice.data.schedule import SCHEDULES, STREAMS
+from ssltheory.practice.methods.predictors import PREDICTORS
+from ssltheory.practice.methods.registry import METHODS
+from ssltheory.theory.checks import ConfigError, check_choice, check_int, check_number
 from ssltheory.theory.io import save_json
 from ssltheory.theory.modes import P_FLOOR
-from ssltheory.theory.params import ConfigError, check_choice, check_int, check_number
-
-from .methods import METHODS
-from .predictors import PREDICTORS
-from .schedule import SCHEDULES, STREAMS
 
 DATASETS = ("digits", "stl10", "cifar10", "imagenet", "folder", "synthetic")
 IN_MEMORY = ("digits", "cifar10", "stl10")  # datasets the device data path holds whole (uint8) on the device
@@ -340,7 +339,7 @@ class TrainConfig:
 
     def _check_model(self) -> None:
         """The backbone's width and init, the projector and predictor layouts, --fix-pred-lr."""
-        from .models import WIDTHS, convnet_channels
+        from ssltheory.practice.models import WIDTHS, convnet_channels
 
         backbone = self.resolved_backbone
         if self.width is not None:
@@ -397,7 +396,7 @@ class TrainConfig:
             raise ConfigError(f"--norm {self.norm} with --method {self.method} --form {form} is not accepted: expected "
                               + (f"--norm {' or '.join(norms)}" if norms else "no --norm (it l2-normalises; --loss "
                                  "chooses for byol/simsiam)") + f"; at this form: {', '.join(able)}")
-        from .mixing import parse_multi_crop
+        from ssltheory.practice.data.mixing import parse_multi_crop
 
         parse_multi_crop(self.multi_crop)
         if (self.cutmix or self.multi_crop) and self.dataset == "synthetic":

@@ -1,4 +1,4 @@
-"""The asymmetric family's objectives (practice/objectives/asymmetric.py): UniGrad and BYOL's gradient with a
+"""The asymmetric family's objectives (practice/methods/objectives/asymmetric.py): UniGrad and BYOL's gradient with a
 DirectPred predictor, their running F, and their gradient forms against autograd."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssltheory.practice.objectives.asymmetric import (
+from ssltheory.practice.methods.objectives.asymmetric import (
     DirectPredGradient,
     RunningF,
     UniGrad,
@@ -15,7 +15,7 @@ from ssltheory.practice.objectives.asymmetric import (
     directpred_gradient,
     directpred_matrices,
 )
-from ssltheory.practice.objectives.base import Views, unit
+from ssltheory.practice.methods.objectives.base import Views, unit
 
 B, D_IN, D = 16, 10, 8
 

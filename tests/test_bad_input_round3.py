@@ -17,7 +17,8 @@ import pytest
 from conftest import cli
 from ssltheory.cli.main import _usage_message
 from ssltheory.theory import resources
-from ssltheory.theory.params import ConfigError, SimulationConfig, check_int
+from ssltheory.theory.checks import ConfigError, check_int
+from ssltheory.theory.params import SimulationConfig
 
 FAST = ["--batch-size", "64", "--max-steps", "4", "--measure-every", "4", "--probe-size", "64", "--proj-hidden",
         "32", "--proj-dim", "16", "--knn-every", "0", "--epochs", "1"]
@@ -113,7 +114,7 @@ def _read_only(monkeypatch, folder: Path) -> None:
 
 def _nothing_loaded(monkeypatch) -> None:
     """Fail the test if the resume gets as far as building the data (it must stop before anything is trained)."""
-    from ssltheory.practice import train
+    from ssltheory.practice.engine import train
 
     def build_data(*args, **kwargs):
         raise AssertionError("the resume built its data before refusing the read-only folder")

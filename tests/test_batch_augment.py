@@ -11,8 +11,8 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from scipy.stats import chisquare, ks_2samp
 
-from ssltheory.practice.augment import build, view_specs
-from ssltheory.practice.batch_augment import BatchTwoViews, apply_view, sample_crops, sample_params
+from ssltheory.practice.data.augment import build, view_specs
+from ssltheory.practice.data.batch_augment import BatchTwoViews, apply_view, sample_crops, sample_params
 
 N = 4000
 ALL = [(d, v) for d in ("stl10", "cifar10", "imagenet", "digits") for v in (0, 1)]
@@ -150,7 +150,7 @@ def test_crop_matches_resized_crop_and_rotation_matches_rotate():
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 40), torch.linspace(0, 1, 48), indexing="ij")
     x = torch.stack([xx, yy, (xx * yy)]).unsqueeze(0).repeat(3, 1, 1, 1)
     boxes = torch.tensor([[3.0, 5.0, 20.0, 30.0], [0.0, 0.0, 40.0, 48.0], [10.0, 2.0, 30.0, 12.0]], dtype=torch.float64)
-    from ssltheory.practice.batch_augment import _rotate, crop_resize
+    from ssltheory.practice.data.batch_augment import _rotate, crop_resize
 
     got = crop_resize(x, boxes, 24)
     for k, (i, j, h, w) in enumerate(boxes.int().tolist()):

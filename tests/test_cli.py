@@ -77,8 +77,9 @@ def test_config_saved_with_method_still_loads():
 
 
 def test_simulation_configs_sweeps_and_names_unknown_settings():
+    from ssltheory.theory.checks import ConfigError
     from ssltheory.theory.outputs import simulation_configs
-    from ssltheory.theory.params import ConfigError, ModeParams, SimulationConfig
+    from ssltheory.theory.params import ModeParams, SimulationConfig
 
     cfgs = simulation_configs(eta="0,0.1", beta=(0.3, 0.5), tau=1.0, p0=(0.1, 0.2), lr=0.02)
     assert [(c.params.beta, c.params.eta) for c in cfgs] == [(0.3, 0.0), (0.3, 0.1), (0.5, 0.0), (0.5, 0.1)]

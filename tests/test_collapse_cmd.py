@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import cli
-from ssltheory.practice.collapse import FIGURES, read_spectra
-from ssltheory.practice.measure import collapse_auc, spectrum_auc
+from ssltheory.practice.measure.quantities import collapse_auc, spectrum_auc
+from ssltheory.practice.studies.collapse import FIGURES, read_spectra
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "collapse_resnet18_spectra.json"
 """The collapse paper's six ResNet-18 spectra (512 values each) with the AUC its own notebook computes."""
@@ -113,7 +113,7 @@ def test_the_spectra_file_through_the_command_reproduces_table_b18(tmp_path):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     from ssltheory.practice.config import TrainConfig
-    from ssltheory.practice.train import train
+    from ssltheory.practice.engine.train import train
 
     folder = tmp_path_factory.mktemp("collapse") / "run"
     train(TrainConfig(dataset="digits", epochs=1, max_steps=5, batch_size=64, measure_every=5, probe_size=64,
@@ -139,8 +139,8 @@ def test_a_training_run_gives_its_backbones_auc_over_the_whole_train_split(run, 
 
 
 def test_a_state_dict_is_unwrapped_and_read_on_the_dataset(tmp_path):
-    from ssltheory.practice.data import DigitsDataset
-    from ssltheory.practice.evaluate import extract
+    from ssltheory.practice.data.datasets import DigitsDataset
+    from ssltheory.practice.measure.evaluate import extract
     from ssltheory.practice.models import resnet
 
     torch.manual_seed(0)

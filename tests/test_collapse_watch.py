@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ssltheory.experiments.collapse_watch_study import PreviousWatch
-from ssltheory.practice.measure import (
+from ssltheory.practice.measure.quantities import (
     COLLAPSE_RANK_DROP,
     COLLAPSE_STD_DROP,
     COLLAPSE_WARMUP_EPOCHS,

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from ssltheory.practice.compare import FINAL_P_TOL, TRAJECTORY_TOL, agreement, compare_run, predict
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.train import train
+from ssltheory.practice.engine.train import train
+from ssltheory.practice.studies.compare import FINAL_P_TOL, TRAJECTORY_TOL, agreement, compare_run, predict
 from ssltheory.theory.fixed_points import parabola_fixed_points
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import cli
 from ssltheory.practice.config import TrainConfig, flag_of
-from ssltheory.practice.rundir import RunDir, read_metrics
+from ssltheory.practice.engine.rundir import RunDir, read_metrics
 
 FAST = ["--batch-size", "64", "--max-steps", "3", "--measure-every", "3", "--probe-size", "64", "--proj-hidden", "32",
         "--proj-dim", "16", "--knn-every", "0"]

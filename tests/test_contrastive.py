@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssltheory.practice.objectives.base import Views, unit
-from ssltheory.practice.objectives.contrastive import (
+from ssltheory.practice.methods.objectives.base import Views, unit
+from ssltheory.practice.methods.objectives.contrastive import (
     Contrastive,
     contrastive_F,
     contrastive_gradient,
@@ -293,7 +293,7 @@ def test_simclr_masks_the_querys_own_copy_under_stop_gradient_negatives_too() ->
     of the softmax at 2,048 keys, d = 128, tau 0.2); SimCLR's definition leaves it out (k != i), as it already did
     for online negatives. A momentum copy is another network's feature and stays (the released code's)."""
     from ssltheory.practice.config import TrainConfig
-    from ssltheory.practice.methods import METHODS
+    from ssltheory.practice.methods.registry import METHODS
 
     def masked(**kw) -> bool:
         return METHODS["simclr"].objective(TrainConfig(dataset="digits", method="simclr", **kw)).mask_self

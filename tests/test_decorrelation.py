@@ -1,4 +1,5 @@
-"""Barlow Twins and VICReg (practice/objectives/decorrelation.py): the written-out gradients against autograd of the
+"""Barlow Twins and VICReg (practice/methods/objectives/decorrelation.py): the written-out gradients against autograd of
+the
 losses, the unified forms against the exact ones, the online-target losses against the originals, measurements, and
 the global-batch statistics over simulated ranks."""
 
@@ -12,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssltheory.practice.objectives.base import Views, surrogate, unit
-from ssltheory.practice.objectives.decorrelation import (
+from ssltheory.practice.methods.objectives.base import Views, surrogate, unit
+from ssltheory.practice.methods.objectives.decorrelation import (
     DEFAULT_LAMBDA,
     BarlowTwins,
     VICReg,

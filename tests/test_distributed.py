@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssltheory.practice.rundir import RunDir, read_metrics
+from ssltheory.practice.engine.rundir import RunDir, read_metrics
 
 ARGS = ["train", "digits", "--batch-size", "64", "--max-steps", "6", "--measure-every", "2", "--knn-every", "0",
         "--probe-size", "200", "--data-path", "device", "--predictor", "optimal", "--freq", "2", "--ridge", "0.05",

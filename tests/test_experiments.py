@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ssltheory.experiments.recipes import RECIPES, Recipe, TheoryCell, _grid
-from ssltheory.theory.params import ConfigError
+from ssltheory.theory.checks import ConfigError
 
 
 def test_every_training_cell_is_a_valid_config():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.plots import run_figure, run_title
+from ssltheory.practice.report.plots import run_figure, run_title
 
 
 def record(step: int, s, p=None, asym=1e-16, std=0.7, cos=0.5, auc=0.75) -> dict:

@@ -1,4 +1,4 @@
-"""Label-free forecasting (practice/forecast.py, ``ssltheory forecast``) and the collapse study's recipes."""
+"""Label-free forecasting (practice/studies/forecast.py, ``ssltheory forecast``) and the collapse study's recipes."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from PIL import Image
 from conftest import cli
 from ssltheory.experiments.recipes import COLLAPSE_FRACTIONS, RECIPES
 from ssltheory.experiments.run import run_recipe
-from ssltheory.practice import forecast
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.rundir import read_metrics
-from ssltheory.practice.train import train
-from ssltheory.theory.params import ConfigError
+from ssltheory.practice.engine.rundir import read_metrics
+from ssltheory.practice.engine.train import train
+from ssltheory.practice.studies import forecast
+from ssltheory.theory.checks import ConfigError
 
 
 def _points(auc, acc, group=""):
@@ -89,7 +89,7 @@ def test_the_command_measures_each_run_and_caches_its_point(runs, tmp_path, monk
     assert (tmp_path / "f" / "forecast.png").stat().st_size > 10_000
     assert (tmp_path / "f" / "forecast.csv").read_text().count("\n") == 4
     # the cached points are read again: nothing is measured
-    monkeypatch.setattr("ssltheory.practice.step.load_run", lambda *a, **k: pytest.fail("measured again"))
+    monkeypatch.setattr("ssltheory.practice.engine.step.load_run", lambda *a, **k: pytest.fail("measured again"))
     again = cli("forecast", *map(str, runs), "--probe-epochs", "3", "--out", str(tmp_path / "g"))
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "g" / "forecast.json").read_text())["correlation"] == doc["correlation"]
@@ -103,7 +103,7 @@ def test_a_run_replaced_with_force_is_measured_again(runs, tmp_path):
                       knn_every=0, backbone="convnet", width=0.25)
     train(cfg, d)
     (d / forecast.POINT).write_text((runs[0] / forecast.POINT).read_text())  # another run's point, same step
-    from ssltheory.practice.step import resolve_device
+    from ssltheory.practice.engine.step import resolve_device
 
     p = forecast.run_point(d, resolve_device("cpu"), probe={"epochs": 3})
     assert json.loads((d / forecast.POINT).read_text())["config"] == cfg.to_dict() and "config" not in p

@@ -11,10 +11,10 @@ import torchvision.datasets as tvd
 from PIL import Image
 
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.data import build_data
-from ssltheory.practice.rundir import read_metrics
-from ssltheory.practice.train import train
-from ssltheory.theory.params import ConfigError
+from ssltheory.practice.data.datasets import build_data
+from ssltheory.practice.engine.rundir import read_metrics
+from ssltheory.practice.engine.train import train
+from ssltheory.theory.checks import ConfigError
 
 SMALL = dict(backbone="convnet", image_size=16, batch_size=8, epochs=1, max_steps=1, measure_every=1,
              probe_size=8, knn_k=5, proj_hidden=32, proj_dim=16)

@@ -9,8 +9,8 @@ import json
 import numpy as np
 
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.plots import METHOD_MODES, METHOD_PANELS, method_panels, run_figure
-from ssltheory.practice.report import build_report, method_table
+from ssltheory.practice.report.html import build_report, method_table
+from ssltheory.practice.report.plots import METHOD_MODES, METHOD_PANELS, method_panels, run_figure
 
 TITLES = {"pair_similarity": "pair similarity", "decorrelation": "decorrelation",
           "s_method": "method's F spectrum", "balance": "balance", "grad_cosine": "simplified vs exact gradient"}

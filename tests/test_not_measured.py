@@ -12,13 +12,13 @@ import json
 import numpy as np
 import pytest
 
-from ssltheory.practice.compare import compare_run
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.measure import PREDICTOR_KEYS, summarize, upgrade
-from ssltheory.practice.plots import run_figure
-from ssltheory.practice.rundir import read_metrics
-from ssltheory.practice.train import train
-from ssltheory.theory.params import ConfigError
+from ssltheory.practice.engine.rundir import read_metrics
+from ssltheory.practice.engine.train import train
+from ssltheory.practice.measure.quantities import PREDICTOR_KEYS, summarize, upgrade
+from ssltheory.practice.report.plots import run_figure
+from ssltheory.practice.studies.compare import compare_run
+from ssltheory.theory.checks import ConfigError
 
 TINY = dict(dataset="digits", batch_size=64, measure_every=4, probe_size=64, proj_hidden=64, proj_dim=32, seed=1,
             epochs=1, max_steps=12, knn_every=0)

@@ -10,7 +10,7 @@ import pytest
 
 from ssltheory.experiments.phase import PhaseDiagram, cell_settings, collapsed_modes, outcome
 from ssltheory.practice.config import TrainConfig
-from ssltheory.theory.params import ConfigError
+from ssltheory.theory.checks import ConfigError
 
 
 def test_outcome_rule():

@@ -10,11 +10,11 @@ from torch import nn
 
 from conftest import assert_same
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.methods import METHODS, Method
-from ssltheory.practice.rundir import RunDir, read_metrics
-from ssltheory.practice.schedule import SCHEDULES, Schedule, epoch_order
-from ssltheory.practice.train import train
-from ssltheory.theory.params import ConfigError
+from ssltheory.practice.data.schedule import SCHEDULES, Schedule, epoch_order
+from ssltheory.practice.engine.rundir import RunDir, read_metrics
+from ssltheory.practice.engine.train import train
+from ssltheory.practice.methods.registry import METHODS, Method
+from ssltheory.theory.checks import ConfigError
 
 TINY = dict(dataset="digits", batch_size=64, measure_every=4, probe_size=64, proj_hidden=64, proj_dim=32, seed=1)
 

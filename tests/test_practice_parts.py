@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.evaluate import knn_accuracy, linear_probe
-from ssltheory.practice.measure import RunningCorrelation, collapse_auc, normalized_std
-from ssltheory.practice.objectives import negative_cosine
-from ssltheory.practice.predictors import DirectPredictor, SymmetricPredictor, directpred_weight
-from ssltheory.practice.step import build_model
-from ssltheory.practice.target import ema_gamma, ema_update
+from ssltheory.practice.engine.step import build_model
+from ssltheory.practice.measure.evaluate import knn_accuracy, linear_probe
+from ssltheory.practice.measure.quantities import collapse_auc, normalized_std
+from ssltheory.practice.measure.running import RunningCorrelation
+from ssltheory.practice.methods.objectives import negative_cosine
+from ssltheory.practice.methods.predictors import DirectPredictor, SymmetricPredictor, directpred_weight
+from ssltheory.practice.methods.target import ema_gamma, ema_update
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "collapse_resnet18_spectra.json"
 """The collapse paper's ResNet-18 spectra with the AUC its own code computes (copied from the team's shared
@@ -84,6 +85,24 @@ def test_running_correlation_is_the_first_batch_then_an_ema():
     assert torch.allclose(rc.F, (0.3 * f1.T @ f1 / 10 + 0.7 * f2.T @ f2 / 10).double(), atol=1e-6)
 
 
+def test_one_running_correlation_serves_F_hat_unigrad_and_the_optimal_predictor():
+    """F̂, UniGrad's F and the optimal predictor's C_af are the same moving average (one class), and checkpoints
+    written before it (F̂ as {F, count, rho}; C_af with a step count) load into it."""
+    from ssltheory.practice.methods.objectives.asymmetric import RunningF
+    from ssltheory.practice.methods.predictors import OptimalPredictor
+
+    assert issubclass(RunningF, RunningCorrelation)
+    assert isinstance(OptimalPredictor(4).cross, RunningCorrelation)
+    f = torch.randn(10, 4)
+    old = {"F": (f.T @ f / 10).double(), "count": 3, "rho": 0.3}
+    rc = RunningCorrelation(4, rho=0.3)
+    rc.load_state_dict(old)
+    assert torch.equal(rc.F, old["F"]) and bool(rc.initialised)
+    pred = OptimalPredictor(4)
+    pred.load_state_dict({"linear.weight": torch.eye(4), "C_af": old["F"], "seen": torch.tensor(2)})
+    assert torch.equal(pred.C_af, old["F"]) and bool(pred.cross.initialised)
+
+
 def test_directpred_sets_W_p_from_F_every_freq_steps():
     A = torch.randn(6, 6, dtype=torch.float64)
     F = A @ A.T
@@ -129,7 +148,7 @@ def test_knn_and_probe_separate_clusters_and_not_noise():
 
 
 def test_directpred_eps_inside_the_root_is_tables_7_form():
-    from ssltheory.practice.predictors import directpred_weight
+    from ssltheory.practice.methods.predictors import directpred_weight
 
     U, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))
     s = torch.tensor([4.0, 1.0, 0.16, 0.0], dtype=torch.float64)
@@ -158,7 +177,7 @@ def _psd(spectrum: torch.Tensor, seed: int = 0) -> torch.Tensor:
 def test_newton_schulz_directpred_is_the_eigendecomposition_one(name, F, eps, inside):
     """Matrix products alone (no eigendecomposition, nothing that waits for a GPU) give DirectPred's W_p to ~1e-8
     on spectra spanning 12 decades, nearly equal top eigenvalues, rank-deficient F̂ and any scale."""
-    from ssltheory.practice.predictors import directpred_weight_ns
+    from ssltheory.practice.methods.predictors import directpred_weight_ns
 
     W = directpred_weight(F, eps, inside=inside)
     W_ns = directpred_weight_ns(F, eps, inside=inside)
@@ -170,8 +189,8 @@ def test_directpred_solver_settings():
     """auto: newton-schulz on CUDA when eps >= the floor, eigh otherwise; newton-schulz with eps below the floor is
     refused in one line; the predictor built for a CUDA run uses it."""
     from ssltheory.practice.config import TrainConfig
-    from ssltheory.practice.predictors import build_predictor
-    from ssltheory.theory.params import ConfigError
+    from ssltheory.practice.methods.predictors import build_predictor
+    from ssltheory.theory.checks import ConfigError
 
     cfg = TrainConfig(dataset="digits", predictor="directpred")
     assert cfg.resolved_directpred_solver("cuda") == "newton-schulz"
@@ -188,7 +207,7 @@ def test_directpred_solver_settings():
 
 
 def test_optimal_predictor_solves_the_least_squares_equation():
-    from ssltheory.practice.predictors import OptimalPredictor
+    from ssltheory.practice.methods.predictors import OptimalPredictor
 
     torch.manual_seed(0)
     d = 6
@@ -203,4 +222,4 @@ def test_optimal_predictor_solves_the_least_squares_equation():
     lam = 0.01 * torch.linalg.eigvalsh(F).max()
     rhs = 0.5 * (pred.C_af + pred.C_af.T)
     assert torch.allclose(W @ (F + lam * torch.eye(d, dtype=torch.float64)), rhs, atol=1e-5)
-    assert "C_af" in pred.state_dict()  # resumable
+    assert "cross.F" in pred.state_dict()  # resumable

@@ -12,17 +12,17 @@ from scipy.stats import beta as beta_dist
 from scipy.stats import kstest
 from torch import nn
 
-from ssltheory.practice.augment import build, view_set, view_specs
-from ssltheory.practice.batch_augment import apply_views, sample_params
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.data import DigitsDataset, build_data
-from ssltheory.practice.distributed import Dist
-from ssltheory.practice.feed import DeviceFeed, LoaderFeed, rank_order
-from ssltheory.practice.mixing import GLOBAL_SCALE, LOCAL_SCALE, beta_sample, cutmix, parse_multi_crop
+from ssltheory.practice.data.augment import build, view_set, view_specs
+from ssltheory.practice.data.batch_augment import apply_views, sample_params
+from ssltheory.practice.data.datasets import DigitsDataset, build_data
+from ssltheory.practice.data.feed import DeviceFeed, LoaderFeed, rank_order
+from ssltheory.practice.data.mixing import GLOBAL_SCALE, LOCAL_SCALE, beta_sample, cutmix, parse_multi_crop
+from ssltheory.practice.data.schedule import make_schedule
+from ssltheory.practice.engine.distributed import Dist
+from ssltheory.practice.engine.optim import LARS, lr_factor, make_scheduler
 from ssltheory.practice.models import projector
-from ssltheory.practice.optim import LARS, lr_factor, make_scheduler
-from ssltheory.practice.schedule import make_schedule
-from ssltheory.theory.params import ConfigError
+from ssltheory.theory.checks import ConfigError
 
 # ---------------------------------------------------------------- projector
 

@@ -11,8 +11,8 @@ import stat
 import pytest
 
 from conftest import cli
-from ssltheory.practice.rundir import RunDir, read_metrics
-from ssltheory.theory.params import ConfigError
+from ssltheory.practice.engine.rundir import RunDir, read_metrics
+from ssltheory.theory.checks import ConfigError
 
 FAST = ["--batch-size", "64", "--epochs", "2", "--max-steps", "24", "--measure-every", "4", "--probe-size", "64",
         "--proj-hidden", "32", "--proj-dim", "16", "--knn-every", "1", "--predictor", "linear"]
@@ -116,7 +116,7 @@ def test_a_download_from_a_server_that_never_answers_times_out_in_one_line(tmp_p
     """A loopback server that accepts connections and never sends a byte (as a stuck proxy does)."""
     import torchvision.datasets as tvd
 
-    from ssltheory.practice import data
+    from ssltheory.practice.data import datasets as data
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -248,7 +248,7 @@ def unfinished(tmp_path_factory):
     checkpoint.pt at step 16 covering 5 lines (kNN at 0, measurements at 4, 8, 12, 16) and checkpoint.prev.pt at
     step 8 covering 3."""
     from ssltheory.practice.config import TrainConfig
-    from ssltheory.practice.train import train
+    from ssltheory.practice.engine.train import train
 
     root = tmp_path_factory.mktemp("runs")
     r = cli("train", "digits", *FAST, "--checkpoint-every", "8", "--out", str(root / "whole"))

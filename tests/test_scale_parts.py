@@ -8,11 +8,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.distributed import Dist
-from ssltheory.practice.live import LiveMeasurer
-from ssltheory.practice.objectives import Views
-from ssltheory.practice.step import build_model, optimizer_step
-from ssltheory.theory.params import ConfigError
+from ssltheory.practice.engine.distributed import Dist
+from ssltheory.practice.engine.step import build_model, optimizer_step
+from ssltheory.practice.measure.live import LiveMeasurer
+from ssltheory.practice.methods.objectives import Views
+from ssltheory.theory.checks import ConfigError
 
 
 def _model_and_probe():
@@ -56,7 +56,7 @@ def test_one_thread_limits_the_linear_algebra_pools_and_puts_them_back():
     exit the settings are the ones from before."""
     from threadpoolctl import threadpool_info
 
-    from ssltheory.practice.live import one_thread
+    from ssltheory.practice.measure.live import one_thread
 
     def blas() -> list[int]:
         return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
@@ -94,7 +94,7 @@ def test_cuda_graph_step_follows_the_eager_trajectory():
         cfg = TrainConfig(dataset="digits", predictor="directpred", batch_size=16, precision="fp32",
                           cuda_graph=graph, device="cuda")
         model = build_model(cfg, 1, torch.device("cuda"))
-        from ssltheory.practice.optim import make_optimizer
+        from ssltheory.practice.engine.optim import make_optimizer
 
         opt = make_optimizer(cfg, model.online, model.predictor)
         losses = [float(optimizer_step(model, opt, None, (a, b), cfg, k, 6)[0].detach()) for k, (a, b) in enumerate(x)]
@@ -104,9 +104,9 @@ def test_cuda_graph_step_follows_the_eager_trajectory():
 
 
 def _digits_feed(predictor: str = "linear"):
-    from ssltheory.practice.data import DigitsDataset
-    from ssltheory.practice.feed import DeviceFeed
-    from ssltheory.practice.schedule import make_schedule
+    from ssltheory.practice.data.datasets import DigitsDataset
+    from ssltheory.practice.data.feed import DeviceFeed
+    from ssltheory.practice.data.schedule import make_schedule
 
     cfg = TrainConfig(dataset="digits", predictor=predictor, batch_size=200, data_path="device", device="cpu")
     ds = DigitsDataset("train")
@@ -142,8 +142,8 @@ def test_device_feed_prefetch_keeps_the_batches_and_the_resume_point():
 def test_the_next_batch_is_made_before_directpred_waits_for_the_device():
     """optimizer_step calls the feed's prefetch after the forward and backward are queued and before the predictor
     hook (DirectPred's eigendecomposition is the step's one wait for the device)."""
-    from ssltheory.practice.feed import _NOT_MADE
-    from ssltheory.practice.optim import make_optimizer
+    from ssltheory.practice.data.feed import _NOT_MADE
+    from ssltheory.practice.engine.optim import make_optimizer
 
     cfg, feed = _digits_feed("directpred")
     model = build_model(cfg, 1, torch.device("cpu"))
@@ -158,7 +158,7 @@ def test_the_next_batch_is_made_before_directpred_waits_for_the_device():
 
 def test_newton_schulz_directpred_trains_like_the_eigendecomposition():
     """Six DirectPred steps with W_p from Newton-Schulz follow the eigh run: the same losses and W_p to 1e-6."""
-    from ssltheory.practice.optim import make_optimizer
+    from ssltheory.practice.engine.optim import make_optimizer
 
     x = torch.rand(6, 2, 32, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     out = []

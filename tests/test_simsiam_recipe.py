@@ -16,12 +16,12 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ssltheory.experiments.recipes import SIMSIAM_LOSS_SCALE, SIMSIAM_RECIPE, simsiam_argv, simsiam_recipe
 from ssltheory.practice.config import TrainConfig
+from ssltheory.practice.engine.optim import make_optimizer, make_scheduler
+from ssltheory.practice.engine.step import build_model
+from ssltheory.practice.methods.objectives import symmetric_loss
+from ssltheory.practice.methods.predictors import MLPPredictor, build_predictor
 from ssltheory.practice.models import backbone, projector
-from ssltheory.practice.objectives import symmetric_loss
-from ssltheory.practice.optim import make_optimizer, make_scheduler
-from ssltheory.practice.predictors import MLPPredictor, build_predictor
-from ssltheory.practice.step import build_model
-from ssltheory.theory.params import ConfigError
+from ssltheory.theory.checks import ConfigError
 
 
 def _params(m: nn.Module) -> int:
@@ -255,7 +255,7 @@ def test_recipe_settings_and_argv():
 
 
 def test_a_tiny_digits_run_with_the_recipe(tmp_path):
-    from ssltheory.practice.train import train
+    from ssltheory.practice.engine.train import train
 
     cfg = TrainConfig.from_settings(simsiam_recipe(dataset="digits", width=0.5, batch_size=64, max_steps=3,
                                                    measure_every=3, probe_size=64, knn_every=0, device="cpu"))

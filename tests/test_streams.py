@@ -13,12 +13,12 @@ import torch
 
 from conftest import assert_same, cli
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.data import DigitsDataset, item_labels
-from ssltheory.practice.optim import make_scheduler
-from ssltheory.practice.rundir import RunDir, read_metrics
-from ssltheory.practice.schedule import make_schedule
-from ssltheory.practice.train import train
-from ssltheory.theory.params import ConfigError
+from ssltheory.practice.data.datasets import DigitsDataset, item_labels
+from ssltheory.practice.data.schedule import make_schedule
+from ssltheory.practice.engine.optim import make_scheduler
+from ssltheory.practice.engine.rundir import RunDir, read_metrics
+from ssltheory.practice.engine.train import train
+from ssltheory.theory.checks import ConfigError
 
 N = 1297  # digits' training items
 

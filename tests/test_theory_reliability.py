@@ -13,8 +13,9 @@ import pytest
 
 from conftest import cli
 from ssltheory.theory import integrate, plots, resources
+from ssltheory.theory.checks import ConfigError
 from ssltheory.theory.fixed_points import fixed_points, parabola_fixed_points
-from ssltheory.theory.params import ConfigError, ModeParams, SimulationConfig
+from ssltheory.theory.params import ModeParams, SimulationConfig
 from ssltheory.theory.simulate import simulate
 
 # numpy's overflow warnings would be a second stderr line: any RuntimeWarning fails these tests.

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.measure import leading_modes
-from ssltheory.practice.rundir import read_metrics
-from ssltheory.practice.train import train
+from ssltheory.practice.engine.rundir import read_metrics
+from ssltheory.practice.engine.train import train
+from ssltheory.practice.measure.quantities import leading_modes
 
 BASE = dict(dataset="digits", batch_size=64, measure_every=25, seed=0, data_path="device")  # batched: 2x faster on CPU
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.objectives import regression as objectives
-from ssltheory.practice.rundir import RunDir, read_metrics
-from ssltheory.practice.train import TrainingDiverged, train
+from ssltheory.practice.engine.rundir import RunDir, read_metrics
+from ssltheory.practice.engine.train import TrainingDiverged, train
+from ssltheory.practice.methods.objectives import regression as objectives
 
 TINY = dict(dataset="digits", batch_size=64, epochs=3, measure_every=4, checkpoint_every=5, probe_size=64,
             proj_hidden=64, proj_dim=32, predictor="directpred", seed=3)

@@ -32,9 +32,9 @@ import numpy as np
 import pytest
 
 from conftest import assert_same
-from ssltheory.practice.measure import LEGACY_KEYS, upgrade
-from ssltheory.practice.objectives.regression import symmetric_loss as _SYMMETRIC_LOSS
-from ssltheory.practice.predictors import directpred_p as _DIRECTPRED_P
+from ssltheory.practice.measure.quantities import LEGACY_KEYS, upgrade
+from ssltheory.practice.methods.objectives.regression import symmetric_loss as _SYMMETRIC_LOSS
+from ssltheory.practice.methods.predictors import directpred_p as _DIRECTPRED_P
 from ssltheory.theory.modes import P_FLOOR
 from ssltheory.theory.outputs import simulate, simulation_configs
 
@@ -110,7 +110,7 @@ REPLACED = {"warning"}
 """Keys whose meaning changed on purpose: the collapse warning of a rising AUC became :class:`CollapseWatch`'s."""
 RENAMED = LEGACY_KEYS
 """Keys renamed since the recording (issue 22: the live AUC is the probe subset's, ``auc`` -> ``probe_auc``, ``k_eq``,
-``auc_projector`` alike), read back through :func:`~ssltheory.practice.measure.upgrade` as old runs are."""
+``auc_projector`` alike), read back through :func:`~ssltheory.practice.measure.quantities.upgrade` as old runs are."""
 TRAINING = ("digits-byol-directpred", "digits-byol-linear", "digits-simsiam-symmetric", "synthetic-linear")
 
 
@@ -155,8 +155,8 @@ def _eps_up(ratio, eps=0.0, inside=False, floor=None):
 def test_a_changed_loss_or_predictor_fails_it(mutation, baseline, tmp_path, monkeypatch):
     """The test can fail: the DirectPred recording, trained with the loss scaled by 1.01 (as a changed constant or
     reduction would) or with DirectPred's eps 10% larger in its p_j rule, is refused at the measured tolerance."""
-    import ssltheory.practice.objectives.regression as regression
-    import ssltheory.practice.predictors as predictors
+    import ssltheory.practice.methods.objectives.regression as regression
+    import ssltheory.practice.methods.predictors as predictors
 
     if mutation.startswith("loss"):
         monkeypatch.setattr(regression, "symmetric_loss", _scaled_loss)

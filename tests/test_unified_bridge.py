@@ -10,10 +10,10 @@ import random
 import numpy as np
 import pytest
 
-from ssltheory.practice.compare import FINAL_P_TOL, TRAJECTORY_TOL, agreement, compare_run, predict_unified
 from ssltheory.practice.config import ConfigError, TrainConfig
-from ssltheory.practice.rundir import read_metrics
-from ssltheory.practice.train import train
+from ssltheory.practice.engine.rundir import read_metrics
+from ssltheory.practice.engine.train import train
+from ssltheory.practice.studies.compare import FINAL_P_TOL, TRAJECTORY_TOL, agreement, compare_run, predict_unified
 
 BRIDGE = dict(dataset="synthetic", proj_dim=8, batch_size=512, epochs=40, f_rho=0.0, data_path="device",
               measure_every=20)
@@ -98,7 +98,7 @@ def test_norm_none_is_the_linear_models_default_and_refused_where_no_form_takes_
 
 
 def test_compare_refuses_a_method_no_theory_describes(tmp_path):
-    from ssltheory.practice.compare import _covered
+    from ssltheory.practice.studies.compare import _covered
 
     with pytest.raises(ConfigError, match="--method moco --form loss: no theory"):
         _covered(TrainConfig(dataset="digits", method="moco"))

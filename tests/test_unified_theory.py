@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ssltheory.theory import integrate
-from ssltheory.theory.params import ConfigError
+from ssltheory.theory.checks import ConfigError
 from ssltheory.theory.unified import FORMS, UnifiedParams, fixed_points, matrix_rates, mode_field, sample_gradient
 
 N1, N2 = 3, 2

@@ -10,11 +10,11 @@ import torch
 
 from conftest import assert_same, cli
 from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.methods import METHODS
-from ssltheory.practice.rundir import RunDir, read_metrics
-from ssltheory.practice.step import build_model
-from ssltheory.practice.target import MomentumEncoder, StopGradient, ema_gamma
-from ssltheory.practice.train import train
+from ssltheory.practice.engine.rundir import RunDir, read_metrics
+from ssltheory.practice.engine.step import build_model
+from ssltheory.practice.engine.train import train
+from ssltheory.practice.methods.registry import METHODS
+from ssltheory.practice.methods.target import MomentumEncoder, StopGradient, ema_gamma
 
 TINY = dict(dataset="digits", batch_size=64, measure_every=3, probe_size=64, proj_hidden=32, proj_dim=32, seed=3,
             epochs=1, max_steps=6, queue_size=256, knn_every=0)

@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .checks import ConfigError
 from .modes import mode_rates
-from .params import ConfigError, ModeParams
+from .params import ModeParams
 
 Array = np.ndarray
 TOL = 1e-9

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from .params import RunError
+from .checks import RunError
 
 Array = np.ndarray
 Field = Callable[[float, Array], Array]

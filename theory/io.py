@@ -7,12 +7,13 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .params import ConfigError
+from .checks import ConfigError, RunError
 
 
 def _jsonable(x: Any) -> Any:
@@ -132,3 +133,18 @@ def save_figure(fig, path: Path, dpi: int = 130) -> Path:
     plt.close(fig)
     write_atomic(path, buf.getvalue())
     return path
+
+
+def write_files(out: Path, files: list[tuple[str, Callable[[Path], Path]]]) -> list[Path]:
+    """Create ``out`` and write ``(name, save)`` pairs into it (each ``save(path)`` writes one file atomically and
+    returns its path); a failed write (disk full, ...) is a one-line RunError."""
+    folder = make_out_dir(out)
+    try:
+        return [save(folder / name) for name, save in files]
+    except OSError as e:
+        raise RunError(f"writing into --out {out} failed: {e.strerror or e}") from None
+
+
+def common(values: list) -> Any:
+    """The value if all are equal, else the list (a config.json entry for panels that share or differ in it)."""
+    return values[0] if all(v == values[0] for v in values) else values

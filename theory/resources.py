@@ -3,7 +3,7 @@
 The full-matrix, SGD and reduced models keep n x n matrices (n = ``dim``) per time sample, and the SGD model
 draws n x batch views per step, so a large ``--dim`` (or ``--batch``, or ``--samples``) asks for more memory than a
 machine has: ``--model matrix --dim 100000`` starts by allocating X = I of 74.5 GiB. :func:`check_memory` refuses
-such a run with a one-line :class:`~ssltheory.theory.params.ConfigError` that names the setting and the largest
+such a run with a one-line :class:`~ssltheory.theory.checks.ConfigError` that names the setting and the largest
 value accepted, against :func:`memory_limit`: half of the machine's memory (or of the container's limit), leaving
 the other half to the rest of the process (Python, matplotlib) and to other programs.
 
@@ -36,7 +36,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .params import MAX_STEPS, ConfigError, SimulationConfig
+from .checks import ConfigError
+from .params import MAX_STEPS, SimulationConfig
 
 FLOAT = 8
 FRACTION = 0.5

@@ -55,7 +55,7 @@ class SimulationResult:
 def simulate(config: SimulationConfig, on_progress: Callable[[float], None] | None = None) -> SimulationResult:
     """Integrate ``config`` and return its :class:`SimulationResult`.
 
-    Refuses (:class:`~ssltheory.theory.params.ConfigError`) a run whose estimated memory exceeds the limit of
+    Refuses (:class:`~ssltheory.theory.checks.ConfigError`) a run whose estimated memory exceeds the limit of
     :func:`~ssltheory.theory.resources.check_memory`, before allocating anything.
     """
     check_memory(config)

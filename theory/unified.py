@@ -71,9 +71,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .checks import check_choice
 from .fixed_points import FixedPoint
 from .integrate import Progress, Trajectory, record_steps
-from .params import check_choice, check_constant
+from .params import check_constant
 
 Array = np.ndarray
 

@@ -1,0 +1,1 @@
+"""The data: datasets, augmentations (per image and batched), feeds and data schedules."""

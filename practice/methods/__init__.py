@@ -1,0 +1,1 @@
+"""The methods: their registry, objectives, predictors and target branches."""

@@ -1,0 +1,1 @@
+"""Presentation: a run's figures and its HTML page."""
