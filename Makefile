@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := runs/demo
 
-.PHONY: demo test lint bench clean experiments-smoke experiments-cpu
+.PHONY: demo test lint bench clean data experiments-smoke experiments-cpu
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,16 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 experiments-cpu: $(STAMP)
 	for e in $(CPU_EXPERIMENTS); do $(BIN)/ssltheory experiment $$e --scale cpu --seeds 3 --jobs $(JOBS) || exit 1; done
 	$(BIN)/ssltheory experiment phase-diagram-digits --scale cpu --jobs $(JOBS)
+
+## data: Fashion-MNIST's four files from Debian's package where apt-get exists (as root or through sudo), else how
+## to get them; the tests pass without them and use them where they are
+FMNIST := /usr/share/datasets/fashion-mnist
+data:
+	@if [ -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then echo "Fashion-MNIST is in $(FMNIST)"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get install -y -q dataset-fashion-mnist; \
+	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then sudo apt-get install -y -q dataset-fashion-mnist; \
+	else echo "no apt-get here: get Fashion-MNIST with 'ssltheory train fashion-mnist --download --data-dir data' \
+	(torchvision, into data/FashionMNIST/raw) or copy the four idx .gz files into a folder and pass --data-dir"; fi
 
 ## bench: speed ratios measured in one run (not part of the tests)
 bench: $(STAMP)

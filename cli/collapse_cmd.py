@@ -43,9 +43,8 @@ def collapse(
 ) -> None:
     """Collapse AUC of pooled backbone features over a whole train split (Li, Efros & Pathak; centred, σ not σ²):
     singular values, σ/σ₁, the cumulative curve and AUC across inputs as PNGs, the numbers as JSON and CSV."""
-    from ssltheory.practice.config import check_device
     from ssltheory.practice.engine.rundir import check_run_dir
-    from ssltheory.practice.engine.step import resolve_device
+    from ssltheory.practice.engine.step import check_device, resolve_device
     from ssltheory.practice.studies import collapse as C
     from ssltheory.theory.checks import check_int
 

@@ -27,9 +27,8 @@ def forecast(
 ) -> None:
     """Label-free forecasting: each run's offline collapse AUC (paper protocol) against its linear-probe accuracy,
     with Spearman's rank correlation across runs, as a scatter PNG and JSON/CSV."""
-    from ssltheory.practice.config import check_device
     from ssltheory.practice.engine.rundir import check_run_dir
-    from ssltheory.practice.engine.step import resolve_device
+    from ssltheory.practice.engine.step import check_device, resolve_device
     from ssltheory.practice.studies import forecast as Fc
     from ssltheory.theory.checks import check_int
 

@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         args = ["--help"]
+    practice_cmds.refresh(practice_cmds.train)  # the flags of every setting declared now
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=args, prog_name="ssltheory", standalone_mode=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ def _train(ctx: typer.Context, dataset: str | None, config_text: str | None, res
     if dataset is not None:
         given["dataset"] = dataset
     if resume is not None:
-        extra = [flag_of(n) for n in given] + [f for f, v in (("--config", config), ("--out", out),
+        extra = sorted(flag_of(n) for n in given) + [f for f, v in (("--config", config), ("--out", out),
                                                              ("--force", force)) if v]
         if extra:
             raise ConfigError(f"--resume {resume} continues the run with the settings in its config.json: "
@@ -50,8 +49,10 @@ def _train(ctx: typer.Context, dataset: str | None, config_text: str | None, res
     from_file = field_names(load_settings(config) if config is not None else {})
     settings = {**from_file, **given}
     if "dataset" not in settings:
-        raise ConfigError("DATASET is missing: expected one of digits, stl10, cifar10, imagenet, folder, synthetic "
-                          "(or --config FILE, or --resume RUN_DIR)")
+        from ssltheory.practice.data.registry import DATASETS
+
+        raise ConfigError(f"DATASET is missing: expected one of {', '.join(DATASETS)} (or --config FILE, or --resume "
+                          "RUN_DIR)")
     try:
         cfg = TrainConfig.from_settings(settings)
     except ConfigError as e:  # a bad value the file gave (not a flag): say where it came from
@@ -68,24 +69,21 @@ def _train(ctx: typer.Context, dataset: str | None, config_text: str | None, res
 def _train_signature() -> inspect.Signature:
     """The ``train`` command's parameters: DATASET, one option per config field (name, help text with the paper's
     default, section), and the run's own options (--config, --resume, --force, --out)."""
-    from ssltheory.practice.config import TrainConfig, choices_of, field_types
+    from ssltheory.practice.config import TrainConfig
 
     kw = inspect.Parameter.KEYWORD_ONLY
-    types = field_types()
     params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
-    for f in dataclasses.fields(TrainConfig):
-        meta = f.metadata
-        text = meta["help"] + (f" [paper: {meta['paper']}]" if meta.get("paper") else "")
-        if f.name == "dataset":
+    for s in TrainConfig.settings():
+        text = s.help + (f" [paper: {s.paper}]" if s.paper else "")
+        if callable(s.choices):  # a registry: its names as they are now, added methods and datasets included
+            text = f"{' | '.join(s.accepted())}: {text}"
+        if s.name == "dataset":
             default = typer.Argument(None, help=hint(text), show_default=False, metavar="DATASET")
             params.append(inspect.Parameter("dataset", kw, default=default, annotation=str | None))
             continue
-        choices = choices_of(meta)
-        if callable(meta.get("choices")):  # a registry: its names as they are now, added methods included
-            text = f"{' | '.join(choices)}: {text}"
-        spelling = [meta["flag"]] if meta.get("flag") else []
-        default = typer.Option(f.default, *spelling, help=hint(text), rich_help_panel=meta["section"])
-        params.append(inspect.Parameter(f.name, kw, default=default, annotation=types[f.name]))
+        spelling = [s.flag] if s.flag else []
+        default = typer.Option(s.default, *spelling, help=hint(text), rich_help_panel=s.help_panel)
+        params.append(inspect.Parameter(s.name, kw, default=default, annotation=s.type))
     for name, kind, metavar, help_text in (  # paths as text: path_of refuses "" (Path("") is the current folder)
             ("config", str | None, "FILE", "settings file: a run's config.json, or JSON / YAML of {setting: value}; "
                                            "flags given here override it"),
@@ -108,10 +106,16 @@ def _make_train():
         _train(ctx, kwargs.pop("dataset"), kwargs.pop("config"), kwargs.pop("resume"), kwargs.pop("force"),
                kwargs.pop("out"), **kwargs)
 
-    sig = _train_signature()
-    train.__signature__ = sig
-    train.__annotations__ = {p.name: p.annotation for p in sig.parameters.values()} | {"return": None}
+    refresh(train)
     return train
+
+
+def refresh(command) -> None:
+    """Give the ``train`` command the flags of every setting declared now (a method or dataset registered after
+    import included): called when the command line is built (``cli/main.py``)."""
+    sig = _train_signature()
+    command.__signature__ = sig
+    command.__annotations__ = {p.name: p.annotation for p in sig.parameters.values()} | {"return": None}
 
 
 train = _make_train()
@@ -170,8 +174,7 @@ def probe(
                             show_default=False),
 ) -> None:
     """Linear probe on frozen, standardised backbone features; reports the LAST epoch's test accuracy."""
-    from ssltheory.practice.config import check_device
-    from ssltheory.practice.engine.step import resolve_device
+    from ssltheory.practice.engine.step import check_device, resolve_device
     from ssltheory.practice.measure.evaluate import probe_run
     from ssltheory.theory.checks import check_int, check_number
 

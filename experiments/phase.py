@@ -69,7 +69,7 @@ def cell_settings(axis: str, eta: float, value: float, base: dict) -> dict:
     (no EMA: tau = 1) and the predictor lr ratio."""
     cfg = TrainConfig.from_settings(base)
     if axis == "beta":
-        alpha = cfg.effective_lr / (1.0 - cfg.resolved_momentum)
+        alpha = cfg.resolved_lr / (1.0 - cfg.resolved_momentum)
         gamma = 1.0 - value * alpha
         if not 0.0 <= gamma < 1.0:
             raise ConfigError(f"beta {value:g} needs gamma_a = 1 - beta alpha = {gamma:g}: expected beta in "

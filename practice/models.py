@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from ssltheory.practice.data.registry import DATASETS
+from ssltheory.practice.settings import Setting, declare, rule
+from ssltheory.theory.checks import ConfigError
 
 CONVNET_WIDTH = 32
 """Channels of the convnet's first block at ``--width 1`` (then 2x and 4x; ``dim`` = 4x = 128)."""
@@ -155,3 +161,61 @@ class Encoder(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
+
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "convnet", "linear", "resnet18-bottleneck", "resnet50-basic")
+"""Every ``--backbone`` (``auto``: the dataset's, :class:`~.data.registry.DatasetSpec`)."""
+
+declare(
+    Setting("backbone", "auto", "resnet18 | resnet34 | resnet50 | convnet | linear | the collapse study's sizes: "
+            "resnet18-bottleneck (ResNet-18's depth, Bottleneck blocks, --width 64|96|128) | resnet50-basic (50 "
+            "layers of BasicBlocks) [auto: the dataset's: convnet for digits and the 28 px sets, linear for "
+            "synthetic, resnet18 otherwise; the CIFAR stem below 64 px]", "Model", str, choices=("auto", *BACKBONES),
+            resolve=lambda cfg: cfg.backbone if cfg.backbone != "auto" else DATASETS[cfg.dataset].backbone),
+    Setting("width", None, "backbone width: convnet channel multiplier (1: 32-64-128 channels) | resnet18-bottleneck "
+            "width_per_group [default: 1 / 64]", "Model", float | None, low=0.0, low_open=True, high=4096.0),
+    Setting("zero_init_residual", False, "ResNets: the last BN of each residual block starts at 0 (torchvision's "
+            "zero_init_residual; the SimSiam code's)", "Model", bool),
+    Setting("proj_hidden", 512, "projector hidden width (--projector simsiam: the backbone's feature width)", "Model",
+            int, paper="512", low=1, high=65536),
+    Setting("proj_dim", 128, "projector output width d of F̂ and W_p", "Model", int, paper="128", low=1, high=16384),
+    Setting("projector", "directpred", "projector layout: directpred (Linear+bias -> BN without affine -> ReLU, ..., "
+            "Linear; the DirectPred code's) | unigrad (Linear without bias -> BN -> ReLU, ..., Linear with bias; "
+            "UniGrad's 2048-2048-2048) | simsiam (hidden blocks as unigrad's, as wide as the backbone's features, then "
+            "Linear -> BN without affine; the official SimSiam's prev_dim-prev_dim-2048 at --proj-layers 3)", "Model",
+            str, paper="directpred", choices=PROJECTOR_STYLES),
+    Setting("proj_layers", 2, "projector depth: linear layers (Table 9 of UniGrad: 3)", "Model", int, paper="2", low=1,
+            high=16),
+)
+
+
+@rule
+def _check_model(cfg: Any) -> None:
+    """The backbone against the data (the linear model for the theory's data only), its width and init, the
+    projector."""
+    backbone = cfg.resolved_backbone
+    linear_data = DATASETS[cfg.dataset].linear
+    if (backbone == "linear") != linear_data:
+        theirs = [n for n, s in DATASETS.items() if s.linear]
+        raise ConfigError(f"--backbone {cfg.backbone} with DATASET {cfg.dataset} is not accepted: expected --backbone "
+                          f"linear with {' or '.join(theirs)} (the theory's two-layer linear network) and an image "
+                          f"backbone ({'|'.join(b for b in BACKBONES if b != 'linear')}) with image datasets")
+    if cfg.width is not None:
+        if backbone not in WIDTHS:
+            raise ConfigError(f"--width {cfg.width:g} with --backbone {backbone} is not accepted: it has no width "
+                              f"setting; expected no --width, or --backbone {' or '.join(WIDTHS)}")
+        if backbone == "convnet" and not 1 <= convnet_channels(cfg.width) <= 2048:
+            raise ConfigError(f"--width {cfg.width:g} with --backbone convnet is out of range: expected a channel "
+                              "multiplier from 1/64 to 64 (32 x width channels in the first block)")
+        if backbone == "resnet18-bottleneck" and not float(cfg.width).is_integer():
+            raise ConfigError(f"--width {cfg.width:g} with --backbone {backbone} is not accepted: expected a whole "
+                              "width_per_group (the collapse study's 64, 96, 128)")
+    if cfg.zero_init_residual and not backbone.startswith("resnet"):
+        raise ConfigError(f"--zero-init-residual with --backbone {backbone} is not accepted: it has no residual "
+                          "blocks; expected a resnet backbone")
+    if cfg.projector == "simsiam" and backbone == "linear":
+        raise ConfigError("--projector simsiam with --backbone linear is not accepted: the linear model has no "
+                          "projector; expected an image backbone")
+    if cfg.projector == "simsiam" and cfg.proj_hidden != 512:
+        raise ConfigError(f"--proj-hidden {cfg.proj_hidden} with --projector simsiam is not accepted: its hidden "
+                          "width is the backbone's feature width (prev_dim); expected no --proj-hidden")

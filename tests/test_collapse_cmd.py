@@ -179,7 +179,7 @@ BAD = [
     (["--spectra", "{tmp}/afile.txt", "--labels", "1,2"], "--labels 1,2"),
     (["--state-dict", "{tmp}/half.pt", "--arch", "resnet101", "--dataset", "digits"], "resnet101"),
     (["--state-dict", "{tmp}/half.pt", "--arch", "resnet18"], "--dataset"),
-    (["--state-dict", "{tmp}/half.pt", "--arch", "resnet18", "--dataset", "mnist"], "mnist"),
+    (["--state-dict", "{tmp}/half.pt", "--arch", "resnet18", "--dataset", "mnist9"], "mnist9"),
     (["--state-dict", "{tmp}/half.pt", "--arch", "resnet18", "--dataset", "digits"], "missing keys"),
     (["--spectra", "{tmp}/afile.txt", "--arch", "resnet18"], "--arch"),
     ([], "nothing to measure"),

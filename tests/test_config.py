@@ -3,8 +3,8 @@ checks, and a run folder is never overwritten or resumed with other settings by 
 
 from __future__ import annotations
 
-import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -23,13 +23,13 @@ def test_every_setting_is_a_flag_with_help_and_no_flag_is_unknown_to_the_config(
 
     cmd = typer.main.get_command(app).commands["train"]
     opts = {o for p in cmd.params for o in p.opts}
-    for f in dataclasses.fields(TrainConfig):
+    for f in TrainConfig.settings():
         if f.name != "dataset":
             assert flag_of(f.name) in opts, f.name
-            assert f.metadata["help"], f.name
+            assert f.help, f.name
     own = {"--config", "--resume", "--force", "--out", "--help"}
     assert {o for o in opts if o.startswith("--") and not o.startswith("--no-")} - own == {
-        flag_of(f.name) for f in dataclasses.fields(TrainConfig) if f.name != "dataset"}
+        flag_of(f.name) for f in TrainConfig.settings() if f.name != "dataset"}
 
 
 def test_defaults_are_the_papers():
@@ -104,3 +104,31 @@ def test_resume_takes_no_other_setting_and_needs_a_checkpoint(tmp_path):
     r = cli("train", "--resume", str(run))
     assert r.returncode == 2 and "has no checkpoint.pt" in r.stderr, r.stderr
     assert (run / "metrics.jsonl").read_bytes() == before
+
+
+def test_a_run_saved_before_the_settings_moved_loads_and_resumes_to_the_same_numbers(tmp_path):
+    """tests/fixtures/run_before_settings: a DirectPred digits run written by the code before each component owned
+    its settings (commit 747f849: the old config.json, and a checkpoint.pt whose F̂ is {F, count, rho}), stopped at
+    step 15 with its checkpoint at step 10. Today's code loads its config and resumes it; the records equal those of
+    the same run trained uninterrupted by the old code (uninterrupted.metrics.jsonl), within the arithmetic spread of
+    tests/test_unchanged.py."""
+    import shutil
+
+    from test_unchanged import assert_close_record, spread_tolerance
+
+    from ssltheory.practice.engine.rundir import RunDir, read_metrics
+    from ssltheory.practice.engine.train import train
+
+    fixture = Path(__file__).parent / "fixtures" / "run_before_settings"
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "checkpoint.pt", "metrics.jsonl"):
+        shutil.copy(fixture / name, run / name)
+    cfg = RunDir(run).config()
+    assert (cfg.method, cfg.predictor, cfg.epochs, cfg.width) == ("byol", "directpred", 2, 0.25)
+    train(cfg, run, resume=True)
+    new = read_metrics(run / "metrics.jsonl")
+    old = read_metrics(fixture / "uninterrupted.metrics.jsonl")
+    assert [r["step"] for r in new] == [r["step"] for r in old]
+    for i, (a, b) in enumerate(zip(new, old, strict=True)):
+        assert_close_record({k: v for k, v in a.items() if k in b}, b, f"resumed[{i}]", rel=spread_tolerance("train"))

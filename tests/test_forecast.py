@@ -167,7 +167,7 @@ def test_paper_scale_cells_run_their_first_steps_on_a_small_image_folder(name, c
     data = tmp_path / "data"
     _image_tree(data, ("train", "val"))
     root = data if cfg.dataset == "imagenet" else data / "train"
-    small = replace(cfg, data_dir=str(root), device="cpu", workers=0, batch_size=4, image_size=16, max_steps=2,
+    small = cfg.replace(data_dir=str(root), device="cpu", workers=0, batch_size=4, image_size=16, max_steps=2,
                     measure_every=2, probe_size=8, knn_every=0, lr_scale="none", **(
                         {"epochs": 2} if cfg.data_schedule != "iid" else {}), **(
                         {"hybrid_epoch": 1} if cfg.hybrid_epoch else {}))

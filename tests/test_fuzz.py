@@ -4,7 +4,6 @@ Each must exit 2 with one ``ssltheory: error:`` line, no traceback, and leave ev
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import shutil
 from pathlib import Path
@@ -12,16 +11,17 @@ from pathlib import Path
 import pytest
 
 from conftest import cli
-from ssltheory.practice.config import TrainConfig, choices_of, field_types, flag_of
+from ssltheory.practice.config import TrainConfig, flag_of
+from ssltheory.practice.settings import Setting
 
 FAST = ["--batch-size", "64", "--max-steps", "4", "--measure-every", "4", "--probe-size", "64", "--proj-hidden",
         "32", "--proj-dim", "16", "--knn-every", "0", "--epochs", "1"]
 
 
-def bad_values(f: dataclasses.Field) -> list[str]:
+def bad_values(f: Setting) -> list[str]:
     """Values that must be refused for setting ``f``: by its type, its bounds and its choices."""
-    meta, kind = f.metadata, field_types()[f.name]
-    if choices_of(meta) is not None:
+    kind = f.type
+    if f.accepted() is not None:
         return ["bogus", ""]
     if kind is bool:
         return []
@@ -29,7 +29,7 @@ def bad_values(f: dataclasses.Field) -> list[str]:
         return ["gpu", "", "cuda:x"]
     if kind is str:
         return []
-    low, high = meta["low"], meta["high"]
+    low, high = f.low, f.high
     if kind is int:
         out = ["abc", "", "1.5", "1e999"]
         out += [str(int(low) - 1)] if low is not None else []
@@ -37,13 +37,13 @@ def bad_values(f: dataclasses.Field) -> list[str]:
         return out
     out = ["nan", "inf", "-inf", "abc", "", "1e999"]
     if low is not None:
-        out.append(f"{low:g}" if meta["low_open"] else f"{low - 1:g}")
+        out.append(f"{low:g}" if f.low_open else f"{low - 1:g}")
     if high is not None:
-        out.append(f"{high:g}" if meta["high_open"] else f"{high * 10 + 1:g}")
+        out.append(f"{high:g}" if f.high_open else f"{high * 10 + 1:g}")
     return out
 
 
-TRAIN_CASES = [(flag_of(f.name), v) for f in dataclasses.fields(TrainConfig) if f.name != "dataset"
+TRAIN_CASES = [(flag_of(f.name), v) for f in TrainConfig.settings() if f.name != "dataset"
                for v in bad_values(f)]
 
 

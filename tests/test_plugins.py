@@ -120,3 +120,70 @@ def test_an_unknown_schedule_or_method_is_one_line():
         TrainConfig(dataset="digits", data_schedule="weekly")
     with pytest.raises(ConfigError, match="--method 'toy' is not known"):
         TrainConfig(dataset="digits", method="toy")
+
+
+class ScaledDistance(SquaredDistance):
+    """The toy objective with a weight of its own and a state it keeps outside the graph (not capturable)."""
+
+    graph_safe = False
+
+    def __init__(self, weight: float) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, v):
+        return self.weight * super().forward(v)
+
+
+@pytest.fixture
+def method_with_settings():
+    """A method with two settings of its own (help, default, bounds), a cross-check and its own graph-safety flag,
+    registered the way a user would: no edit of config.py, step.py or any CLI module."""
+    from ssltheory.practice.methods.registry import register
+    from ssltheory.practice.settings import SETTINGS, Setting, forget
+
+    def check(cfg):
+        if cfg.toy_weight > 1 and cfg.toy_warmup == 0:
+            raise ConfigError(f"--toy-weight {cfg.toy_weight:g} needs --toy-warmup > 0: expected a warm-up for a "
+                              "weight above 1")
+
+    before = dict(METHODS)
+    register(Method("toy2", "squared distance, weighted", target=lambda cfg: "stop-grad",
+                    objective=lambda cfg: ScaledDistance(cfg.toy_weight), predictor=False, check=check, settings=(
+                        Setting("toy_weight", 0.5, "weight of the squared distance", "Method", float, paper="0.5",
+                                low=0.0, low_open=True, high=10.0, only=lambda cfg: cfg.method == "toy2",
+                                only_for="--method toy2"),
+                        Setting("toy_warmup", 0, "warm-up steps of the weight", "Method", int, low=0, high=1000))))
+    yield
+    METHODS.clear()
+    METHODS.update(before)
+    forget("toy_weight", "toy_warmup")
+    assert "toy_weight" not in SETTINGS
+
+
+def test_a_method_with_settings_of_its_own_is_one_registry_entry(method_with_settings, tmp_path):
+    """Its settings are flags with help in its own --help panel, checked by their bounds and by its own rule, refused
+    with another method, saved in config.json; its graph-safety flag decides --cuda-graph; it trains."""
+    from conftest import cli
+
+    cfg = TrainConfig(**TINY, method="toy2", toy_weight=2.0, toy_warmup=5, epochs=1)
+    assert cfg.toy_weight == 2.0 and not cfg.resolved_cuda_graph("cuda", 1)  # its objective: not capturable
+    with pytest.raises(ConfigError, match="--toy-weight 2 needs --toy-warmup > 0"):
+        TrainConfig(**TINY, method="toy2", toy_weight=2.0)
+    with pytest.raises(ConfigError, match=r"--toy-weight 20 is out of range: expected a number in \(0, 10\]"):
+        TrainConfig(**TINY, method="toy2", toy_weight=20.0)
+    with pytest.raises(ConfigError, match="--toy-weight 0.7 is only for --method toy2"):
+        TrainConfig(**TINY, method="byol", toy_weight=0.7)
+    with pytest.raises(ConfigError, match="--cuda-graph on with --method toy2"):
+        TrainConfig(**TINY, method="toy2", cuda_graph="on")
+    help_text = cli("train", "--help").stdout
+    assert "Method: toy2" in help_text and "--toy-weight" in help_text and "weight of the squared distance" in help_text
+    assert "[paper: 0.5]" in help_text
+    r = cli("train", "digits", "--method", "toy2", "--toy-weight", "0.25", "--batch-size", "64", "--max-steps", "3",
+            "--measure-every", "3", "--probe-size", "64", "--proj-hidden", "32", "--proj-dim", "16", "--knn-every",
+            "0", "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert saved["method"] == "toy2" and saved["toy_weight"] == 0.25 and saved["toy_warmup"] == 0
+    bad = cli("train", "digits", "--method", "toy2", "--toy-weight", "abc", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "--toy-weight" in bad.stderr and "abc" in bad.stderr

@@ -134,7 +134,7 @@ def test_the_scheduler_uses_the_configs_floor():
     cfg = TrainConfig(dataset="digits", lr_schedule="cosine", epochs=3, warmup_epochs=1, min_lr=0.1, batch_size=100,
                       device="cpu")
     schedule = make_schedule(cfg, 1297)
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=cfg.effective_lr)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=cfg.resolved_lr)
     sched = make_scheduler(cfg, opt, schedule)
     total = schedule.epoch_start(cfg.epochs)
     lrs = [opt.param_groups[0]["lr"]]
@@ -142,9 +142,9 @@ def test_the_scheduler_uses_the_configs_floor():
         opt.step()
         sched.step()
         lrs.append(opt.param_groups[0]["lr"])
-    assert lrs[0] == pytest.approx(cfg.effective_lr * (0.1 + 0.9 / schedule.epoch_start(1)))
-    assert max(lrs) == pytest.approx(cfg.effective_lr)
-    assert lrs[total] == pytest.approx(cfg.effective_lr * 0.1)
+    assert lrs[0] == pytest.approx(cfg.resolved_lr * (0.1 + 0.9 / schedule.epoch_start(1)))
+    assert max(lrs) == pytest.approx(cfg.resolved_lr)
+    assert lrs[total] == pytest.approx(cfg.resolved_lr * 0.1)
 
 
 # ---------------------------------------------------------------- LARS

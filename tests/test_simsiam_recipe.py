@@ -245,8 +245,8 @@ def test_recipe_settings_and_argv():
             cfg.pred_layout, cfg.fix_pred_lr, cfg.zero_init_residual) == \
         ("simsiam", "simsiam", 3, 2048, "mlp", 512, "simsiam", True, True)
     assert (cfg.lr_schedule, cfg.resolved_momentum, cfg.warmup_epochs, cfg.min_lr) == ("cosine", 0.9, 0, 0.0)
-    assert cfg.effective_lr == pytest.approx(0.05 / SIMSIAM_LOSS_SCALE)  # batch 256: x 1
-    assert TrainConfig.from_settings(simsiam_recipe(batch_size=512)).effective_lr == pytest.approx(0.025)
+    assert cfg.resolved_lr == pytest.approx(0.05 / SIMSIAM_LOSS_SCALE)  # batch 256: x 1
+    assert TrainConfig.from_settings(simsiam_recipe(batch_size=512)).resolved_lr == pytest.approx(0.025)
     assert "zero_init_residual" not in simsiam_recipe(dataset="digits")
     argv = simsiam_argv(dataset="digits", width=0.5)
     assert argv[0] == "digits" and "--fix-pred-lr" in argv and argv[argv.index("--width") + 1] == "0.5"

@@ -4,7 +4,6 @@ from the trainer."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -211,10 +210,10 @@ def test_a_hybrid_killed_across_the_switch_and_a_stream_resumed_as_iid_write_the
     assert starts[1:] == [{"step": 14, "world_size": 1, "data_schedule": "current"},
                           {"step": 20, "data_schedule": "iid", "switch": "--hybrid-epoch 2"}]
 
-    continual = dataclasses.replace(hybrid, hybrid_epoch=0)
+    continual = hybrid.replace(hybrid_epoch=0)
     with pytest.raises(Killed):
         train(continual, tmp_path / "stream", on_progress=killed_at(20))
-    iid = dataclasses.replace(continual, data_schedule="iid", chunk_warmup_steps=0)
+    iid = continual.replace(data_schedule="iid", chunk_warmup_steps=0)
     train(iid, tmp_path / "stream", resume=True)
     resumed = read_metrics(tmp_path / "stream" / "metrics.jsonl")
     at_switch = next(r for r in resumed if r["step"] == 20 and "lr" in r)

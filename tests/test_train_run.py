@@ -63,7 +63,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, mo
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["train", "mnist"], "'mnist'"),
+    (["train", "mnist9"], "'mnist9'"),
     (["train", "digits", "--predictor", "deep"], "'deep'"),
     (["train", "digits", "--freq", "5"], "--freq 5"),
     (["train", "digits", "--lr", "-0.1"], "--lr -0.1"),

@@ -73,8 +73,9 @@ def test_positive_and_negative_branches_are_separate_knobs():
     assert both.target.positive is both.target.negative and len(both.target.branches) == 1
     sg = build_model(TrainConfig(**TINY, method="unigrad", positive_target="stop-grad"), 1, torch.device("cpu"))
     assert sg.target.network is None  # stop-gradient both ways: no momentum encoder, no "target" in checkpoints
-    assert TrainConfig(**TINY, method="simclr").target_mode == "online"  # SimCLR's own loss: both branches train
-    assert TrainConfig(**TINY, method="simclr", form="gradient").target_mode == "ema"  # the paper's (b)
+    # SimCLR's own loss: both branches train
+    assert TrainConfig(**TINY, method="simclr").resolved_positive_target == "online"
+    assert TrainConfig(**TINY, method="simclr", form="gradient").resolved_positive_target == "ema"  # the paper's (b)
 
 
 def test_the_momentum_schedule_goes_from_0996_to_1_per_iteration():
@@ -89,13 +90,13 @@ def test_every_table2_row_is_a_command():
 
     rows = RECIPES["unigrad-table2"].configs("smoke")
     assert sorted(rows) == list("abcdefghij")
-    kinds = {k: (type(METHODS[c.method].objective(c)).__name__, c.resolved_form, c.target_mode)
+    kinds = {k: (type(METHODS[c.method].objective(c)).__name__, c.resolved_form, c.resolved_positive_target)
              for k, c in rows.items()}
     assert kinds["d"] == ("DirectPredGradient", "gradient", "ema")
     assert kinds["e"] == ("UniGrad", "gradient", "ema")
     assert kinds["g"][0] == kinds["h"][0] == "BarlowTwins" and rows["g"].resolved_norm == "bn"
     assert rows["h"].resolved_norm == "l2" and rows["e"].resolved_lam == 12.5  # 100 x the smoke width 256 / 2048
-    assert {c.target_mode for c in rows.values()} == {"ema"}
+    assert {c.resolved_positive_target for c in rows.values()} == {"ema"}
 
 
 @pytest.mark.parametrize("args,message", [

@@ -1,4 +1,5 @@
-"""Two-view augmentations of the paper's protocol, one :class:`AugSpec` per dataset, built with torchvision v2.
+"""Two-view augmentations of the paper's protocol, one preset of :class:`AugSpec` per dataset (its registry entry,
+:mod:`.registry`, names it), built with torchvision v2.
 
 The numbers (directpred.md §6) live in the specs, not in the pipelines, so that another implementation of the
 same distributions (the batched GPU path of the scale issue) reads the same values:
@@ -11,6 +12,8 @@ same distributions (the batched GPU path of the scale issue) reads the same valu
   (0.4, 0.4, 0.2, 0.1) with p = 0.8, grayscale 0.2, blur 1.0 / 0.1, solarize 0.0 / 0.2, ImageNet normalisation.
 - digits (8x8 grey, offline): crop scale (0.5, 1), small rotations, brightness/contrast jitter; no flip (digits
   are not mirror-symmetric).
+- the MNIST family (28 x 28 grey): crop scale (0.2, 1), flip for Fashion-MNIST (clothes), small rotations instead
+  for the digits and characters, no colour jitter, the dataset's normalisation.
 
 Multi-crop (``--multi-crop NxSIZE``, :func:`view_set`): the two global views crop with scale
 :data:`~.mixing.GLOBAL_SCALE` at the usual size, the N local views with :data:`~.mixing.LOCAL_SCALE` at SIZE px,
@@ -19,12 +22,14 @@ everything else as the first view's spec.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
 import torchvision.transforms.v2 as T
 
 from ssltheory.practice.data.mixing import GLOBAL_SCALE, LOCAL_SCALE, parse_multi_crop
+from ssltheory.practice.data.registry import DATASETS
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -56,19 +61,50 @@ class AugSpec:
         return k if k % 2 == 1 else k + 1
 
 
-def view_specs(dataset: str, size: int) -> tuple[AugSpec, AugSpec]:
-    """The (view 1, view 2) specs of a dataset at a resolution."""
-    if dataset == "stl10":
-        s = AugSpec(size, jitter=(0.8, 0.8, 0.8, 0.2), blur_p=1.0, blur_kernel=9 if size == 96 else 0)
+def stl10_views(size: int) -> tuple[AugSpec, AugSpec]:
+    """STL-10's preset (official code): strong jitter, blur always (kernel 9 at 96 px), no normalisation."""
+    s = AugSpec(size, jitter=(0.8, 0.8, 0.8, 0.2), blur_p=1.0, blur_kernel=9 if size == 96 else 0)
+    return s, s
+
+
+def cifar_views(mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[[int], tuple[AugSpec, AugSpec]]:
+    """CIFAR's preset (official code) with a dataset's normalisation: crop (0.08, 1), flip, jitter (0.4, 0.4, 0.4,
+    0.1) with p = 0.8, grayscale 0.2, no blur."""
+    def views(size: int) -> tuple[AugSpec, AugSpec]:
+        s = AugSpec(size, jitter=(0.4, 0.4, 0.4, 0.1), mean=mean, std=std)
         return s, s
-    if dataset == "cifar10":
-        s = AugSpec(size, jitter=(0.4, 0.4, 0.4, 0.1), mean=CIFAR_MEAN, std=CIFAR_STD)
+    return views
+
+
+def digits_views(size: int) -> tuple[AugSpec, AugSpec]:
+    """scikit-learn's 8 x 8 digits: crop (0.5, 1), rotations up to 10 degrees, brightness / contrast jitter, no flip
+    (digits are not mirror-symmetric), no normalisation."""
+    s = AugSpec(size, crop_scale=(0.5, 1.0), flip_p=0.0, jitter=(0.4, 0.4, 0.0, 0.0), gray_p=0.0, rotation=10.0)
+    return s, s
+
+
+def grey_views(mean: float, std: float, flip: bool, rotation: float = 0.0
+               ) -> Callable[[int], tuple[AugSpec, AugSpec]]:
+    """A grey 28 px set's preset (the MNIST family): crop (0.2, 1), a flip where the images are mirror-symmetric
+    (clothes: Fashion-MNIST; not digits or characters, which get small rotations instead), no colour jitter and no
+    grayscale (nothing to change on one channel), the dataset's normalisation."""
+    def views(size: int) -> tuple[AugSpec, AugSpec]:
+        s = AugSpec(size, crop_scale=(0.2, 1.0), flip_p=0.5 if flip else 0.0, jitter=(0.0, 0.0, 0.0, 0.0),
+                    jitter_p=0.0, gray_p=0.0, rotation=rotation, mean=(mean,), std=(std,))
         return s, s
-    if dataset == "digits":
-        s = AugSpec(size, crop_scale=(0.5, 1.0), flip_p=0.0, jitter=(0.4, 0.4, 0.0, 0.0), gray_p=0.0, rotation=10.0)
-        return s, s
+    return views
+
+
+def imagenet_views(size: int) -> tuple[AugSpec, AugSpec]:
+    """ImageNet and folders (BYOL recipe, asymmetric views): bicubic crop, flip, jitter (0.4, 0.4, 0.2, 0.1),
+    grayscale 0.2, blur 1.0 / 0.1, solarize 0.0 / 0.2, ImageNet normalisation."""
     base = dict(bicubic=True, jitter=(0.4, 0.4, 0.2, 0.1), mean=IMAGENET_MEAN, std=IMAGENET_STD)
     return AugSpec(size, blur_p=1.0, solarize_p=0.0, **base), AugSpec(size, blur_p=0.1, solarize_p=0.2, **base)
+
+
+def view_specs(dataset: str, size: int) -> tuple[AugSpec, AugSpec]:
+    """The (view 1, view 2) specs of a dataset at a resolution: its registry entry's preset."""
+    return DATASETS[dataset].views(size)
 
 
 def view_set(dataset: str, size: int, multi_crop: str = "") -> tuple[AugSpec, ...]:
@@ -112,12 +148,14 @@ def build(spec: AugSpec) -> T.Compose:
 
 
 def eval_transform(dataset: str, size: int) -> T.Compose:
-    """Un-augmented view for kNN, probes and the collapse metric (centre crop for large images)."""
+    """Un-augmented view for kNN, probes and the collapse metric, resized as the dataset's entry says
+    (``eval_resize``: none, resize to size x size, or ImageNet's resize and centre crop), normalised as its views."""
+    how = DATASETS[dataset].eval_resize
     spec = view_specs(dataset, size)[0]
     ops: list = [T.ToImage()]
-    if dataset in ("imagenet", "folder"):
+    if how == "center-crop":
         ops += [T.Resize(int(round(size * 256 / 224)), antialias=True), T.CenterCrop(size)]
-    elif dataset != "digits":
+    elif how == "resize":
         ops.append(T.Resize((size, size), antialias=True))
     ops.append(T.ToDtype(torch.float32, scale=True))
     if spec.mean is not None:

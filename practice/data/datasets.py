@@ -1,31 +1,52 @@
-"""Datasets through torchvision (and scikit-learn's bundled digits): the SSL set and the two evaluation splits.
+"""The datasets, one registry entry each (:mod:`.registry`), with what loads them: the SSL set and the two
+evaluation splits.
 
-| dataset | SSL images | kNN bank / probe train | test | files expected under ``--data-dir`` |
+| dataset | SSL images | kNN bank / probe train | test | files under ``--data-dir`` |
 |---|---|---|---|---|
 | digits | 1,297 train digits | the same | 500 held-out digits | none (bundled with scikit-learn) |
+| fashion-mnist, mnist, kmnist | train (60k) | train | test (10k) | four ``*-idx?-ubyte[.gz]``, bare or ``NAME/raw/`` |
+| cifar10, cifar100 | train (50k) | train | test (10k) | torchvision's ``cifar-10-batches-py/``, ``cifar-100-python/`` |
+| svhn | train (73k) | train | test (26k) | torchvision's ``train_32x32.mat``, ``test_32x32.mat`` |
 | stl10 | 'train+unlabeled' (105k) | 'train' (5k) | 'test' (8k) | stl10_binary/{train,test,unlabeled}_X.bin, ... |
-| cifar10 | train (50k) | train | test (10k) | cifar-10-batches-py/data_batch_1..5, test_batch |
 | imagenet | train/ | train/ | val/ | train/CLASS/*.JPEG, val/CLASS/*.JPEG |
 | folder | train/ (or the folder itself) | the same | val/ (or the train images) | [train/]CLASS/*.png|jpg |
 | synthetic | x0 ~ N(0, I_n1) drawn fresh per sample, views x0 + sigma * noise | 1,024 fixed x0 | 512 fixed x0 | none |
 
-synthetic has no labels (``num_classes`` 0): no kNN, no probe.
+synthetic has no labels (``num_classes`` 0): no kNN, no probe. The in-memory sets are :class:`TensorImages`
+(uint8 or float images (N, C, H, W) held whole), which the batched path reads without a per-image step.
 
 A missing dataset raises :class:`~ssltheory.theory.checks.ConfigError` naming the files expected and how to get them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import gzip
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ssltheory.practice.config import TrainConfig
-from ssltheory.practice.data.augment import TwoViews, eval_transform
+from ssltheory.practice.data.augment import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    TwoViews,
+    cifar_views,
+    digits_views,
+    eval_transform,
+    grey_views,
+    imagenet_views,
+    stl10_views,
+)
+from ssltheory.practice.data.registry import DATASETS, DatasetSpec, Splits, register_dataset
+from ssltheory.practice.settings import Setting
 from ssltheory.theory.checks import ConfigError
+
+if TYPE_CHECKING:
+    from ssltheory.practice.config import TrainConfig
+
+DataBundle = Splits  # (the name a dataset's splits had before the registry)
 
 DIGITS_TEST = 500
 
@@ -81,16 +102,19 @@ class SyntheticGaussian(Dataset):
         return (x0 + self.sigma * torch.randn(self.dim), x0 + self.sigma * torch.randn(self.dim)), 0
 
 
-@dataclass
-class DataBundle:
-    """The SSL dataset (items: ((v1, v2), label), with multi-crop ((v1, v2, l1, ..., lN), label)) and the eval
-    splits (items: (image, label))."""
+class TensorImages(Dataset):
+    """Images held whole, ``images`` (N, C, H, W) uint8 (or float in [0, 1]) and ``targets`` (N,) int64, each item
+    ``(transform(image), label)`` with the image as a tensor (torchvision v2 transforms take it as it is)."""
 
-    ssl: Dataset
-    train_eval: Dataset
-    test_eval: Dataset
-    in_channels: int
-    num_classes: int
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform=None) -> None:
+        self.images, self.targets, self.transform = images, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        img = self.images[i]
+        return (self.transform(img) if self.transform else img), int(self.targets[i])
 
 
 def _require(root: Path, files: tuple[str, ...], what: str, how: str) -> None:
@@ -108,49 +132,148 @@ def _folder(root: Path, what: str):
     return lambda transform: ImageFolder(str(root), transform=transform)
 
 
-def build_data(cfg: TrainConfig) -> DataBundle:
-    """Datasets for ``cfg`` with the paper's augmentations; raises ConfigError if files are missing."""
+def build_data(cfg: TrainConfig) -> Splits:
+    """The splits of ``cfg``'s dataset with the paper's augmentations (its registry entry's ``load``); raises a
+    one-line ConfigError if its files are missing."""
+    return DATASETS[cfg.dataset].load(cfg)
+
+
+def _views(cfg: TrainConfig) -> TwoViews:
+    return TwoViews(cfg.dataset, cfg.resolved_image_size, cfg.multi_crop)
+
+
+def _eval(cfg: TrainConfig):
+    return eval_transform(cfg.dataset, cfg.resolved_image_size)
+
+
+def _load_synthetic(cfg: TrainConfig) -> Splits:
+    n1 = cfg.resolved_input_dim
+    return Splits(SyntheticGaussian(cfg.synthetic_size, n1, cfg.sigma2, views=True),
+                  SyntheticGaussian(1024, n1, cfg.sigma2, views=False, seed=cfg.seed + 101),
+                  SyntheticGaussian(512, n1, cfg.sigma2, views=False, seed=cfg.seed + 202), n1, 0)
+
+
+def _load_digits(cfg: TrainConfig) -> Splits:
     size = cfg.resolved_image_size
-    views = TwoViews(cfg.dataset, size, cfg.multi_crop)
-    ev = eval_transform(cfg.dataset, size)
+    return Splits(DigitsDataset("train", _views(cfg), size), DigitsDataset("train", None, size),
+                  DigitsDataset("test", None, size), 1, 10)
+
+
+def _load_stl10(cfg: TrainConfig) -> Splits:
+    from torchvision.datasets import STL10
+
     root = Path(cfg.data_dir)
-    if cfg.dataset == "synthetic":
-        n1 = cfg.resolved_input_dim
-        return DataBundle(SyntheticGaussian(cfg.synthetic_size, n1, cfg.sigma2, views=True),
-                          SyntheticGaussian(1024, n1, cfg.sigma2, views=False, seed=cfg.seed + 101),
-                          SyntheticGaussian(512, n1, cfg.sigma2, views=False, seed=cfg.seed + 202), n1, 0)
-    if cfg.dataset == "digits":
-        return DataBundle(DigitsDataset("train", views, size), DigitsDataset("train", None, size),
-                          DigitsDataset("test", None, size), 1, 10)
-    if cfg.dataset == "stl10":
-        from torchvision.datasets import STL10
+    if not cfg.download:
+        _require(root / "stl10_binary", STL10_FILES, "STL-10",
+                 f"pass --download to fetch it into {root}, or unpack stl10_binary.tar.gz there")
+    ds = _download_guard(lambda: STL10(str(root), split="train+unlabeled", download=cfg.download,
+                                       transform=_views(cfg)), "STL-10")
+    ev = _eval(cfg)
+    return Splits(ds, STL10(str(root), split="train", transform=ev), STL10(str(root), split="test", transform=ev),
+                  3, 10)
 
-        if not cfg.download:
-            _require(root / "stl10_binary", STL10_FILES, "STL-10",
-                     f"pass --download to fetch it into {root}, or unpack stl10_binary.tar.gz there")
-        ds = _download_guard(lambda: STL10(str(root), split="train+unlabeled", download=cfg.download,
-                                           transform=views), "STL-10")
-        return DataBundle(ds, STL10(str(root), split="train", transform=ev), STL10(str(root), split="test",
-                                                                                    transform=ev), 3, 10)
-    if cfg.dataset == "cifar10":
-        from torchvision.datasets import CIFAR10
 
+def _torchvision_set(cls_name: str, what: str, folder: str, archive: str, classes: int, split_kw: str = "train",
+                     files: tuple[str, ...] = ()):
+    """The loader of a torchvision set with a train / test split (CIFAR-10 / -100: ``train=True``; SVHN:
+    ``split="train"``), found in ``--data-dir/folder`` (its ``files``) or fetched with ``--download``."""
+    def load(cfg: TrainConfig) -> Splits:
+        import torchvision.datasets as tvd
+
+        cls, root = getattr(tvd, cls_name), Path(cfg.data_dir)
         if not cfg.download:
-            _require(root / "cifar-10-batches-py", CIFAR10_FILES, "CIFAR-10",
-                     f"pass --download to fetch it into {root}, or unpack cifar-10-python.tar.gz there")
-        ds = _download_guard(lambda: CIFAR10(str(root), train=True, download=cfg.download, transform=views),
-                             "CIFAR-10")
-        return DataBundle(ds, CIFAR10(str(root), train=True, transform=ev), CIFAR10(str(root), train=False,
-                                                                                     transform=ev), 3, 10)
-    if cfg.dataset == "imagenet":
+            _require(root / folder if files else root, files or (folder,), what,
+                     f"pass --download to fetch it into {root}, or unpack {archive} there")
+
+        def make(train: bool, transform, download: bool = False):
+            split = {"train": train} if split_kw == "train" else {"split": "train" if train else "test"}
+            return cls(str(root), download=download, transform=transform, **split)
+
+        ds = _download_guard(lambda: make(True, _views(cfg), cfg.download), what)
+        if split_kw != "train":
+            _download_guard(lambda: make(False, None, cfg.download), what)
+        ev = _eval(cfg)
+        return Splits(ds, make(True, ev), make(False, ev), 3, classes)
+    return load
+
+
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+"""The MNIST family's four files (each also as ``.gz``)."""
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An idx file (the MNIST format: a big-endian header of magic and sizes, then uint8 data), gzipped or not:
+    (N, 28, 28) images or (N,) labels as uint8."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 8:
+        raise ConfigError(f"{path} is not an idx file of bytes: expected the MNIST format (magic 0x0000080N)")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise ConfigError(f"{path} holds {body.size} bytes for a {shape} array: expected a whole file (cut short?)")
+    return body.reshape(shape)
+
+
+def find_idx(root: Path, folder: str) -> Path | None:
+    """Where the four idx files are: ``root`` itself (Debian's dataset packages), ``root/folder/raw`` (torchvision's
+    layout) or ``root/raw``; each file plain or ``.gz``. None when no place holds all four."""
+    for place in (root, root / folder / "raw", root / "raw"):
+        if all((place / f).exists() or (place / f"{f}.gz").exists() for f in IDX_FILES):
+            return place
+    return None
+
+
+def _idx_set(cls_name: str, folder: str, what: str, debian: str | None):
+    """The loader of an MNIST-format set: the four idx files read whole (:func:`read_idx`) into
+    :class:`TensorImages`, (N, 1, 28, 28) uint8; ``--download`` fetches them with torchvision's ``cls_name``."""
+    def load(cfg: TrainConfig) -> Splits:
+        root = Path(cfg.data_dir)
+        place = find_idx(root, folder)
+        if place is None and cfg.download:
+            import torchvision.datasets as tvd
+
+            _download_guard(lambda: getattr(tvd, cls_name)(str(root), train=True, download=True), what)
+            place = find_idx(root, folder)
+        if place is None:
+            get = (f"apt-get install {debian} (then --data-dir /usr/share/datasets/{folder.lower()}), or " if debian
+                   else "")
+            raise ConfigError(f"{what} not found in {root}: expected the four idx files ({', '.join(IDX_FILES)}, "
+                              f"plain or .gz) there or in {root / folder / 'raw'}; get them with {get}--download "
+                              f"(torchvision's, into {root})")
+
+        def arrays(stem: str) -> tuple[torch.Tensor, torch.Tensor]:
+            def one(name: str) -> np.ndarray:
+                plain = place / name
+                return read_idx(plain if plain.exists() else place / f"{name}.gz")
+            images, labels = one(f"{stem}-images-idx3-ubyte"), one(f"{stem}-labels-idx1-ubyte")
+            if len(images) != len(labels):
+                raise ConfigError(f"{what} in {place}: {len(images)} {stem} images but {len(labels)} labels: "
+                                  "expected the four files of one release")
+            return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+        train, test = arrays("train"), arrays("t10k")
+        ev = _eval(cfg)
+        classes = int(train[1].max()) + 1
+        return Splits(TensorImages(*train, _views(cfg)), TensorImages(*train, ev), TensorImages(*test, ev), 1,
+                      classes)
+    return load
+
+
+def _load_folder(cfg: TrainConfig, imagenet: bool) -> Splits:
+    root = Path(cfg.data_dir)
+    if imagenet:
         make_train = _folder(root / "train", "ImageNet train split")
         make_val = _folder(root / "val", "ImageNet val split")
-    else:  # folder
+    else:
         train_root = root / "train" if (root / "train").is_dir() else root
         make_train = _folder(train_root, "image folder")
         make_val = _folder(root / "val", "image folder val split") if (root / "val").is_dir() else make_train
-    ssl = make_train(views)
-    return DataBundle(ssl, make_train(ev), make_val(ev), 3, len(ssl.classes))
+    ssl = make_train(_views(cfg))
+    ev = _eval(cfg)
+    return Splits(ssl, make_train(ev), make_val(ev), 3, len(ssl.classes))
 
 
 DOWNLOAD_TIMEOUT = 60.0
@@ -192,3 +315,71 @@ def probe_subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:
     m = len(ds)
     idx = np.sort(np.random.default_rng(seed).permutation(m)[: min(n, m)])
     return Subset(ds, idx.tolist())
+
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
+KMNIST_MEAN, KMNIST_STD = 0.1918, 0.3483
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+SVHN_MEAN, SVHN_STD = (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
+
+_MNIST_FAMILY = dict(channels=1, classes=10, size=28, backbone="convnet", in_memory=True, eval_resize="resize",
+                     download=True, batched_on_cpu=True)
+
+register_dataset(DatasetSpec(
+    "digits", "scikit-learn's 8 x 8 digits (1,297 train / 500 test), bundled: the offline default", 1, 10, 8,
+    digits_views, _load_digits, "bundled with scikit-learn (no files)", backbone="convnet", in_memory=True,
+    eval_resize="none", batched_on_cpu=True))
+register_dataset(DatasetSpec(
+    "fashion-mnist", "Zalando's Fashion-MNIST, 70,000 28 x 28 grey clothes (60k train / 10k test), 10 classes", **{
+        **_MNIST_FAMILY, "views": grey_views(FASHION_MEAN, FASHION_STD, flip=True),
+        "load": _idx_set("FashionMNIST", "FashionMNIST", "Fashion-MNIST", "dataset-fashion-mnist"),
+        "files": "Debian: apt-get install dataset-fashion-mnist (/usr/share/datasets/fashion-mnist, the four .gz); "
+                 "or --download (torchvision, into DIR/FashionMNIST/raw)"}))
+register_dataset(DatasetSpec(
+    "mnist", "MNIST, 70,000 28 x 28 grey handwritten digits (60k / 10k), 10 classes", **{
+        **_MNIST_FAMILY, "views": grey_views(MNIST_MEAN, MNIST_STD, flip=False, rotation=10.0),
+        "load": _idx_set("MNIST", "MNIST", "MNIST", None),
+        "files": "--download (torchvision, into DIR/MNIST/raw), or the four idx files in --data-dir"}))
+register_dataset(DatasetSpec(
+    "kmnist", "Kuzushiji-MNIST, 70,000 28 x 28 grey cursive Japanese characters (60k / 10k), 10 classes", **{
+        **_MNIST_FAMILY, "views": grey_views(KMNIST_MEAN, KMNIST_STD, flip=False, rotation=10.0),
+        "load": _idx_set("KMNIST", "KMNIST", "Kuzushiji-MNIST", None),
+        "files": "--download (torchvision, into DIR/KMNIST/raw), or the four idx files in --data-dir"}))
+register_dataset(DatasetSpec(
+    "cifar10", "CIFAR-10, 60,000 32 x 32 colour images (50k / 10k), 10 classes", 3, 10, 32,
+    cifar_views(CIFAR_MEAN, CIFAR_STD),
+    _torchvision_set("CIFAR10", "CIFAR-10", "cifar-10-batches-py", "cifar-10-python.tar.gz", 10, files=CIFAR10_FILES),
+    "--download (torchvision), or cifar-10-python.tar.gz unpacked in --data-dir", in_memory=True, download=True))
+register_dataset(DatasetSpec(
+    "cifar100", "CIFAR-100, 60,000 32 x 32 colour images (50k / 10k), 100 classes", 3, 100, 32,
+    cifar_views(CIFAR100_MEAN, CIFAR100_STD),
+    _torchvision_set("CIFAR100", "CIFAR-100", "cifar-100-python", "cifar-100-python.tar.gz", 100),
+    "--download (torchvision), or cifar-100-python.tar.gz unpacked in --data-dir", in_memory=True, download=True))
+register_dataset(DatasetSpec(
+    "svhn", "SVHN, 99,289 32 x 32 colour house-number digits (73k train / 26k test), 10 classes", 3, 10, 32,
+    cifar_views(SVHN_MEAN, SVHN_STD),
+    _torchvision_set("SVHN", "SVHN", "train_32x32.mat", "train_32x32.mat and test_32x32.mat", 10, split_kw="split"),
+    "--download (torchvision: train_32x32.mat, test_32x32.mat in --data-dir)", in_memory=True, download=True))
+register_dataset(DatasetSpec(
+    "stl10", "STL-10, 96 x 96 colour: 105k unlabelled + train (5k) for SSL, test 8k, 10 classes", 3, 10, 96,
+    stl10_views, _load_stl10, "--download (torchvision), or stl10_binary.tar.gz unpacked in --data-dir",
+    in_memory=True, download=True))
+register_dataset(DatasetSpec(
+    "imagenet", "ImageNet (ILSVRC-2012) as class folders, 224 px", 3, 1000, 224, imagenet_views,
+    lambda cfg: _load_folder(cfg, imagenet=True), "--data-dir with train/CLASS/*.JPEG and val/CLASS/*.JPEG",
+    eval_resize="center-crop"))
+register_dataset(DatasetSpec(
+    "folder", "any class-folder images (ImageFolder), 224 px", 3, 0, 224, imagenet_views,
+    lambda cfg: _load_folder(cfg, imagenet=False), "--data-dir with [train/]CLASS/*.png or .jpg (and val/ if any)",
+    eval_resize="center-crop"))
+register_dataset(DatasetSpec(
+    "synthetic", "the theory's Gaussian data for --backbone linear: x0 ~ N(0, I_n1), views x0 + σ·noise", 0, 0, 1,
+    digits_views, _load_synthetic, "none (drawn)", backbone="linear", in_memory=True, eval_resize="none",
+    linear=True, batched_on_cpu=True, settings=(
+        Setting("sigma2", 0.5, "synthetic: augmentation variance σ² of x = x0 + σ·noise", "Data", float, low=0.0,
+                high=1e6),
+        Setting("input_dim", 0, "synthetic: input width n1 [0: --proj-dim]", "Data", int, low=0, high=65536,
+                resolve=lambda cfg: cfg.input_dim or cfg.proj_dim),
+        Setting("synthetic_size", 8192, "synthetic: samples per epoch, each drawn fresh", "Data", int, low=2,
+                high=10**8))))

@@ -19,15 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.data.augment import view_set
 from ssltheory.practice.data.batch_augment import BatchViews
+from ssltheory.practice.data.registry import DATASETS
 from ssltheory.practice.data.schedule import Schedule
 from ssltheory.practice.engine.distributed import Dist
+
+if TYPE_CHECKING:
+    from ssltheory.practice.config import TrainConfig
 
 
 def rank_order(order: torch.Tensor, batch: int, start_batch: int, d: Dist) -> torch.Tensor:
@@ -88,9 +92,11 @@ _NOT_MADE = object()  # DeviceFeed: no batch made ahead yet
 
 
 def in_memory_images(ds: Dataset) -> torch.Tensor:
-    """(N, C, H, W) images of an in-memory dataset: uint8 for CIFAR-10 and STL-10, float in [0, 1] for digits."""
+    """(N, C, H, W) images of an in-memory dataset, as stored: ``images`` of the datasets held as tensors (digits'
+    float in [0, 1], the MNIST family's uint8), else torchvision's ``data`` (uint8: CIFAR is NHWC, STL-10 and SVHN
+    NCHW)."""
     data = getattr(ds, "images", None)
-    if data is not None:  # DigitsDataset
+    if data is not None:  # DigitsDataset, TensorImages
         return data
     arr = torch.as_tensor(ds.data)
     return arr.permute(0, 3, 1, 2).contiguous() if arr.shape[-1] == 3 else arr  # CIFAR-10 is NHWC, STL-10 NCHW
@@ -197,4 +203,4 @@ def make_feed(cfg: TrainConfig, ds: Dataset, device: torch.device, d: Dist,
     """The data path ``cfg`` resolves to on ``device``, serving ``schedule``'s epochs."""
     if cfg.resolved_data_path(device.type) == "loader":
         return LoaderFeed(cfg, ds, device, d, schedule)
-    return (SyntheticFeed if cfg.dataset == "synthetic" else DeviceFeed)(cfg, ds, device, d, schedule)
+    return (SyntheticFeed if DATASETS[cfg.dataset].linear else DeviceFeed)(cfg, ds, device, d, schedule)

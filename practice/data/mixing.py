@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import numpy as np
 import torch
 
+from ssltheory.practice.data.registry import DATASETS
+from ssltheory.practice.methods.registry import METHODS
+from ssltheory.practice.settings import Setting, declare, rule
 from ssltheory.theory.checks import ConfigError
 
 GLOBAL_SCALE = (0.14, 1.0)
@@ -86,3 +90,41 @@ def parse_multi_crop(spec: str) -> tuple[int, int]:
         raise ConfigError(f"--multi-crop {spec!r} is out of range: expected NxSIZE with N from 1 to "
                           f"{MAX_LOCAL_VIEWS} local crops and SIZE from 1 to {MAX_LOCAL_SIZE} px, or '' for none")
     return n, size
+
+
+declare(
+    Setting("cutmix", 0.0, "CutMix on the online views, Beta(α, α) mixing ratio [0: off; unigrad only]", "Method",
+            float, low=0.0, high=100.0),
+    Setting("multi_crop", "", "local crops NxSIZE besides the two global views, e.g. 6x96 (global scale (0.14, 1), "
+            "local (0.05, 0.14)) ['': off; unigrad only]", "Method", str),
+)
+
+
+def graph_safe(cfg: Any) -> bool:
+    """Whether a step with these data strategies may be captured as a CUDA graph: no (CutMix draws a new box and
+    pairing every step; multi-crop adds views whose shapes the graph would have to capture too)."""
+    return not (cfg.cutmix > 0 or cfg.multi_crop)
+
+
+@rule
+def _check_mixing(cfg: Any) -> None:
+    """CutMix and multi-crop: a valid spec, an image dataset, an objective that supports them, and (CutMix) targets
+    and negatives from a momentum encoder, the only branch that sees the clean images."""
+    parse_multi_crop(cfg.multi_crop)
+    if not (cfg.cutmix or cfg.multi_crop):
+        return
+    if DATASETS[cfg.dataset].linear:
+        raise ConfigError(f"--cutmix / --multi-crop with DATASET {cfg.dataset} is not accepted: they cut images; "
+                          f"expected an image dataset ({', '.join(d for d, s in DATASETS.items() if not s.linear)})")
+    objective = METHODS[cfg.method].objective(cfg)
+    for flag, value, can in (("--cutmix", cfg.cutmix, objective.cutmix),
+                             ("--multi-crop", cfg.multi_crop, objective.multi_crop)):
+        if value and not can:
+            able = [m for m in ("unigrad",) if m in METHODS]
+            raise ConfigError(f"{flag} {value} with --method {cfg.method} (--form {cfg.resolved_form}) is not "
+                              f"accepted: its objective does not support it; expected --method {' or '.join(able)}")
+    targets = (cfg.resolved_positive_target, cfg.resolved_negative_target)
+    if cfg.cutmix and targets != ("ema", "ema"):
+        raise ConfigError(f"--cutmix with --positive-target {targets[0]} --negative-target {targets[1]} is not "
+                          "accepted: the online views are mixed, so only a momentum encoder sees the clean images "
+                          "that the targets and F come from; expected ema for both")

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ssltheory.practice.data.registry import DATASETS
+from ssltheory.practice.settings import Setting, declare, rule
 from ssltheory.theory.checks import ConfigError
 
 STREAMS = ("current", "accumulate", "last")
@@ -267,3 +269,69 @@ def make_schedule(cfg, n: int, labels: Callable[[], Any] | None = None) -> Sched
         schedule = Hybrid(schedule, iid, cfg.hybrid_epoch)
         schedule.name = f"{name} then iid"
     return schedule
+
+
+declare(
+    Setting("data_schedule", "iid", "which items each epoch sees (iid: every item once per epoch, reshuffled; the "
+            "continual streams of the collapse paper's code, each epoch N // batch steps cycling through its chunk: "
+            "current (chunk i of the stream), accumulate (chunks 0 to i), last (the stream's last 1 / --n-chunks, or "
+            "--data-fraction))", "Data", str, choices=lambda: SCHEDULES, resolve=lambda cfg: cfg.data_schedule),
+    Setting("data_fraction", 1.0, "train on the LAST P of the stream's fixed order (--stream-order), each epoch still "
+            "N // batch steps: the paper's compute-matched dataset size (the official --strategy last; below 1 the "
+            "data schedule is last, and config.json says so) [1: all]", "Data", float, low=0.0, low_open=True,
+            high=1.0),
+    Setting("stream_order", "random", "the stream's fixed order of the items: random (a permutation fixed by --seed) "
+            "| class-incremental (class by class) | PATH.npy (a permutation of the training items)", "Data", str),
+    Setting("n_chunks", 0, "chunks a round of the stream is cut into; must divide --epochs / --n-rounds [0: one per "
+            "epoch, the official default]", "Data", int, low=0, high=10**6),
+    Setting("n_rounds", 1, "passes over the stream; must divide --epochs", "Data", int, low=1, high=10**6),
+    Setting("repeat_batch", 1, "streams: each batch this many times in a row (the official --repeat_batch)", "Data",
+            int, low=1, high=10**4),
+    Setting("hybrid_epoch", 0, "the stream until this epoch, then iid under the same lr schedule (the paper's hybrid; "
+            "0 < E < --epochs) [0: off]", "Data", int, low=0, high=10**6),
+    Setting("chunk_warmup_steps", 0, "streams: the encoder's lr is 0 for the first N steps of every epoch but the "
+            "first, while the predictor trains (the official --n_warmup_steps, per epoch: a chunk of several epochs "
+            "is frozen at each epoch's start)", "Optimisation", int, low=0, high=10**9),
+)
+
+
+@rule
+def _check_schedule(cfg: Any) -> None:
+    """The data stream's settings: the fraction against the strategy (a fraction under ``iid`` is the stream's
+    ``last`` part: stored so, and saved so in config.json), the chunk arithmetic, the order, the hybrid's switch."""
+    if cfg.data_fraction < 1 and cfg.data_schedule not in ("iid", "last"):
+        raise ConfigError(f"--data-fraction {cfg.data_fraction} with --data-schedule {cfg.data_schedule} is not "
+                          "accepted: the fraction is the stream's last part (strategy last), while "
+                          f"{cfg.data_schedule} moves through the stream; expected --data-schedule iid or last")
+    if cfg.data_fraction < 1 and cfg.n_chunks:
+        raise ConfigError(f"--data-fraction {cfg.data_fraction} with --n-chunks {cfg.n_chunks} is not accepted: both "
+                          "set the size of the last part (1 / --n-chunks); expected one of them")
+    if cfg.data_fraction < 1 and cfg.data_schedule == "iid":  # what runs: the stream's last part
+        cfg.adjust("data_schedule", "last")
+    name = cfg.data_schedule
+    if name not in STREAMS:
+        given = [f"{flag} {v}" for flag, v, off in (
+            ("--n-chunks", cfg.n_chunks, 0), ("--n-rounds", cfg.n_rounds, 1),
+            ("--repeat-batch", cfg.repeat_batch, 1), ("--chunk-warmup-steps", cfg.chunk_warmup_steps, 0),
+            ("--stream-order", cfg.stream_order, "random"), ("--hybrid-epoch", cfg.hybrid_epoch, 0)) if v != off]
+        if given:
+            raise ConfigError(f"{', '.join(given)} with --data-schedule {name} is not accepted: only a stream has "
+                              f"chunks; expected --data-schedule {' | '.join(STREAMS)} or --data-fraction")
+        return
+    if DATASETS[cfg.dataset].linear:
+        raise ConfigError(f"--data-schedule {name} with DATASET {cfg.dataset} is not accepted: every item of it is a "
+                          "fresh draw, so there is no stream to order; expected an image dataset")
+    if cfg.epochs % cfg.n_rounds:
+        raise ConfigError(f"--n-rounds {cfg.n_rounds} does not divide --epochs {cfg.epochs}: expected a divisor (each "
+                          "round has --epochs / --n-rounds epochs)")
+    per_round = cfg.epochs // cfg.n_rounds
+    if cfg.n_chunks and per_round % cfg.n_chunks:
+        raise ConfigError(f"--n-chunks {cfg.n_chunks} does not divide the {per_round} epochs of a round (--epochs "
+                          f"{cfg.epochs} / --n-rounds {cfg.n_rounds}): expected a divisor of {per_round}, so every "
+                          "chunk has the same whole number of epochs")
+    if cfg.stream_order not in ("random", "class-incremental") and not Path(cfg.stream_order).is_file():
+        raise ConfigError(f"--stream-order {cfg.stream_order} is not a file: expected random, class-incremental or a "
+                          ".npy file of a permutation of the training items")
+    if cfg.hybrid_epoch and cfg.hybrid_epoch >= cfg.epochs:
+        raise ConfigError(f"--hybrid-epoch {cfg.hybrid_epoch} is out of range: expected 0 < E < --epochs "
+                          f"{cfg.epochs} (the epoch at which the stream gives way to iid)")

@@ -14,9 +14,15 @@ follows the same trajectory as one without (to the nondeterminism of the device'
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
+
+from ssltheory.practice.data import mixing
+from ssltheory.practice.methods.registry import METHODS
+from ssltheory.practice.settings import Setting, declare, rule
+from ssltheory.theory.checks import ConfigError
 
 
 class CapturedStep:
@@ -63,3 +69,33 @@ class CapturedStep:
         self.x2.copy_(x2)
         self.graph.replay()
         return self.out
+
+
+def _capture(cfg: Any, device_type: str, world: int = 1) -> bool:
+    """Whether the step is replayed from a CUDA graph: ``auto`` (or ``on``) on CUDA, one process, no --compile, and a
+    step that is safe to capture: the method's objective says so (:meth:`.Method.graph_safe`) and no data strategy
+    changes the step's shapes or draws (:func:`~..data.mixing.graph_safe`)."""
+    return not (cfg.cuda_graph == "off" or device_type != "cuda" or world > 1 or cfg.compile != "none"
+                or not _safe(cfg))
+
+
+def _safe(cfg: Any) -> bool:
+    return METHODS[cfg.method].graph_safe(cfg) and mixing.graph_safe(cfg)
+
+
+declare(
+    Setting("cuda_graph", "auto", "auto | on | off: replay forward + backward from one CUDA graph (auto: on CUDA with "
+            "one process, no --compile, and a step its objective says is safe to capture)", "Speed", str,
+            choices=("auto", "on", "off"), resolve=_capture, device=True),
+)
+
+
+@rule
+def _check_cuda_graph(cfg: Any) -> None:
+    if cfg.cuda_graph == "on" and not _safe(cfg):
+        raise ConfigError(f"--cuda-graph on with --method {cfg.method} (--form {cfg.resolved_form}) or CutMix / "
+                          "multi-crop is not accepted: the step keeps state or changes shape between steps; expected "
+                          "--cuda-graph auto or off")
+    if cfg.cuda_graph == "on" and cfg.compile != "none":
+        raise ConfigError(f"--cuda-graph on with --compile {cfg.compile} is not accepted: expected one of them "
+                          "(--compile reduce-overhead makes its own CUDA graphs)")

@@ -8,13 +8,19 @@ decay by each group's lr, so the predictor's effective decay rate is alpha_p tim
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from ssltheory.practice.config import TrainConfig
+from ssltheory.practice.data.registry import DATASETS
 from ssltheory.practice.data.schedule import Schedule
 from ssltheory.practice.methods.predictors import Predictor
+from ssltheory.practice.settings import Setting, declare, rule
+from ssltheory.theory.checks import ConfigError
+
+if TYPE_CHECKING:
+    from ssltheory.practice.config import TrainConfig
 
 
 class LARS(torch.optim.Optimizer):
@@ -49,16 +55,16 @@ class LARS(torch.optim.Optimizer):
 
 def make_optimizer(cfg: TrainConfig, online: nn.Module, predictor: Predictor) -> torch.optim.Optimizer:
     """One optimizer with two groups: online (lr, weight_decay) and predictor (lr * alpha_p, its decay); lr is
-    ``cfg.effective_lr`` (``--lr`` after ``--lr-scale``)."""
-    groups = [{"params": list(online.parameters()), "lr": cfg.effective_lr, "weight_decay": cfg.weight_decay,
+    ``cfg.resolved_lr`` (``--lr`` after ``--lr-scale``)."""
+    groups = [{"params": list(online.parameters()), "lr": cfg.resolved_lr, "weight_decay": cfg.weight_decay,
                "name": "online"}]
     pred_params = predictor.trainable_parameters()
     if pred_params:
-        groups.append({"params": pred_params, "lr": cfg.effective_lr * cfg.alpha_p,
-                       "weight_decay": cfg.pred_weight_decay, "name": "predictor"})
+        groups.append({"params": pred_params, "lr": cfg.resolved_lr * cfg.alpha_p,
+                       "weight_decay": cfg.resolved_predictor_weight_decay, "name": "predictor"})
     if cfg.optimizer == "lars":
-        return LARS(groups, lr=cfg.effective_lr, momentum=cfg.resolved_momentum)
-    return torch.optim.SGD(groups, lr=cfg.effective_lr, momentum=cfg.resolved_momentum)
+        return LARS(groups, lr=cfg.resolved_lr, momentum=cfg.resolved_momentum)
+    return torch.optim.SGD(groups, lr=cfg.resolved_lr, momentum=cfg.resolved_momentum)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_lr: float = 0.0) -> float:
@@ -111,3 +117,52 @@ def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, schedule: Sched
     return torch.optim.lr_scheduler.LambdaLR(opt, [fixed if cfg.fix_pred_lr and g.get("name") == "predictor"
                                                    else online if g.get("name") == "online"
                                                    else decayed for g in opt.param_groups])
+
+
+LR_REFERENCE_BATCH = 256
+"""The batch that ``--lr-scale`` scales from (lr x batch / 256)."""
+
+
+def effective_lr(cfg: Any) -> float:
+    """The lr the optimizer uses: ``--lr`` scaled by the global batch over 256 (``--lr-scale``); the same on any number
+    of ranks, since ``--batch-size`` is the global batch."""
+    ratio = cfg.batch_size / LR_REFERENCE_BATCH
+    return cfg.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio ** 0.5}[cfg.lr_scale]
+
+
+declare(
+    Setting("lr", 0.03, "learning rate α of the online net", "Optimisation", float, paper="0.03", low=0.0,
+            low_open=True, high=100.0, resolve=effective_lr),
+    Setting("momentum", None, "SGD momentum [default: 0.9 (the paper's); 0 for the theory's synthetic data, whose ODE "
+            "is plain gradient flow]", "Optimisation", float | None, low=0.0, high=1.0, high_open=True,
+            resolve=lambda cfg: cfg.momentum if cfg.momentum is not None else
+            0.0 if DATASETS[cfg.dataset].linear else 0.9),
+    Setting("weight_decay", 4e-4, "weight decay of the trunk (torch SGD's; η = this in the ODE's time t = step × lr)",
+            "Optimisation", float, paper="4e-4", low=0.0, high=1.0),
+    Setting("predictor_weight_decay", None, "weight decay of the predictor [default: as trunk]", "Optimisation",
+            float | None, low=0.0, high=1.0, resolve=lambda cfg: cfg.weight_decay if cfg.predictor_weight_decay is None
+            else cfg.predictor_weight_decay),
+    Setting("alpha_p", 1.0, "predictor learning-rate ratio α_p (lr of W_p = α_p × lr)", "Optimisation", float,
+            paper="1", low=0.0, low_open=True, high=1e4),
+    Setting("lr_schedule", "constant", "lr schedule: constant | cosine (with warm-up)", "Optimisation", str,
+            paper="constant", choices=("constant", "cosine")),
+    Setting("lr_schedule_unit", "step", "when the cosine lr and its warm-up move: step (every iteration, as UniGrad's "
+            "code) | epoch (once, at each epoch's start, as the SimSiam / collapse code's adjust_learning_rate; the "
+            "collapse recipes' paper scale)", "Optimisation", str, choices=("step", "epoch")),
+    Setting("fix_pred_lr", False, "the predictor's lr follows the warm-up, then stays at its peak (no cosine decay; "
+            "the SimSiam code's --fix-pred-lr)", "Optimisation", bool),
+    Setting("min_lr", 0.0, "floor of the cosine lr schedule and start of its warm-up, as a fraction of the peak lr "
+            "(UniGrad: 1e-3)", "Optimisation", float, paper="0", low=0.0, high=1.0),
+    Setting("warmup_epochs", 0, "linear warm-up epochs of the cosine lr schedule", "Optimisation", int, low=0,
+            high=10**6),
+    Setting("optimizer", "sgd", "sgd | lars", "Optimisation", str, paper="sgd", choices=("sgd", "lars")),
+    Setting("lr_scale", "none", "none | linear (lr × batch/256) | sqrt; the batch is the global batch over all "
+            "torchrun ranks", "Optimisation", str, paper="none", choices=("none", "linear", "sqrt")),
+)
+
+
+@rule
+def _check_warmup(cfg: Any) -> None:
+    if cfg.warmup_epochs >= cfg.epochs and cfg.lr_schedule == "cosine":
+        raise ConfigError(f"--warmup-epochs {cfg.warmup_epochs} is out of range: expected fewer than --epochs "
+                          f"{cfg.epochs}")

@@ -15,13 +15,14 @@ step and the target's forward.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.data.mixing import cutmix
 from ssltheory.practice.engine.distributed import Dist, all_gather_rows, all_reduce_sum, global_batchnorm
 from ssltheory.practice.measure.running import RunningCorrelation
@@ -29,6 +30,10 @@ from ssltheory.practice.methods.objectives import Views
 from ssltheory.practice.methods.predictors import IdentityPredictor, Predictor, build_predictor
 from ssltheory.practice.methods.registry import METHODS
 from ssltheory.practice.methods.target import Targets
+from ssltheory.practice.settings import Setting, declare, rule
+
+if TYPE_CHECKING:
+    from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.models import Encoder, backbone, projector
 from ssltheory.theory.checks import ConfigError
 
@@ -109,7 +114,7 @@ def build_model(cfg: TrainConfig, in_channels: int, device: torch.device, d: Dis
         online, predictor = global_batchnorm(online, device), global_batchnorm(predictor, device)
     if device.type == "cuda" and cfg.resolved_backbone != "linear":
         online = online.to(memory_format=torch.channels_last)
-    target = Targets(cfg.target_mode, cfg.negative_mode, online, cfg)
+    target = Targets(cfg.resolved_positive_target, cfg.resolved_negative_target, online, cfg)
     forward: nn.Module = Siamese(online, predictor)
     if d.active:
         from torch.nn.parallel import DistributedDataParallel
@@ -237,7 +242,6 @@ def load_run(run_dir, device: torch.device, data_dir: str | None = None):
     """A training run's model with its last checkpoint's weights: ``(cfg, data, model, step)``, the data of
     :func:`..data.datasets.build_data` (``data_dir`` replaces the run's ``--data-dir``: a run moved to another machine).
     A one-line :class:`ConfigError` for a folder that is not a run or has no checkpoint."""
-    from dataclasses import replace
     from pathlib import Path
 
     from ssltheory.practice.data.datasets import build_data
@@ -252,8 +256,32 @@ def load_run(run_dir, device: torch.device, data_dir: str | None = None):
         raise ConfigError(f"RUN_DIR {run_dir} has no checkpoint.pt: expected a run that finished at least one epoch "
                           "(or saved one with --checkpoint-every)")
     if data_dir is not None:
-        cfg = replace(cfg, data_dir=data_dir)
+        cfg = cfg.replace(data_dir=data_dir)
     data = build_data(cfg)
     model = build_model(cfg, data.in_channels, device)
     model.online.load_state_dict(state["modules"]["online"])
     return cfg, data, model, int(state["step"])
+
+
+def check_device(name: str, flag: str = "--device") -> str:
+    """``name`` if it names a kind of device (auto, cpu, cuda, cuda:N, mps), else a one-line error."""
+    if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        raise ConfigError(f"{flag} {name!r} is not known: expected auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
+declare(
+    Setting("device", "auto", "cpu | cuda | cuda:N [auto: cuda when available]", "Speed", str),
+    Setting("precision", "auto", "fp32 | bf16 (autocast; F̂, eigendecompositions and metrics stay fp32) [auto: bf16 on "
+            "CUDA]", "Speed", str, choices=("auto", "fp32", "bf16"), device=True,
+            resolve=lambda cfg, device_type, world=1: cfg.precision if cfg.precision != "auto" else
+            "bf16" if device_type == "cuda" else "fp32"),
+    Setting("compile", "none", "torch.compile the step and the target's forward: none | default | reduce-overhead "
+            "(CUDA graphs) | max-autotune", "Speed", str, choices=("none", "default", "reduce-overhead",
+                                                                    "max-autotune")),
+)
+
+
+@rule
+def _check_device(cfg: Any) -> None:
+    check_device(cfg.device)

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ssltheory.practice.engine.distributed import Dist, all_gather_rows, all_reduce_sum
+from ssltheory.practice.settings import Setting, declare
 
 
 @torch.no_grad()
@@ -121,11 +122,21 @@ def probe_run(run_dir, device: torch.device, *, epochs: int = 50, lr: float = 3e
 
     cfg, data, model, step = load_run(run_dir, device, data_dir)
     if data.num_classes < 2:
+        from ssltheory.practice.data.registry import DATASETS
+
+        labelled = [n for n, spec in DATASETS.items() if not spec.linear]
         raise ConfigError(f"RUN_DIR {run_dir} was trained on {cfg.dataset}, which has no labels: expected a run on "
-                          "digits, stl10, cifar10, imagenet or folder")
+                          f"{', '.join(labelled)}")
     train_x, train_y = extract(model.online.backbone, data.train_eval, device)
     test_x, test_y = extract(model.online.backbone, data.test_eval, device)
     res = linear_probe(train_x, train_y, test_x, test_y, epochs=epochs, lr=lr, weight_decay=weight_decay,
                        batch_size=batch_size, on_epoch=on_epoch)
     res.update(step=step, note="test_acc is the last probe epoch's accuracy (not the best over epochs)")
     return res
+
+
+declare(
+    Setting("knn_k", 200, "kNN neighbours", "Measurement", int, paper="200", low=1, high=10**6),
+    Setting("knn_t", 0.1, "kNN temperature", "Measurement", float, paper="0.1", low=0.0, low_open=True, high=100.0),
+    Setting("knn_every", 1, "epochs between kNN evaluations [0: only at start and end]", "Measurement", int, low=0),
+)

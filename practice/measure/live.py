@@ -46,6 +46,7 @@ from ssltheory.practice.measure.quantities import (
     predictor_metrics,
 )
 from ssltheory.practice.methods.objectives import Views
+from ssltheory.practice.settings import Setting, declare
 
 
 def probe_tensor(probe: Dataset, device: torch.device, d: Dist) -> torch.Tensor:
@@ -199,3 +200,11 @@ class LiveMeasurer:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+declare(
+    Setting("measure_every", 50, "steps between measurements of F̂, W_p and the collapse metric", "Measurement", int,
+            low=1),
+    Setting("probe_size", 512, "images N of the fixed probe set of the collapse metric (warned when N < 4d)",
+            "Measurement", int, low=2, high=10**6),
+)

@@ -21,6 +21,7 @@ import math
 import numpy as np
 import torch
 
+from ssltheory.practice.settings import Setting, declare
 from ssltheory.theory import diagnostics
 
 TOP_MODES = 1e-3
@@ -320,3 +321,9 @@ def summarize(records: list[dict]) -> dict:
         if "alignment" in last and top is not None and top.any():
             out["mean_alignment_top_modes"] = float(np.mean(np.asarray(last["alignment"])[top]))
     return out
+
+
+declare(
+    Setting("collapse_window", 5, "measurements in a row in which feature std and s2/s1 of F̂ stay far below their "
+            "best that raise the collapse warning", "Measurement", int, low=1),
+)

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from ssltheory.practice.measure.running import RunningCorrelation
+from ssltheory.practice.settings import SETTINGS, Setting, declare, rule
+from ssltheory.theory.checks import ConfigError
 from ssltheory.theory.modes import P_FLOOR, directpred_p
 
 NS_ITERS = 40
@@ -271,3 +273,68 @@ def build_predictor(cfg, d: int, device_type: str = "cpu") -> Predictor:
             if pred.linear.bias is not None:
                 pred.linear.bias.zero_()
     return pred
+
+
+def trained_by_sgd(cfg: Any) -> bool:
+    """Whether the run's predictor has parameters SGD trains: not ``none``, and a predictor set from F̂ every
+    ``--freq`` steps (DirectPred, optimal) only with ``--freq`` > 1, which trains W_p in between."""
+    plugged_in = SETTINGS["freq"].only(cfg)
+    return cfg.predictor != "none" and not (plugged_in and cfg.freq == 1)
+
+
+def _directpred_solver(cfg: Any, device_type: str, world: int = 1) -> str:
+    """``newton-schulz`` (matrix products only) on CUDA, where the eigendecomposition makes every step wait for the
+    device, when --eps >= the floor; ``eigh`` otherwise, unless named."""
+    if cfg.directpred_solver != "auto":
+        return cfg.directpred_solver
+    return "newton-schulz" if device_type == "cuda" and cfg.eps >= P_FLOOR else "eigh"
+
+
+def _is(*names: str) -> Callable[[Any], bool]:
+    return lambda cfg: cfg.predictor in names
+
+
+declare(
+    Setting("predictor", "linear", "the predictor W_p (optimal: least squares plugged in every --freq steps, Table 1; "
+            "none: W_p = I)", "Method", str, paper="linear", choices=lambda: PREDICTORS),
+    Setting("predictor_bias", False, "bias in the linear predictor", "Method", bool, paper="no bias"),
+    Setting("predictor_init", "auto", "random | identity (W_p = scale × I) [auto: identity for --backbone linear]",
+            "Method", str, choices=("auto", "random", "identity"),
+            resolve=lambda cfg: cfg.predictor_init if cfg.predictor_init != "auto" else
+            "identity" if cfg.resolved_backbone == "linear" else "random"),
+    Setting("predictor_init_scale", 0.5, "p_j(0) of the identity predictor init", "Method", float, low=-1e3,
+            high=1e3),
+    Setting("rho", 0.3, "DirectPred / optimal: moving-average rate ρ of F̂", "Method", float, paper="0.3", low=0.0,
+            high=1.0, high_open=True),
+    Setting("eps", 0.1, "DirectPred: ε in p_j = sqrt(s_j / max s) + ε (ε < 0 with --eps-inside only)", "Method",
+            float, paper="best 0.1", low=-1.0, high=10.0),
+    Setting("eps_inside", False, "DirectPred: p_j = sqrt(max(s_j / max s + ε, 1e-4)) instead; ε may be negative "
+            "(Table 7: ε = -c_j)", "Method", bool, only=_is("directpred"), only_for="--predictor directpred"),
+    Setting("ridge", 0.1, "optimal predictor: ridge λ = ridge × max s_j of the least-squares W_p", "Method", float,
+            low=0.0, low_open=True, high=1e6),
+    Setting("freq", 1, "DirectPred / optimal: set W_p every N steps, SGD in between", "Method", int, paper="1", low=1,
+            only=_is("directpred", "optimal"), only_for="--predictor directpred or optimal"),
+    Setting("directpred_solver", "auto", "DirectPred: eigh (eigendecomposition of F̂) | newton-schulz (the same W_p "
+            "to ~1e-8 from matrix products, nothing waits for the GPU; needs ε >= 1e-4) [auto: newton-schulz on CUDA, "
+            "eigh otherwise]", "Method", str, choices=("auto", "eigh", "newton-schulz"), resolve=_directpred_solver,
+            device=True),
+    Setting("pred_hidden", 512, "hidden width of the mlp predictor", "Model", int, paper="512", low=1, high=65536),
+    Setting("pred_layout", "directpred", "mlp predictor layout: directpred (Linear+bias -> BN without affine -> ReLU "
+            "-> Linear) | simsiam (Linear without bias -> BN -> ReLU -> Linear; the official SimSiam's 2048-512-2048)",
+            "Model", str, paper="directpred", choices=MLP_LAYOUTS, only=_is("mlp"), only_for="--predictor mlp"),
+)
+
+
+@rule
+def _check_predictor(cfg: Any) -> None:
+    """ε's sign, DirectPred's matrix-square-root solver, the identity init."""
+    if cfg.eps < 0 and not cfg.eps_inside:
+        raise ConfigError(f"--eps {cfg.eps:g} is out of range: expected a number in [0, 10] (ε < 0 only with "
+                          "--eps-inside, Table 7)")
+    if cfg.directpred_solver == "newton-schulz" and cfg.predictor == "directpred" and cfg.eps < P_FLOOR:
+        raise ConfigError(f"--directpred-solver newton-schulz with --eps {cfg.eps} is not accepted: it computes W_p "
+                          f"as a matrix square root, which needs --eps >= {P_FLOOR} (below it the floor on p_j binds); "
+                          "expected --directpred-solver eigh or auto")
+    if cfg.predictor_init == "identity" and not isinstance(PREDICTORS[cfg.predictor](cfg, 1, "cpu"), LinearPredictor):
+        raise ConfigError(f"--predictor-init identity with --predictor {cfg.predictor} is not accepted: expected a "
+                          f"linear predictor ({', '.join(n for n in PREDICTORS if n not in ('mlp', 'none'))})")

@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from ssltheory.practice.settings import Setting, declare
+
 
 class TargetBranch:
     """Base of the target branches: ``network`` is a network of its own (checkpointed as ``target``), or None."""
@@ -176,3 +178,11 @@ def ema_gamma(gamma0: float, step: int, total_steps: int, schedule: str = "const
     if schedule == "constant" or total_steps <= 0:
         return gamma0
     return 1.0 - (1.0 - gamma0) * (math.cos(math.pi * min(step, total_steps) / total_steps) + 1.0) / 2.0
+
+
+declare(
+    Setting("gamma_a", 0.996, "EMA rate γ_a of the target network (byol): θ_a ← γ_a θ_a + (1 − γ_a) θ", "Method",
+            float, paper="0.996", low=0.0, high=1.0),
+    Setting("ema_schedule", "constant", "schedule of γ_a: constant (the paper) | cosine (γ_a → 1, BYOL)", "Method", str,
+            paper="constant", choices=("constant", "cosine")),
+)

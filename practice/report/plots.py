@@ -19,13 +19,14 @@ def run_title(cfg) -> str:
     target)."""
     from ssltheory.practice.methods.registry import METHODS
 
-    ema = f", γ_a={cfg.gamma_a:g}" if "ema" in (cfg.target_mode, cfg.negative_mode) else ""
+    ema = f", γ_a={cfg.gamma_a:g}" if "ema" in (cfg.resolved_positive_target, cfg.resolved_negative_target) else ""
     if METHODS[cfg.method].predictor(cfg):
         return (f"{cfg.dataset}, {cfg.method}, predictor={cfg.predictor}, lr={cfg.lr:g}, wd={cfg.weight_decay:g}, "
                 f"α_p={cfg.alpha_p:g}{ema}")
     lam = f", λ={cfg.resolved_lam:g}" if cfg.resolved_lam is not None else ""
-    negatives = f"/{cfg.negative_mode}" if cfg.negative_mode not in (None, cfg.target_mode) else ""
-    return (f"{cfg.dataset}, {cfg.method} {cfg.resolved_form}{lam}, targets {cfg.target_mode}{negatives}, "
+    positive, negative = cfg.resolved_positive_target, cfg.resolved_negative_target
+    negatives = f"/{negative}" if negative not in (None, positive) else ""
+    return (f"{cfg.dataset}, {cfg.method} {cfg.resolved_form}{lam}, targets {cfg.resolved_positive_target}{negatives}, "
             f"lr={cfg.lr:g}, wd={cfg.weight_decay:g}{ema}")
 
 
@@ -378,7 +379,7 @@ def _assumptions_box(ax, c) -> None:
 def _unified_compare_row(row, c) -> None:
     """A unified-form run beside (U3)-(U4): s_j(t) and tau_j(t) measured (solid) vs ODE (dashed), the measured
     (s_j, tau_j) paths on the mode's phase portrait, and the assumptions with the mapped constants."""
-    from ssltheory.theory.plots import draw_unified_portrait, unified_window
+    from ssltheory.theory.unified_plots import draw_unified_portrait, unified_window
 
     m, a, ag = c.measured, c.params, c.agreement
     colors = plt.cm.viridis(np.linspace(0, 0.9, m.s.shape[1]))

@@ -44,8 +44,14 @@ from ssltheory.theory.io import make_out_dir, save_figure, save_json, write_atom
 
 ARCHS = ("resnet18", "resnet34", "resnet50")
 """Architectures a state dict may be read as (torchvision's, with ``fc`` dropped: 512, 512, 2048 features)."""
-STATE_DICT_DATASETS = ("digits", "stl10", "cifar10", "imagenet", "folder")
-"""Datasets a state dict can be read on (image datasets of :mod:`..data.datasets`)."""
+
+
+def state_dict_datasets() -> tuple[str, ...]:
+    """Datasets a state dict can be read on: every image dataset of the registry (:mod:`..data.registry`)."""
+    from ssltheory.practice.data.registry import DATASETS
+
+    return tuple(n for n, spec in DATASETS.items() if not spec.linear)
+
 SPECTRA_SUFFIXES = (".json", ".npy", ".txt", ".csv", ".pt", ".pth")
 """Files :func:`read_spectra` reads."""
 FIGURES = ("singular_values.png", "normalised_singular_values.png", "cumulative.png", "auc_sweep.png")
@@ -213,14 +219,15 @@ def run_spectrum(run_dir: Path | str, device: torch.device, *, l2_normalise: boo
 
 
 def check_state_dict_args(arch: str | None, dataset: str | None) -> None:
-    """A one-line error unless ``arch`` is in :data:`ARCHS` and ``dataset`` in :data:`STATE_DICT_DATASETS`."""
+    """A one-line error unless ``arch`` is in :data:`ARCHS` and ``dataset`` in :func:`state_dict_datasets`."""
     if arch not in ARCHS:
         raise ConfigError(f"--arch {arch!r} is not known: expected one of {', '.join(ARCHS)} with --state-dict"
                           if arch is not None else f"--state-dict needs --arch: expected one of {', '.join(ARCHS)}")
-    if dataset not in STATE_DICT_DATASETS:
-        raise ConfigError(f"--dataset {dataset!r} is not known: expected one of {', '.join(STATE_DICT_DATASETS)} "
-                          "with --state-dict" if dataset is not None else
-                          f"--state-dict needs --dataset: expected one of {', '.join(STATE_DICT_DATASETS)}")
+    known = state_dict_datasets()
+    if dataset not in known:
+        raise ConfigError(f"--dataset {dataset!r} is not known: expected one of {', '.join(known)} with --state-dict"
+                          if dataset is not None else
+                          f"--state-dict needs --dataset: expected one of {', '.join(known)}")
 
 
 def load_resnet(path: Path | str, arch: str) -> nn.Module:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ssltheory.practice.config import TrainConfig
+from ssltheory.practice.data.registry import DATASETS
 from ssltheory.practice.engine.rundir import RunDir
 from ssltheory.practice.measure.quantities import leading_modes
 from ssltheory.theory import integrate, modes, unified
@@ -96,13 +97,13 @@ def _covered(cfg: TrainConfig) -> None:
 def unified_constants(cfg: TrainConfig, sigma2: float) -> tuple[UnifiedParams, float]:
     """The unified flow's constants and alpha (time per step) for a unified-form run (module docstring)."""
     c = GRADIENT_SCALE.get(cfg.method, 1.0)
-    alpha = c * cfg.effective_lr / (1.0 - cfg.resolved_momentum)
-    ema = cfg.target_mode == "ema"
+    alpha = c * cfg.resolved_lr / (1.0 - cfg.resolved_momentum)
+    ema = cfg.resolved_positive_target == "ema"
     beta = (1.0 - cfg.gamma_a) / alpha if ema else 0.0
     if ema and not 0.0 < beta <= 1.0:
         raise ConfigError(f"the run's EMA maps to beta = (1 - gamma_a) / alpha = {beta:g}, outside (0, 1] where the "
                           f"modes are defined: expected gamma_a in [{max(0.0, 1.0 - alpha):g}, 1)")
-    f_branch = "online" if ema and cfg.negative_mode == "stop-grad" else "momentum"
+    f_branch = "online" if ema and cfg.resolved_negative_target == "stop-grad" else "momentum"
     if cfg.method == "barlowtwins" and f_branch == "online":
         raise ConfigError("barlowtwins with --positive-target ema --negative-target stop-grad: (U2) takes C from the "
                           "target branch; expected the same branch for both")
@@ -116,16 +117,16 @@ def ode_constants(cfg: TrainConfig, sigma2: float) -> tuple[ModeParams, float]:
     if cfg.predictor == "mlp":
         raise ConfigError("compare needs a linear predictor (linear|symmetric|directpred|none): the run used "
                           "--predictor mlp, which has no eigenvalues p_j")
-    alpha = cfg.effective_lr / (1.0 - cfg.resolved_momentum)
+    alpha = cfg.resolved_lr / (1.0 - cfg.resolved_momentum)
     predictor = {"symmetric": "linear"}.get(cfg.predictor, cfg.predictor)
-    ema = cfg.target_mode == "ema"
+    ema = cfg.resolved_positive_target == "ema"
     beta = (1.0 - cfg.gamma_a) / alpha if ema else 1.0
     if ema and not 0.0 < beta <= 1.0:
         raise ConfigError(f"the run's EMA maps to beta = (1 - gamma_a) / alpha = {beta:g}, outside (0, 1] where the "
                           f"modes are defined: expected gamma_a in [{max(0.0, 1.0 - alpha):g}, 1)")
-    params = ModeParams(alpha_p=cfg.alpha_p, eta=cfg.weight_decay, eta_p=cfg.alpha_p * cfg.pred_weight_decay,
-                        sigma2=sigma2, beta=beta, ema=ema, stop_grad=cfg.stop_grad, predictor=predictor,
-                        eps=cfg.eps if predictor == "directpred" else 0.0)
+    eta_p = cfg.alpha_p * cfg.resolved_predictor_weight_decay
+    params = ModeParams(alpha_p=cfg.alpha_p, eta=cfg.weight_decay, eta_p=eta_p, sigma2=sigma2, beta=beta, ema=ema,
+                        stop_grad=cfg.stop_grad, predictor=predictor, eps=cfg.eps if predictor == "directpred" else 0.0)
     return params, alpha
 
 
@@ -239,8 +240,8 @@ def assumptions(cfg: TrainConfig, meas: Measured) -> list[dict]:
          "momentum 0" if cfg.resolved_momentum == 0.0 else
          f"momentum {cfg.resolved_momentum:g}: mapped to the step alpha = lr / (1 - momentum), exact only for slow "
          "dynamics"),
-        ("isotropic data and augmentation (X = I, X' = sigma^2 I)", cfg.dataset == "synthetic",
-         "synthetic Gaussian data" if cfg.dataset == "synthetic" else
+        ("isotropic data and augmentation (X = I, X' = sigma^2 I)", DATASETS[cfg.dataset].linear,
+         "the theory's Gaussian data" if DATASETS[cfg.dataset].linear else
          f"{cfg.dataset} images: sigma^2 is an assumed constant, X is not isotropic"),
         ("constant learning rate", cfg.lr_schedule == "constant", cfg.lr_schedule),
     ]
@@ -255,7 +256,7 @@ def unified_assumptions(cfg: TrainConfig, params: UnifiedParams) -> list[dict]:
     """The unified flow's assumptions (:mod:`ssltheory.theory.unified`) and whether this run meets them."""
     linear = cfg.resolved_backbone == "linear"
     raw = cfg.resolved_norm == "none"
-    steps_per_time = 1.0 / (GRADIENT_SCALE.get(cfg.method, 1.0) * cfg.effective_lr)
+    steps_per_time = 1.0 / (GRADIENT_SCALE.get(cfg.method, 1.0) * cfg.resolved_lr)
     rows = [
         ("one linear layer f = W x, no predictor", linear, "W" if linear else
          f"a {cfg.resolved_backbone} with a projector: the modes describe only the last, linear step"),
@@ -263,8 +264,8 @@ def unified_assumptions(cfg: TrainConfig, params: UnifiedParams) -> list[dict]:
          f"--norm {cfg.resolved_norm}: the theory's quadratic flow does not hold on normalised outputs"),
         ("plain gradient flow", cfg.resolved_momentum == 0.0,
          "momentum 0" if cfg.resolved_momentum == 0.0 else f"momentum {cfg.resolved_momentum:g}"),
-        ("isotropic data and augmentation (X = I, X' = (1 + sigma^2) I)", cfg.dataset == "synthetic",
-         "synthetic Gaussian data" if cfg.dataset == "synthetic" else f"{cfg.dataset} images"),
+        ("isotropic data and augmentation (X = I, X' = (1 + sigma^2) I)", DATASETS[cfg.dataset].linear,
+         "the theory's Gaussian data" if DATASETS[cfg.dataset].linear else f"{cfg.dataset} images"),
         ("constant learning rate", cfg.lr_schedule == "constant", cfg.lr_schedule),
     ]
     if cfg.method == "unigrad":
@@ -280,7 +281,7 @@ def compare_run(run_dir: Path, n_modes: int = 8, sigma2: float | None = None) ->
     folder = RunDir(run_dir)
     cfg = folder.config()
     _covered(cfg)
-    sig2 = cfg.sigma2 if sigma2 is None and cfg.dataset == "synthetic" else (0.5 if sigma2 is None else sigma2)
+    sig2 = cfg.sigma2 if sigma2 is None and DATASETS[cfg.dataset].linear else (0.5 if sigma2 is None else sigma2)
     if cfg.method in UNIFIED:
         return _compare_unified(run_dir, folder, cfg, n_modes, sig2)
     params, alpha = ode_constants(cfg, sig2)

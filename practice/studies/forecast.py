@@ -47,6 +47,7 @@ def run_point(run_dir: Path | str, device: torch.device, *, group: str = "", pro
     final kNN accuracy from summary.json, or None). Read from the run's ``forecast_point.json`` when its step, probe
     settings and run config match (a run replaced with --force also clears it), else measured and cached there.
     ``data_dir`` replaces the run's own ``--data-dir`` (a run moved to another machine)."""
+    from ssltheory.practice.data.registry import DATASETS
     from ssltheory.practice.engine.rundir import RunDir, check_run_dir
     from ssltheory.practice.engine.step import load_run
     from ssltheory.practice.measure.evaluate import extract, linear_probe
@@ -57,9 +58,10 @@ def run_point(run_dir: Path | str, device: torch.device, *, group: str = "", pro
     settings = {**PROBE_DEFAULTS, **(probe or {})}
     folder = RunDir(run_dir)
     config = folder.config()
-    if config.dataset == "synthetic":
-        raise ConfigError(f"RUN_DIR {run_dir} was trained on synthetic data, which has no labels: expected a run on "
-                          "digits, stl10, cifar10, imagenet or folder")
+    if DATASETS[config.dataset].linear:
+        labelled = [n for n, s in DATASETS.items() if not s.linear]
+        raise ConfigError(f"RUN_DIR {run_dir} was trained on {config.dataset}, which has no labels: expected a run on "
+                          f"{', '.join(labelled)}")
     cached = _read_point(run_dir / POINT)
     state_step = _checkpoint_step(folder)
     if cached is not None and cached.get("step") == state_step and cached.get("probe") == settings and \

@@ -170,6 +170,7 @@ class UniGrad(Objective):
 
     cutmix = True
     multi_crop = True
+    graph_safe = False  # the running F of the negatives, kept across steps
 
     def __init__(self, dim: int, lam: float = 100.0, rho: float = 0.99, form: str = "gradient",
                  norm: str = "l2") -> None:
@@ -252,6 +253,7 @@ class DirectPredGradient(Objective):
 
     cutmix = False
     multi_crop = False
+    graph_safe = False  # the running F of the negatives, kept across steps
 
     def __init__(self, dim: int, eps: float = 0.3, rho: float = 0.99, form: str = "gradient") -> None:
         super().__init__()

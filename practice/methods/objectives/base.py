@@ -121,11 +121,15 @@ class Objective(nn.Module):
     per-sample lambda_i), ``grad_cosine`` (:func:`grad_cosine` of the simplified gradient against the exact one it
     replaces). State kept across steps (a running F, a queue of keys) lives in buffers, so it is checkpointed.
 
-    Class attributes: ``cutmix`` / ``multi_crop``: whether the objective reads ``views.mix`` / ``views.locals``.
+    Class attributes: ``cutmix`` / ``multi_crop``: whether the objective reads ``views.mix`` / ``views.locals``;
+    ``graph_safe``: whether a step through it may be captured once as a CUDA graph and replayed (``--cuda-graph``):
+    False for an objective that keeps state across steps outside the captured tensors (a running F, a queue of keys)
+    or reads a second branch the captured step does not return. The step reads this; nothing infers it.
     """
 
     cutmix = False
     multi_crop = False
+    graph_safe = True
 
     def forward(self, v: Views) -> torch.Tensor:
         raise NotImplementedError

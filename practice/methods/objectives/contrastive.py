@@ -183,6 +183,7 @@ class Contrastive(Objective):
 
     cutmix = False
     multi_crop = False
+    graph_safe = False  # the negatives' branch, and MoCo's queue of keys kept across steps
 
     def __init__(self, dim: int, tau: float = 0.2, form: str = "loss", queue_size: int = 0,
                  mask_self: bool = False) -> None:

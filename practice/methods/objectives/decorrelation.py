@@ -297,6 +297,11 @@ class BarlowTwins(Objective):
 
     name = "barlowtwins"
 
+    @property
+    def graph_safe(self) -> bool:  # type: ignore[override]
+        """The unified form reads the negative branch besides the two views: not captured."""
+        return self.form != "unified"
+
     def __init__(self, lam: float | None = None, form: str = "loss", norm: str = "bn") -> None:
         super().__init__()
         self.lam = _check(self.name, form, norm, lam)
@@ -392,6 +397,11 @@ class VICReg(Objective):
     """
 
     name = "vicreg"
+
+    @property
+    def graph_safe(self) -> bool:  # type: ignore[override]
+        """The unified form reads the negative branch besides the two views: not captured."""
+        return self.form != "unified"
 
     def __init__(self, lam: float | None = None, form: str = "loss", *, sim: float = 25.0,
                  std: float = 25.0, norm: str | None = None) -> None:
