@@ -71,7 +71,7 @@ def collapse(
                 raise ConfigError(f"{flag} {value} is read with --state-dict only: expected --state-dict FILE beside "
                                   "it (a run folder brings its own model and dataset)")
     for d in run_dirs:  # every cheap check before the first model is loaded
-        check_run_dir(d)
+        check_run_dir(d, "a file of singular values goes to --spectra, a state dict to --state-dict")
     read = [s for f in spectra for s in C.read_spectra(f)]
     label_list = [v.strip() for v in labels.split(",")] if labels is not None else None
     C.check_labels(label_list, len(run_dirs) + len(read) + len(state_dict))

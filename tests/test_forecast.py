@@ -89,7 +89,7 @@ def test_the_command_measures_each_run_and_caches_its_point(runs, tmp_path, monk
     assert (tmp_path / "f" / "forecast.png").stat().st_size > 10_000
     assert (tmp_path / "f" / "forecast.csv").read_text().count("\n") == 4
     # the cached points are read again: nothing is measured
-    monkeypatch.setattr("ssltheory.practice.engine.step.load_run", lambda *a, **k: pytest.fail("measured again"))
+    monkeypatch.setattr("ssltheory.practice.engine.rundir.load_run", lambda *a, **k: pytest.fail("measured again"))
     again = cli("forecast", *map(str, runs), "--probe-epochs", "3", "--out", str(tmp_path / "g"))
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "g" / "forecast.json").read_text())["correlation"] == doc["correlation"]

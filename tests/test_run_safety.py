@@ -330,12 +330,11 @@ def test_append_and_truncate_never_glue_a_record_onto_a_cut_line(tmp_path):
 
 def test_the_summary_is_written_from_whole_records_only(run):
     """A cut last line is left out by readers, but never summarised: finish is a one-line error, nothing written."""
-    from ssltheory.practice.config import TrainConfig
 
     before = files(run)
     cut_inside(run / "metrics.jsonl", 9)
     folder = RunDir(run)
     with pytest.raises(ConfigError, match=r"line 9 is cut short: summary.json is written from whole records only"):
-        folder.finish(TrainConfig.load(run / "config.json"))
+        folder.finish()
     assert files(run)["summary.json"] == before["summary.json"]
     assert len(read_metrics(run / "metrics.jsonl")) == 8

@@ -47,8 +47,10 @@ import numpy as np
 import torch
 
 from ssltheory.practice.config import TrainConfig
+from ssltheory.practice.data.datasets import build_data
+from ssltheory.practice.engine.step import build_model
 from ssltheory.theory.checks import ConfigError
-from ssltheory.theory.io import check_out_dir, save_figure, save_json, write_atomic
+from ssltheory.theory.io import check_out_dir, save_json, write_atomic
 
 CONFIG, METRICS, CHECKPOINT, SUMMARY, FIGURE = "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", \
     "dynamics.png"
@@ -289,11 +291,11 @@ class RunDir:
             return state
 
     # results
-    def finish(self, cfg: TrainConfig) -> dict:
-        """Write summary.json and dynamics.png from metrics.jsonl; returns the summary. Only from whole records: a
-        line cut short, even the last, is a one-line error (nothing is written), which ``--resume`` mends."""
+    def finish(self) -> tuple[dict, list[dict]]:
+        """Write summary.json from metrics.jsonl; returns (the summary, the records) for the run's figure. Only from
+        whole records: a line cut short, even the last, is a one-line error (nothing is written), which ``--resume``
+        mends."""
         from ssltheory.practice.measure.quantities import summarize
-        from ssltheory.practice.report.plots import run_figure, run_title
 
         self.records()  # a one-line error when there is no metrics.jsonl
         path = self.file(METRICS)
@@ -304,11 +306,7 @@ class RunDir:
                               "checkpoint before that line")
         summary = summarize(records)
         save_json(self.file(SUMMARY), summary)
-        from ssltheory.practice.methods.registry import METHODS
-
-        predictor = cfg.predictor if METHODS[cfg.method].predictor(cfg) else "none"  # the identity: no W_p to show
-        save_figure(run_figure(records, run_title(cfg), predictor), self.file(FIGURE))
-        return summary
+        return summary, records
 
 
 def _read_checkpoint(path: Path) -> dict:
@@ -386,18 +384,39 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def check_run_dir(run_dir: Path | str) -> None:
-    """A one-line error unless ``run_dir`` is a folder with a config.json (a run of ``ssltheory train``)."""
+def check_run_dir(run_dir: Path | str, file_hint: str = "") -> None:
+    """A one-line error unless ``run_dir`` is a folder with a config.json (a run of ``ssltheory train``);
+    ``file_hint`` tells the user where a file given as RUN_DIR belongs instead (the caller's own flags)."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise ConfigError(f"RUN_DIR {run_dir} does not exist: expected the folder of a run of ssltheory train "
                           "(config.json + checkpoint.pt)")
     if not run_dir.is_dir():
-        raise ConfigError(f"RUN_DIR {run_dir} is a file: expected the folder of a run of ssltheory train (a file of "
-                          "singular values goes to --spectra, a state dict to --state-dict)")
+        raise ConfigError(f"RUN_DIR {run_dir} is a file: expected the folder of a run of ssltheory train"
+                          + (f" ({file_hint})" if file_hint else ""))
     if not (run_dir / "config.json").exists():
         raise ConfigError(f"RUN_DIR {run_dir} has no config.json: expected the folder of a run of ssltheory train "
                           "(config.json + checkpoint.pt)")
     if not any((run_dir / f).exists() for f in (CHECKPOINT, PREVIOUS)):
         raise ConfigError(f"RUN_DIR {run_dir} has no checkpoint.pt: expected a run that finished at least one epoch "
                           "(or saved one with --checkpoint-every)")
+
+
+def load_run(run_dir, device: torch.device, data_dir: str | None = None):
+    """A training run's model with its last checkpoint's weights: ``(cfg, data, model, step)``, the data of
+    :func:`..data.datasets.build_data` (``data_dir`` replaces the run's ``--data-dir``: a run moved to another machine).
+    A one-line :class:`ConfigError` for a folder that is not a run or has no checkpoint."""
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir)
+    folder = RunDir(run_dir)
+    cfg = folder.config()
+    state = folder.load_checkpoint()
+    if state is None:
+        raise ConfigError(f"RUN_DIR {run_dir} has no checkpoint.pt: expected a run that finished at least one epoch "
+                          "(or saved one with --checkpoint-every)")
+    if data_dir is not None:
+        cfg = cfg.replace(data_dir=data_dir)
+    data = build_data(cfg)
+    model = build_model(cfg, data.in_channels, device)
+    model.online.load_state_dict(state["modules"]["online"])
+    return cfg, data, model, int(state["step"])

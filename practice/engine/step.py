@@ -80,6 +80,11 @@ class Model:
             mods["objective"] = self.objective
         return mods
 
+    def train_mode(self) -> None:
+        """Every module with state in training mode (a measurement switches the online net to eval and back)."""
+        for module in self.modules().values():
+            module.train()
+
     def reduce(self, x: torch.Tensor) -> torch.Tensor:
         """Sum over the ranks (x itself on one process)."""
         return all_reduce_sum(x, self.dist)
@@ -236,31 +241,6 @@ def restore(state: dict, model: Model, opt, sched, feed) -> None:
         group["lr"] = base * factor(sched.last_epoch)  # this config's lr (a stream changed on resume: unfrozen)
     model.corr.load_state_dict(state["corr"])
     feed.load_state_dict(state.get("feed", {}))
-
-
-def load_run(run_dir, device: torch.device, data_dir: str | None = None):
-    """A training run's model with its last checkpoint's weights: ``(cfg, data, model, step)``, the data of
-    :func:`..data.datasets.build_data` (``data_dir`` replaces the run's ``--data-dir``: a run moved to another machine).
-    A one-line :class:`ConfigError` for a folder that is not a run or has no checkpoint."""
-    from pathlib import Path
-
-    from ssltheory.practice.data.datasets import build_data
-    from ssltheory.practice.engine.rundir import RunDir, check_run_dir
-
-    run_dir = Path(run_dir)
-    check_run_dir(run_dir)
-    folder = RunDir(run_dir)
-    cfg = folder.config()
-    state = folder.load_checkpoint()
-    if state is None:
-        raise ConfigError(f"RUN_DIR {run_dir} has no checkpoint.pt: expected a run that finished at least one epoch "
-                          "(or saved one with --checkpoint-every)")
-    if data_dir is not None:
-        cfg = cfg.replace(data_dir=data_dir)
-    data = build_data(cfg)
-    model = build_model(cfg, data.in_channels, device)
-    model.online.load_state_dict(state["modules"]["online"])
-    return cfg, data, model, int(state["step"])
 
 
 def check_device(name: str, flag: str = "--device") -> str:

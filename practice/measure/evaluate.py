@@ -117,7 +117,7 @@ def probe_run(run_dir, device: torch.device, *, epochs: int = 50, lr: float = 3e
     (``data_dir`` replaces the run's own ``--data-dir``: a run moved to another machine). Returns
     :func:`linear_probe`'s dict with the checkpoint's ``step``; a one-line :class:`ConfigError` for a folder without a
     checkpoint or a dataset without labels."""
-    from ssltheory.practice.engine.step import load_run
+    from ssltheory.practice.engine.rundir import load_run
     from ssltheory.theory.checks import ConfigError
 
     cfg, data, model, step = load_run(run_dir, device, data_dir)

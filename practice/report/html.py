@@ -93,9 +93,9 @@ def collapse_section(records: list[dict], run_dir: Path) -> str:
     text = (f"<h2>collapse watch</h2><p>alarm at the end: <b>{alarm}</b>; live AUC of the last measurement "
             f"on {last.get('probe_n', 'the')} probe images {_fmt(last.get('probe_auc'))} (step {last.get('step')}; "
             f"higher = more collapsed)</p><ul>{''.join(items)}</ul>")
-    from ssltheory.practice.studies.forecast import POINT, _read_point
+    from ssltheory.practice.studies.forecast import POINT, read_point
 
-    p = _read_point(run_dir / POINT)
+    p = read_point(run_dir / POINT)
     if p is not None:
         text += _table({k: p.get(k) for k in ("step", "auc", "k_eq", "probe_acc", "knn_acc")},
                        "offline collapse AUC (paper protocol) and linear probe (ssltheory forecast)")

@@ -418,3 +418,13 @@ def _unified_compare_row(row, c) -> None:
     _assumptions_box(row[3], c)
     for x in (row[0], row[1]):
         x.set_xlabel(r"ODE time $t$ = step $\times$ lr / (1 - momentum)")
+
+
+def save_run_figure(cfg, records: list[dict], path: Path) -> Path:
+    """Draw a run's ``dynamics.png`` from its records (:func:`run_figure`; a method without a trained predictor has
+    the identity, no W_p to show) and write it atomically."""
+    from ssltheory.practice.methods.registry import METHODS
+    from ssltheory.theory.io import save_figure
+
+    predictor = cfg.predictor if METHODS[cfg.method].predictor(cfg) else "none"
+    return save_figure(run_figure(records, run_title(cfg), predictor), path)

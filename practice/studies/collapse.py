@@ -207,7 +207,7 @@ def run_spectrum(run_dir: Path | str, device: torch.device, *, l2_normalise: boo
     """The spectrum of a training run's online backbone (its last checkpoint) on its dataset's whole train split.
 
     ``data_dir`` replaces the run's ``--data-dir`` (a run moved to another machine)."""
-    from ssltheory.practice.engine.step import load_run
+    from ssltheory.practice.engine.rundir import load_run
 
     run_dir = Path(run_dir)
     cfg, data, model, step = load_run(run_dir, device, data_dir)

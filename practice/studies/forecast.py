@@ -48,8 +48,7 @@ def run_point(run_dir: Path | str, device: torch.device, *, group: str = "", pro
     settings and run config match (a run replaced with --force also clears it), else measured and cached there.
     ``data_dir`` replaces the run's own ``--data-dir`` (a run moved to another machine)."""
     from ssltheory.practice.data.registry import DATASETS
-    from ssltheory.practice.engine.rundir import RunDir, check_run_dir
-    from ssltheory.practice.engine.step import load_run
+    from ssltheory.practice.engine.rundir import RunDir, check_run_dir, load_run
     from ssltheory.practice.measure.evaluate import extract, linear_probe
     from ssltheory.practice.measure.quantities import collapse_auc
 
@@ -62,7 +61,7 @@ def run_point(run_dir: Path | str, device: torch.device, *, group: str = "", pro
         labelled = [n for n, s in DATASETS.items() if not s.linear]
         raise ConfigError(f"RUN_DIR {run_dir} was trained on {config.dataset}, which has no labels: expected a run on "
                           f"{', '.join(labelled)}")
-    cached = _read_point(run_dir / POINT)
+    cached = read_point(run_dir / POINT)
     state_step = _checkpoint_step(folder)
     if cached is not None and cached.get("step") == state_step and cached.get("probe") == settings and \
             cached.get("config") == config.to_dict():
@@ -74,7 +73,7 @@ def run_point(run_dir: Path | str, device: torch.device, *, group: str = "", pro
     test_x, test_y = extract(model.online.backbone, data.test_eval, device)
     m = collapse_auc(train_x)  # the offline protocol of .collapse.run_spectrum (whole train split, centred, sigma)
     res = linear_probe(train_x, train_y, test_x, test_y, **settings)  # .evaluate.probe_run's probe
-    summary = _read_point(run_dir / "summary.json") or {}
+    summary = read_point(run_dir / "summary.json") or {}
     point = {"step": step, "auc": float(m["auc"]), "k_eq": float(m["k_eq"]), "d": int(train_x.shape[1]),
              "n": int(train_x.shape[0]), "probe_acc": float(res["test_acc"]), "knn_acc": summary.get("knn_acc_final"),
              "probe": settings, "config": config.to_dict()}
@@ -90,7 +89,8 @@ def _public(point: dict) -> dict:
     return {k: v for k, v in point.items() if k != "config"}
 
 
-def _read_point(path: Path) -> dict | None:
+def read_point(path: Path) -> dict | None:
+    """A JSON file of a run's (``forecast_point.json``, ``summary.json``), None when it is missing or damaged."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
