@@ -10,11 +10,11 @@ the batched in-memory path, live measurements every 50 steps) is clocked where i
 - kNN: one evaluation over the whole 60,000-image bank and the 10,000 test images (done every ``--knn-every``
   epochs; reported once, and per step at one evaluation per epoch).
 
-Beside it, in the same process and interleaved with it, a bare forward + backward of the same online network (both
-views, a cosine loss, backward, SGD: no target, no predictor, no measurement). Prints the split, the ratio of the
-full step (DirectPred and measurements included, kNN excluded) to the bare one (goal <= 1.3), and the wall time of
-a 3,000-step run extrapolated from the measured step (goal <= 8 min on the idle 2-core box), with the settings
-compared by ``--widths`` (the convnet's channel multiplier) and ``--channels-last``.
+Beside it, in the same process, the same model's bare step on one batch made before the clock starts: both branches'
+forward, the loss, backward, SGD and the EMA, with no augmentation, no DirectPred and no measurement. Prints the split,
+the ratio of the full step (DirectPred and measurements included, kNN excluded) to the bare one (goal <= 1.3), and the
+wall time of a 3,000-step run extrapolated from the measured step (goal <= 8 min on the idle 2-core box), with the
+settings compared by ``--widths`` (the convnet's channel multiplier).
 
     python bench/bench_fmnist_step.py --data-dir /usr/share/datasets/fashion-mnist [--steps 120] [--widths 1,0.5]
 """
@@ -31,13 +31,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.data import feed as feed_mod
 from ssltheory.practice.data.datasets import build_data
 from ssltheory.practice.engine import step as step_mod
 from ssltheory.practice.engine import train as train_mod
+from ssltheory.practice.engine.optim import make_optimizer
 from ssltheory.practice.measure.evaluate import knn_monitor
 from ssltheory.practice.measure.live import LiveMeasurer
 from ssltheory.practice.measure.running import RunningCorrelation
@@ -106,7 +106,7 @@ def full_run(cfg: TrainConfig, skip: int = 10) -> tuple[float, dict[str, float]]
         for u in undo:
             u()
         train_mod.optimizer_step = step_mod.optimizer_step
-    last = max(marks)
+    last = max(marks) - 1  # the last step ends with the run's closing kNN: timed on its own below
     n = last - skip
     per = {k: (clock[k] - at_skip.get(k, 0.0)) / n for k in clock}
     # optimizer_step holds the prefetched augmentation and DirectPred's after_step: take them out of it
@@ -115,23 +115,24 @@ def full_run(cfg: TrainConfig, skip: int = 10) -> tuple[float, dict[str, float]]
 
 
 def bare_step(cfg: TrainConfig, device: torch.device, repeats: int) -> float:
-    """Seconds of a bare forward + backward + SGD step of the same online network on two views of the batch."""
+    """Seconds of the same model's bare step on one batch of views made before the clock starts: both branches'
+    forward, the loss, backward and SGD (what the network itself costs), with no augmentation, no DirectPred (the
+    predictor's hook and F̂ are left out) and no measurement."""
     data = build_data(cfg)
     model = step_mod.build_model(cfg, data.in_channels, device)
-    online = model.online
-    opt = torch.optim.SGD(online.parameters(), lr=0.03, momentum=0.9)
+    opt = make_optimizer(cfg, model.online, model.predictor)
     images = data.ssl.images[: cfg.batch_size].float().div(255)
     x1, x2 = images, images.flip(-1)
-    if cfg.channels_last_bench:
-        online.to(memory_format=torch.channels_last)
+    if model.channels_last:
         x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
     times = []
     for i in range(repeats + 3):
         t0 = time.perf_counter()
-        loss = -F.cosine_similarity(online(x1), online(x2).detach(), dim=-1).mean()
+        loss, _ = step_mod.forward_views(model, x1, x2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        model.target.after_step(model.online, i, repeats + 3)
         if i >= 3:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
@@ -142,6 +143,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--widths", default="1,0.5")
+    ap.add_argument("--channels-last", default="auto", help="auto | on | off (the setting of the same name)")
     ap.add_argument("--batch-size", type=int, default=128)
     args = ap.parse_args()
     threads = torch.get_num_threads()
@@ -149,9 +151,8 @@ def main() -> None:
     for width in [float(w) for w in args.widths.split(",")]:
         cfg = TrainConfig(dataset="fashion-mnist", data_dir=args.data_dir, predictor="directpred", width=width,
                           batch_size=args.batch_size, max_steps=args.steps, measure_every=50, knn_every=0,
-                          epochs=1, device="cpu")
+                          epochs=1, device="cpu", channels_last=args.channels_last)
         per_step, split = full_run(cfg)
-        object.__setattr__(cfg, "channels_last_bench", False)
         bare = bare_step(cfg, torch.device("cpu"), repeats=20)
         data = build_data(cfg)
         model = step_mod.build_model(cfg, data.in_channels, torch.device("cpu"))
@@ -160,13 +161,15 @@ def main() -> None:
                           step_mod.Dist(), cfg.knn_k, cfg.knn_t, data.num_classes)
         knn_s = time.perf_counter() - t0
         steps_per_epoch = len(data.ssl) // cfg.batch_size
-        row = {"width": width, "batch": cfg.batch_size, "threads": threads, "step_s": per_step,
+        row = {"width": width, "channels_last": cfg.resolved_channels_last("cpu"), "batch": cfg.batch_size, "threads":
+        threads, "step_s": per_step,
                "split_s": split, "bare_fwd_bwd_s": bare, "full_over_bare": per_step / bare,
                "knn_s": knn_s, "knn_per_step_at_one_per_epoch_s": knn_s / steps_per_epoch, "knn_at_init": knn,
                "run_3000_steps_min": 3000 * per_step / 60,
                "run_3000_steps_with_knn_every_epoch_min": (3000 * per_step + 3000 / steps_per_epoch * knn_s) / 60}
         rows.append(row)
-        print(f"width {width:g}: step {per_step * 1e3:.0f} ms = " + ", ".join(
+        print(f"width {width:g}, channels_last {cfg.resolved_channels_last('cpu')}: step {per_step * 1e3:.0f} ms = " +
+        ", ".join(
             f"{k} {v * 1e3:.0f} ms" for k, v in sorted(split.items(), key=lambda kv: -kv[1])) +
             f"; bare fwd+bwd {bare * 1e3:.0f} ms; full / bare {per_step / bare:.2f} (goal <= 1.3); kNN over 60k "
             f"{knn_s:.1f} s ({knn_s / steps_per_epoch * 1e3:.0f} ms a step at one per epoch); 3,000 steps "

@@ -79,6 +79,28 @@ def test_fashion_mnist_splits_are_held_whole_as_bytes(tmp_path):
     assert (cfg.resolved_backbone, cfg.resolved_image_size, cfg.resolved_data_path("cpu")) == ("convnet", 28, "device")
 
 
+def test_a_set_held_in_memory_is_measured_without_a_per_image_step(tmp_path, monkeypatch):
+    """kNN bank, probe set and the collapse metric's split go through TensorImages.take in batches (no __getitem__)
+    and give the same features as the per-image DataLoader path."""
+    from torch.utils.data import Subset
+
+    from ssltheory.practice.measure.evaluate import extract, held_items
+
+    fashion_files(tmp_path / "f")
+    data = build_data(TrainConfig(dataset="fashion-mnist", data_dir=str(tmp_path / "f")))
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    fast, y_fast = extract(net, Subset(data.train_eval, list(range(0, 256, 3))), torch.device("cpu"), batch_size=40)
+    data.train_eval.deterministic = False  # the per-image DataLoader path
+    assert held_items(data.train_eval, [0, 1]) is None
+    slow, y_slow = extract(net, Subset(data.train_eval, list(range(0, 256, 3))), torch.device("cpu"), batch_size=40)
+    assert torch.equal(y_fast, y_slow) and torch.allclose(fast, slow, atol=1e-6)
+    data.train_eval.deterministic = True
+    monkeypatch.setattr(TensorImages, "__getitem__", lambda self, i: pytest.fail("a per-image step"))
+    extract(net, data.train_eval, torch.device("cpu"))
+    with pytest.raises(ValueError, match="deterministic"):
+        data.ssl.take(torch.arange(4))
+
+
 @pytest.mark.parametrize("layout", ["debian", "torchvision"])
 def test_train_fashion_mnist_from_either_layout(layout, tmp_path):
     if layout == "debian":

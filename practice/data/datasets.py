@@ -54,7 +54,35 @@ STL10_FILES = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "unlabe
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
 
 
-class DigitsDataset(Dataset):
+class TensorImages(Dataset):
+    """Images held whole, ``images`` (N, C, H, W) uint8 (or float in [0, 1]) and ``targets`` (N,) int64, each item
+    ``(transform(image), label)`` with the image as a tensor (torchvision v2 transforms take it as it is).
+
+    ``deterministic``: the transform draws nothing (an evaluation view, or none), so it may be applied to a whole
+    batch at once: :meth:`take` gives many items without a per-image step (the kNN bank of 60,000 images, the probe
+    set, the collapse metric's whole split)."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform=None, deterministic: bool = False
+                 ) -> None:
+        self.images, self.targets, self.transform = images, targets, transform
+        self.deterministic = deterministic or transform is None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        img = self.images[i]
+        return (self.transform(img) if self.transform else img), int(self.targets[i])
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Items ``idx`` (n,) at once: (transformed images (n, C, H', W'), labels (n,)); deterministic sets only."""
+        if not self.deterministic:
+            raise ValueError("take() needs a deterministic transform: an augmenting one draws per image")
+        x = self.images[idx]
+        return (self.transform(x) if self.transform else x), self.targets[idx]
+
+
+class DigitsDataset(TensorImages):
     """scikit-learn's 8x8 digits as (1, size, size) float tensors in [0, 1]; a fixed 1,297 / 500 train/test split.
 
     ``size`` > 8 upsamples the images once (bilinear), giving convolutions more than a 2 x 2 map to work on.
@@ -66,19 +94,13 @@ class DigitsDataset(Dataset):
         d = load_digits()
         perm = np.random.default_rng(0).permutation(len(d.target))
         idx = perm[DIGITS_TEST:] if split == "train" else perm[:DIGITS_TEST]
-        self.images = torch.tensor(d.images[idx] / 16.0, dtype=torch.float32).unsqueeze(1)
+        self.images = torch.tensor(d.images[idx] / 16.0, dtype=torch.float32).unsqueeze(1)  # (no super().__init__:
+        # the images are made here)
         if size != 8:
             self.images = torch.nn.functional.interpolate(self.images, size=(size, size), mode="bilinear",
                                                           align_corners=False).clamp(0, 1)
         self.targets = torch.tensor(d.target[idx], dtype=torch.long)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int):
-        img = self.images[i]
-        return (self.transform(img) if self.transform else img), int(self.targets[i])
+        self.transform, self.deterministic = transform, transform is None
 
 
 class SyntheticGaussian(Dataset):
@@ -100,21 +122,6 @@ class SyntheticGaussian(Dataset):
             return self.fixed[i], 0
         x0 = torch.randn(self.dim)
         return (x0 + self.sigma * torch.randn(self.dim), x0 + self.sigma * torch.randn(self.dim)), 0
-
-
-class TensorImages(Dataset):
-    """Images held whole, ``images`` (N, C, H, W) uint8 (or float in [0, 1]) and ``targets`` (N,) int64, each item
-    ``(transform(image), label)`` with the image as a tensor (torchvision v2 transforms take it as it is)."""
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform=None) -> None:
-        self.images, self.targets, self.transform = images, targets, transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int):
-        img = self.images[i]
-        return (self.transform(img) if self.transform else img), int(self.targets[i])
 
 
 def _require(root: Path, files: tuple[str, ...], what: str, how: str) -> None:
@@ -257,7 +264,8 @@ def _idx_set(cls_name: str, folder: str, what: str, debian: str | None):
         train, test = arrays("train"), arrays("t10k")
         ev = _eval(cfg)
         classes = int(train[1].max()) + 1
-        return Splits(TensorImages(*train, _views(cfg)), TensorImages(*train, ev), TensorImages(*test, ev), 1,
+        return Splits(TensorImages(*train, _views(cfg)), TensorImages(*train, ev, deterministic=True),
+                      TensorImages(*test, ev, deterministic=True), 1,
                       classes)
     return load
 

@@ -18,22 +18,42 @@ from ssltheory.practice.engine.distributed import Dist, all_gather_rows, all_red
 from ssltheory.practice.settings import Setting, declare
 
 
+def held_items(ds: Dataset, positions: list[int]) -> tuple[Dataset, torch.Tensor] | None:
+    """(the dataset that holds them, their indices there) when items ``positions`` of ``ds`` (a dataset or a Subset
+    of one) can be taken as one batch: images held whole with a deterministic transform
+    (:class:`~..data.datasets.TensorImages`'s ``take``). None otherwise (files read one at a time)."""
+    base, index = ds, None
+    while isinstance(base, Subset):
+        index = [base.indices[i] for i in (positions if index is None else index)]
+        base = base.dataset
+    if not getattr(base, "deterministic", False) or not hasattr(base, "take"):
+        return None
+    return base, torch.as_tensor(positions if index is None else index, dtype=torch.long)
+
+
 @torch.no_grad()
 def extract(model: nn.Module, ds: Dataset, device: torch.device, batch_size: int = 256, workers: int = 0,
             shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
     """Backbone features (N, d) and labels (N,) of a dataset in eval mode; restores the model's mode.
 
-    ``shard`` (rank, world): only items rank, rank + world, ... (a DDP rank's share; gather them to get all)."""
+    A dataset held in memory is read ``batch_size`` items at a time with no per-image step (:func:`held_items`);
+    any other through a DataLoader. ``shard`` (rank, world): only items rank, rank + world, ... (a DDP rank's share;
+    gather them to get all)."""
     was_training = model.training
     model.eval()
     feats, labels = [], []
     rank, world = shard
-    if world > 1:
-        ds = Subset(ds, list(range(rank, len(ds), world)))
-    # its own generator: iterating a DataLoader draws a seed from the global RNG otherwise, and a measurement would
-    # then change the training run it measures
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, generator=torch.Generator())
-    for x, y in loader:
+    positions = list(range(rank, len(ds), world))
+    held = held_items(ds, positions)
+    if held is not None:
+        base, index = held
+        batches = (base.take(index[i:i + batch_size]) for i in range(0, len(index), batch_size))
+    else:
+        # its own generator: iterating a DataLoader draws a seed from the global RNG otherwise, and a measurement
+        # would then change the training run it measures
+        batches = iter(DataLoader(ds if world == 1 else Subset(ds, positions), batch_size=batch_size, shuffle=False,
+                                  num_workers=workers, generator=torch.Generator()))
+    for x, y in batches:
         feats.append(model(x.to(device)).float().cpu())
         labels.append(torch.as_tensor(y))
     model.train(was_training)

@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ssltheory.practice.engine.distributed import Dist, all_gather_rows
+from ssltheory.practice.measure.evaluate import held_items
 from ssltheory.practice.measure.quantities import (
     AUC_NORMALISATION,
     collapse_auc,
@@ -52,10 +53,14 @@ from ssltheory.practice.settings import Setting, declare
 def probe_tensor(probe: Dataset, device: torch.device, d: Dist) -> torch.Tensor:
     """This rank's share of the probe images (items rank, rank + world, ...), stacked (n_r, C, H, W) on ``device``
     once, so that a measurement reads them without a DataLoader."""
-    rows = [probe[i][0] for i in range(d.rank, len(probe), d.world)]
-    if not rows:
+    positions = list(range(d.rank, len(probe), d.world))
+    if not positions:
         return torch.zeros(0)
-    return torch.stack([torch.as_tensor(r) for r in rows]).float().to(device)
+    held = held_items(probe, positions)
+    if held is not None:  # held in memory: one batch
+        base, index = held
+        return base.take(index)[0].float().to(device)
+    return torch.stack([torch.as_tensor(probe[i][0]) for i in positions]).float().to(device)
 
 
 def _host(t: torch.Tensor | None) -> torch.Tensor | None:
