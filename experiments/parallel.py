@@ -114,10 +114,28 @@ def train_parallel(jobs: Sequence[Job], processes: int, force: bool = False,
                     update(done / len(todo))
                 start()
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        _stop(pool, running)
         raise
     pool.shutdown(wait=True)
     return done
+
+
+STOP_GRACE = 30.0
+"""Seconds a failure or Ctrl-C waits for the running workers to end on their own (each got the same SIGINT, or
+finishes its run) before they are terminated; a run keeps its last checkpoint either way (written atomically)."""
+
+
+def _stop(pool: ProcessPoolExecutor, running: dict) -> None:
+    """Start no further run, give the running ones :data:`STOP_GRACE` seconds, then terminate what is left, so that
+    a worker that missed or ignored the interrupt cannot keep the command (and the machine) busy."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # (no public handle on the workers)
+    pool.shutdown(wait=False, cancel_futures=True)
+    wait(running, timeout=STOP_GRACE)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=10)
 
 
 def train_first(runs: Sequence[Job], processes: int, force: bool, progress=None, label: str = "runs",

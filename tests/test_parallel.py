@@ -73,7 +73,11 @@ def test_ctrl_c_stops_every_process_and_starts_no_further_run(tmp_path):
         time.sleep(0.5)  # both processes are training (each has written its first epoch's checkpoint)
     assert len(list(out.glob("*/seed*/checkpoint.pt"))) >= 2, "the runs did not start"
     os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:  # no orphans left training after a failure
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     started = {p.parent for p in out.glob("*/seed*/config.json")}
     time.sleep(3)
