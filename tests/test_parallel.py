@@ -67,7 +67,10 @@ def test_ctrl_c_stops_every_process_and_starts_no_further_run(tmp_path):
     out = tmp_path / "exp"
     cmd = [sys.executable, "-m", "ssltheory.cli.main", "experiment", "table8", "--scale", "cpu", "--seeds", "2",
            "--jobs", "2", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # SIGINT as a terminal delivers it: a pytest started in the background of a non-interactive shell ignores SIGINT,
+    # and a child inherits that (Python then installs no KeyboardInterrupt handler), so the child restores it
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("*/seed*/checkpoint.pt"))) < 2:
         time.sleep(0.5)  # both processes are training (each has written its first epoch's checkpoint)
