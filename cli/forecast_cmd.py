@@ -59,8 +59,10 @@ def forecast(
         table.add_row(Path(p["run"]).name, p["group"], f"{p['auc']:.3f}", f"{p['k_eq']:.1f}",
                       f"{100 * p['probe_acc']:.1f}%", "" if p["knn_acc"] is None else f"{100 * p['knn_acc']:.1f}%")
     console.print(table)
-    console.print(f"all runs: {doc['correlation']['reading']}")
-    if len(doc["by_group"]) > 1:
+    if len(doc["by_group"]) > 1:  # the forecast is read within a model size; the pooled rho mixes sizes
         for g, c in doc["by_group"].items():
             console.print(f"{g}: {c['reading']}")
+        console.print(f"all runs pooled (mixes groups, not a forecast): {doc['correlation']['reading']}")
+    else:
+        console.print(f"all runs: {doc['correlation']['reading']}")
     wrote(paths)

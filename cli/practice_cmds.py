@@ -155,7 +155,8 @@ def run(cfg, run_dir: Path, resume: bool = False, force: bool = False) -> dict:
         return summary
     table = Table("measure", "value", title=f"run {run_dir}")
     for k, v in summary.items():
-        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+        shown = "not measured" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+        table.add_row(k, shown)
     console.print(table)
     wrote([run_dir / name for name in (FIGURE, METRICS, SUMMARY, CONFIG, CHECKPOINT)])
     return summary
