@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from bench_train_overhead import clocked as clock_seconds  # (this folder: the script's own)
 
 from ssltheory.practice.config import TrainConfig
 from ssltheory.practice.data import feed as feed_mod
@@ -47,17 +48,10 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def clocked(owner, name: str, bucket: str, clock: dict[str, float]) -> Callable[[], None]:
-    """Wrap ``owner.name`` so the seconds spent in it add up in ``clock[bucket]``; returns the undo."""
+    """Wrap ``owner.name`` (:func:`bench_train_overhead.clocked`) so the seconds spent in it add up in
+    ``clock[bucket]``; returns the undo."""
     fn = getattr(owner, name)
-
-    def wrapper(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            clock[bucket] += time.perf_counter() - t0
-
-    setattr(owner, name, wrapper)
+    setattr(owner, name, clock_seconds(fn, bucket, clock))
     return lambda: setattr(owner, name, fn)
 
 
