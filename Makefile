@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := runs/demo
 
-.PHONY: demo test lint bench clean data experiments-smoke experiments-cpu
+.PHONY: demo test lint bench clean data experiments-smoke experiments-cpu experiments-fmnist
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,14 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 experiments-cpu: $(STAMP)
 	for e in $(CPU_EXPERIMENTS); do $(BIN)/ssltheory experiment $$e --scale cpu --seeds 3 --jobs $(JOBS) || exit 1; done
 	$(BIN)/ssltheory experiment phase-diagram-digits --scale cpu --jobs $(JOBS)
+
+## experiments-fmnist: the fmnist scale (issue 25): Tables 1, 3, 7, 8 with 3 seeds, the collapse study with 3 seeds,
+## UniGrad's methods table and the phase diagram on Fashion-MNIST's 60,000 images (CPU, ~2.5 h on 2 cores; make data)
+FMNIST_EXPERIMENTS := table1 table3 table7 table8
+experiments-fmnist: $(STAMP) data
+	for e in $(FMNIST_EXPERIMENTS) collapse-imagenet; do $(BIN)/ssltheory experiment $$e --scale fmnist --seeds 3 --jobs $(JOBS) || exit 1; done
+	$(BIN)/ssltheory experiment unigrad-methods --scale fmnist --jobs $(JOBS)
+	$(BIN)/ssltheory experiment phase-diagram-fmnist --scale fmnist --jobs $(JOBS)
 
 ## data: Fashion-MNIST's four files from Debian's package where apt-get exists (as root or through sudo), else how
 ## to get them; the tests pass without them and use them where they are

@@ -17,7 +17,9 @@ def experiment(
                                           "(--list: every name and what it reproduces)"),
     scale: str = typer.Option("smoke", help="smoke (digits or the theory, CPU, minutes) | cpu (digits, ~3,000 "
                                             "steps a run, long enough for the paper's effects where they show on a "
-                                            "CPU) | paper (the paper's settings, GPU)"),
+                                            "CPU) | fmnist (Fashion-MNIST's 60,000 images, a width-1/2 convnet, "
+                                            "~1,000 steps a run, CPU) | fmnist-gpu (the same with ResNet-18 at 32 px "
+                                            "and 10x the steps, GPU) | paper (the paper's settings, GPU)"),
     seeds: int = typer.Option(1, help="run every training cell with seeds 0..N-1 (folders CELL/seedK): mean ± std and "
                                       "a verdict per cell against the recipe's reference [1]"),
     out: str | None = typer.Option(None, help="results folder [default: runs/experiments/NAME-SCALE]", metavar="DIR",
@@ -26,6 +28,9 @@ def experiment(
     jobs: int = typer.Option(1, help="train this many cells at once, each in its own process with cores / N threads "
                                      "(a small run is as fast on one core as on two) [1: one after another]"),
     list_recipes: bool = typer.Option(False, "--list", help="list the recipes and exit"),
+    data_dir: str | None = typer.Option(None, help="where the scale's dataset lies, over every training cell's "
+                                                   "[the scale's: data/ for paper, /usr/share/datasets/fashion-mnist "
+                                                   "for fmnist]", metavar="DIR", show_default=False),
     force: bool = typer.Option(False, help="replace cells whose folders hold runs of other settings (a finished cell "
                                            "of the same settings is read, an unfinished one resumed, without it)"),
 ) -> None:
@@ -60,10 +65,12 @@ def experiment(
         return run(cfg, run_dir, resume=resume, force=force)
 
     results = run_recipe(recipe, scale, folder, max_steps=max_steps, seeds=seeds, trainer=trainer, progress=progress,
-                         force=force, jobs=jobs, announce=lambda line: console.print(f"[bold]{escape(line)}[/bold]"))
+                         force=force, jobs=jobs, settings={"data_dir": data_dir} if data_dir else None,
+                         announce=lambda line: console.print(f"[bold]{escape(line)}[/bold]"))
     if not recipe.training:
         wrote([Path(f) for row in results["cells"] for f in row["figures"]] + [folder / "results.json"])
         return
+
     def fmt(v):
         return f"{v:.3f}" if isinstance(v, float) else "-"
 
@@ -86,6 +93,11 @@ def experiment(
                           fmt(row.get("feature_std_x_sqrt_d")), fmt(row.get("s2_over_s1")),
                           "reference" if row["cell"] == recipe.reference else v["verdict"] if v else "-")
     console.print(table)
+    if "baselines" in results:
+        b = results["baselines"]
+        console.print(f"baselines on {b['dataset']}: random init kNN {fmt(b.get('random_init_knn'))}, raw pixels kNN "
+                      f"{fmt(b.get('raw_pixels_knn'))}" + (f", raw pixels probe {fmt(b['raw_pixels_probe'])}"
+                                                           if "raw_pixels_probe" in b else ""))
     if "forecast" in results:
         console.print(f"forecast, all runs: {results['forecast']['reading']}")
         for g, c in results["forecast"]["by_group"].items():

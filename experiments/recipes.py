@@ -19,13 +19,25 @@ from ssltheory.practice.config import TrainConfig
 from ssltheory.theory import outputs
 from ssltheory.theory.checks import ConfigError
 
-SCALES = ("smoke", "cpu", "paper")
+SCALES = ("smoke", "cpu", "fmnist", "fmnist-gpu", "paper")
 SMOKE_TRAIN = {"dataset": "digits", "batch_size": 64, "epochs": 10, "knn_every": 5, "data_path": "loader"}
 """The smoke scale (digits, 200 steps) on the DataLoader path its numbers in experiments/README.md were measured on."""
 CPU_TRAIN = {"dataset": "digits", "batch_size": 128, "epochs": 300, "knn_every": 50, "data_path": "device",
              "probe_size": 1024}
 """The cpu scale (issue 16): digits on 2 cores, ~3,000 steps per run (~1.5 min), the batched augmentation path."""
 PAPER_TRAIN = {"dataset": "stl10", "data_dir": "data", "device": "cuda", "workers": 8}
+FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
+"""Debian's dataset-fashion-mnist (``make data``); ``ssltheory experiment --data-dir`` points elsewhere."""
+FMNIST_TRAIN = {"dataset": "fashion-mnist", "data_dir": FMNIST_DIR, "batch_size": 128, "epochs": 2, "knn_every": 2,
+                "data_path": "device", "width": 0.5, "probe_size": 1024}
+"""The fmnist scale (issue 25): Fashion-MNIST's 60,000 28 px images on 2 cores, the convnet at width 1/2 (16-32-64
+channels, d = 64), 936 steps a run (~1.5 min alone, ~1 min a run at --jobs 2), kNN over the 60,000 at the start and
+the end (the random-init and final numbers)."""
+FMNIST_GPU = {"backbone": "resnet18", "image_size": 32, "width": None, "device": "cuda", "epochs": 20,
+              "knn_every": 5}
+"""The fmnist-gpu scale: the fmnist scale's recipes with ResNet-18 in place of the convnet (the CIFAR stem: 32 px,
+3x3 stride-1 first conv, no max-pool) and 10x the steps, on a GPU (the collapse study: ResNet-18 and ResNet-50 as
+the paper's model sizes). Not yet run: no GPU was lent to the session that wrote it."""
 
 
 @dataclass(frozen=True)
@@ -71,18 +83,28 @@ class Recipe:
     paper_cells: dict[str, dict] = field(default_factory=dict)  # per-cell settings that differ at paper scale
     skip: dict[str, tuple[str, ...]] = field(default_factory=dict)  # cells not run at a scale (too small a dataset)
     forecast: bool = False  # also measure each run's offline AUC and linear probe, and correlate them (forecast.*)
+    fmnist_base: dict | None = None  # settings every fmnist / fmnist-gpu cell shares besides FMNIST(_GPU)_TRAIN
+    fmnist: dict[str, dict] = field(default_factory=dict)  # per-cell settings that differ at the fmnist scale
+    fmnist_gpu: dict[str, dict] | None = None  # ... at fmnist-gpu (None: fmnist's, without a convnet's width)
 
     @property
     def training(self) -> bool:
         return any(isinstance(c, dict) for c in self.cells.values())
 
-    def configs(self, scale: str, max_steps: int = 0, seed: int | None = None) -> dict[str, TrainConfig]:
-        """``{cell: TrainConfig}`` of a training recipe at ``scale`` (smoke | cpu | paper), capped at ``max_steps``,
-        with ``seed`` when given."""
+    def configs(self, scale: str, max_steps: int = 0, seed: int | None = None,
+                settings: dict[str, Any] | None = None) -> dict[str, TrainConfig]:
+        """``{cell: TrainConfig}`` of a training recipe at ``scale`` (one of :data:`SCALES`), capped at
+        ``max_steps``, with ``seed`` when given and ``settings`` (e.g. ``{"data_dir": ...}``) over every cell."""
         base, per_cell = {"smoke": ({**SMOKE_TRAIN, **(self.smoke_base or {})}, self.smoke),
                           "cpu": ({**CPU_TRAIN, **(self.cpu_base or {})}, self.cpu),
+                          "fmnist": ({**FMNIST_TRAIN, **(self.fmnist_base or {})}, self.fmnist),
+                          "fmnist-gpu": ({**FMNIST_TRAIN, **(self.fmnist_base or {}), **FMNIST_GPU},
+                                         self.fmnist_gpu if self.fmnist_gpu is not None else
+                                         {c: {k: v for k, v in s.items() if k != "width"}
+                                          for c, s in self.fmnist.items()}),
                           "paper": (self.paper_base or PAPER_TRAIN, self.paper_cells)}[scale]
-        extra = ({"max_steps": max_steps} if max_steps else {}) | ({"seed": seed} if seed is not None else {})
+        extra = ({"max_steps": max_steps} if max_steps else {}) | ({"seed": seed} if seed is not None else {}) \
+            | dict(settings or {})
         return {k: TrainConfig.from_settings({**base, **v, **per_cell.get(k, {}), **extra})
                 for k, v in self.cells.items() if isinstance(v, dict) and k not in self.skip.get(scale, ())}
 
@@ -134,7 +156,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
                              **({} if m == "ema" else {"method": "simsiam"})}
                for m in ("ema", "no-ema") for n in (1, 2, 3, 5)}},
            paper={"sgd": 74.51, "ema-N1": 40.67, "ema-N2": 35.29, "ema-N3": 34.60, "ema-N5": 35.63,
-                  "no-ema-N1": 39.45, "no-ema-N2": 34.01, "no-ema-N3": 34.58, "no-ema-N5": 32.22}, reference="sgd"),
+                  "no-ema-N1": 39.45, "no-ema-N2": 34.01, "no-ema-N3": 34.58, "no-ema-N5": 32.22}, reference="sgd",
+           skip={"fmnist": ("ema-N2", "ema-N3", "no-ema-N2", "no-ema-N3")}),
     Recipe("table2", "no weight decay: EMA and bias on or off",
            "EMA no-bias 70.62, EMA bias 70.99, no-EMA no-bias 71.36, no-EMA bias 71.37 (wd 4e-4: 74.51)",
            _grid(**{"ema": "--weight-decay 0", "ema-bias": "--weight-decay 0 --predictor-bias",
@@ -180,7 +203,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
             for f in (1, 2) for c in (0.1, 0.05, -0.05, -0.1)},
            paper={f"c{c:g}-freq{f}": v
                   for f, row in ((1, (46.57, 65.31, 77.11, 76.46)), (2, (75.01, 75.10, 76.83, 76.31)))
-                  for c, v in zip((0.1, 0.05, -0.05, -0.1), row, strict=True)}, reference="c-0.05-freq1"),
+                  for c, v in zip((0.1, 0.05, -0.05, -0.1), row, strict=True)}, reference="c-0.05-freq1",
+           skip={"fmnist": ("c0.05-freq2", "c-0.05-freq2", "c-0.1-freq2")}),
     Recipe("table8", "DirectPred vs DirectPred every 5 steps vs an SGD-trained linear predictor",
            "STL-10 100 ep: 77.86, 77.54, 75.06; CIFAR-10 100 ep: 85.21, 84.93, 84.49",
            _grid(**{"directpred": "--predictor directpred", "directpred-freq5": "--predictor directpred --freq 5",
@@ -285,7 +309,10 @@ RECIPES.update({r.name: r for r in [
                   "barlowtwins-stop-grad": 67.6, "barlowtwins-ema": 70.0, "vicreg-stop-grad": 67.6,
                   "vicreg-ema": 69.8, "unigrad-ema": 70.3},
            smoke={f"{m}-{b}": {"lam": lam * SMOKE_LAMBDA} for m, lam in (("unigrad", 100), ("barlowtwins", 50),
-                                                                          ("vicreg", 25)) for b in BRANCH}),
+                                                                          ("vicreg", 25)) for b in BRANCH},
+           fmnist_base={**UNIGRAD_SMOKE, "warmup_epochs": 0},
+           fmnist={f"{m}-{b}": {"lam": lam * SMOKE_LAMBDA} for m, lam in (("unigrad", 100), ("barlowtwins", 50),
+                                                                           ("vicreg", 25)) for b in BRANCH}),
     Recipe("theory-unified", "fixed points of UniGrad's unified gradient forms in the linear model (theory/unified.py) "
            "against weight decay, with BYOL/DirectPred's p*_+- on the same axis, and the collapsed point under EMA "
            "against beta (no paper has this figure)",
@@ -356,33 +383,43 @@ COLLAPSE_FRACTIONS = (1, 5, 10, 20, 50, 100)
 """Train fractions in % (the shipped spectra's: resnet18_{1,5,10,20,50,100}percent)."""
 COLLAPSE_MODELS = {"paper": {"small": {"backbone": "resnet18"}, "large": {"backbone": "resnet50"}},
                    "cpu": {"small": {"backbone": "convnet", "width": 0.125},
-                           "large": {"backbone": "convnet", "width": 1.0}}}
-"""The model sizes per scale (the smoke scale's are the cpu scale's)."""
+                           "large": {"backbone": "convnet", "width": 1.0}},
+                   "fmnist": {"small": {"width": 0.125}, "large": {"width": 0.5}},
+                   "fmnist-gpu": {"small": {"backbone": "resnet18", "zero_init_residual": True},
+                                  "large": {"backbone": "resnet50", "zero_init_residual": True}}}
+"""The model sizes per scale (the smoke scale's are the cpu scale's; fmnist: the convnet at d = 16 and d = 64,
+fmnist-gpu: the paper's)."""
 COLLAPSE_CPU = {**SIMSIAM_RECIPE, "batch_size": 64, "lr_scale": "none", "proj_dim": 512, "pred_hidden": 128,
                 "epochs": 150, "knn_every": 50, "lr_schedule_unit": "step"}
 COLLAPSE_SMOKE = {**SIMSIAM_RECIPE, "batch_size": 64, "lr_scale": "none", "proj_dim": 128, "pred_hidden": 32,
                   "probe_size": 1024, "lr_schedule_unit": "step"}
 """The cpu and smoke scales move the cosine lr every step (as measured in experiments/results/collapse-cpu); the
 paper scale (:data:`COLLAPSE_PAPER`, from :data:`SIMSIAM_RECIPE`) every epoch, as the official code."""
+COLLAPSE_FMNIST = {**SIMSIAM_RECIPE, "batch_size": 128, "lr_scale": "none", "proj_dim": 512, "pred_hidden": 128,
+                   "epochs": 5, "knn_every": 5, "lr_schedule_unit": "step"}
+"""The fmnist scale: 5 epochs of 468 steps (compute-matched: 2,340 steps whatever the fraction), the stream in 5
+chunks of 12,000 images (one per epoch), the hybrid switch at epoch 2 (40 %, the paper's point)."""
 
 
 def _collapse_cells() -> dict[str, dict]:
-    """``{MODEL-fP: {data_fraction}, MODEL-continual: {stream}, MODEL-hybrid: {stream, switch}}`` (the switch in
-    per-scale settings)."""
+    """``{MODEL-fP: {data_fraction}, MODEL-continual: {stream}, MODEL-accumulate: {stream}, MODEL-hybrid: {stream,
+    switch}}`` (the switch in per-scale settings). The stream's third strategy, ``last``, is the IID cell of
+    fraction 1 / n_chunks."""
     cells = {}
     for model in ("small", "large"):
         cells.update({f"{model}-f{p}": {"data_fraction": p / 100} for p in COLLAPSE_FRACTIONS})
         cells[f"{model}-continual"] = {"data_schedule": "current"}
+        cells[f"{model}-accumulate"] = {"data_schedule": "accumulate"}
         cells[f"{model}-hybrid"] = {"data_schedule": "current"}
     return cells
 
 
 def _per_cell(scale: str, hybrid_epoch: int, n_chunks: int = 0) -> dict[str, dict]:
     """Each cell's model, and the streams' chunks and the hybrid's switch, at ``scale``."""
-    models = COLLAPSE_MODELS["paper" if scale == "paper" else "cpu"]
+    models = COLLAPSE_MODELS[scale if scale in COLLAPSE_MODELS else "cpu"]
     out = {cell: dict(models[cell.split("-")[0]]) for cell in _collapse_cells()}
     for cell, settings in out.items():
-        if cell.endswith(("continual", "hybrid")):
+        if cell.endswith(("continual", "accumulate", "hybrid")):
             settings["n_chunks"] = n_chunks
         if cell.endswith("hybrid"):
             settings["hybrid_epoch"] = hybrid_epoch
@@ -390,7 +427,8 @@ def _per_cell(scale: str, hybrid_epoch: int, n_chunks: int = 0) -> dict[str, dic
 
 
 def _collapse_recipe(name: str, where: str, paper_base: dict) -> Recipe:
-    small_data = tuple(f"{m}-f1" for m in ("small", "large"))
+    # digits: 1 % is below one batch; the accumulate stream came after the cpu scale's recorded study
+    small_data = tuple(f"{m}-{c}" for m in ("small", "large") for c in ("f1", "accumulate"))
     return Recipe(
         name, f"SimSiam's partial dimensional collapse against train fraction and model size, the continual and the "
         f"hybrid schedule, and the label-free forecast of probe accuracy by the collapse AUC ({where})",
@@ -399,7 +437,10 @@ def _collapse_recipe(name: str, where: str, paper_base: dict) -> Recipe:
         "+18 points for ResNet-18 on ImageNet are not verified (B2)",
         _collapse_cells(), paper_base=paper_base, cpu_base=COLLAPSE_CPU, smoke_base=COLLAPSE_SMOKE,
         cpu=_per_cell("cpu", 60, 10), smoke=_per_cell("smoke", 4, 10), paper_cells=_per_cell("paper", 40),
-        skip={"cpu": small_data, "smoke": small_data}, forecast=True)
+        fmnist_base=COLLAPSE_FMNIST, fmnist=_per_cell("fmnist", 2, 5), fmnist_gpu=_per_cell("fmnist-gpu", 8, 20),
+        skip={"cpu": small_data, "smoke": small_data,
+              "fmnist": ("large-continual", "large-accumulate", "large-hybrid")},  # the claim is the small model's
+        forecast=True)
 
 
 COLLAPSE_PAPER = {**SIMSIAM_RECIPE, "epochs": 100, "zero_init_residual": True, "device": "cuda", "workers": 16}
@@ -420,12 +461,15 @@ PHASE_ALPHA_PS = (0.25, 0.5, 1.0, 2.0)
 
 
 def _phase_cells(dataset: str) -> dict:
-    from .phase import PhaseDiagram, digits
+    from .phase import PhaseDiagram, digits, fashion_mnist
 
     grids = {"beta": PhaseDiagram("beta", PHASE_ETAS, PHASE_BETAS),
              "alpha_p": PhaseDiagram("alpha_p", PHASE_ETAS, PHASE_ALPHA_PS)}
-    if dataset == "digits":  # a coarser grid: a digits run is ~10x a synthetic one
-        return {"digits-beta": digits(PhaseDiagram("beta", (0.02, 0.08, 0.14, 0.2, 0.3), (0.03, 1.0)))}
+    coarse = PhaseDiagram("beta", (0.02, 0.08, 0.14, 0.2, 0.3), (0.03, 1.0))  # a real-data run is ~10x a synthetic one
+    if dataset == "digits":
+        return {"digits-beta": digits(coarse)}
+    if dataset == "fashion-mnist":
+        return {"fashion-mnist-beta": fashion_mnist(coarse)}
     return {f"synthetic-{axis}": grid for axis, grid in grids.items()}
 
 
@@ -437,4 +481,7 @@ RECIPES.update({r.name: r for r in [
     Recipe("phase-diagram-digits", "the eta x EMA-rate phase diagram on digits (convnet, linear predictor): where the "
            "linear theory's outcome holds for a network it does not describe", "none; sigma^2 = 0.5 assumed",
            _phase_cells("digits")),
+    Recipe("phase-diagram-fmnist", "the same eta x EMA-rate phase diagram on Fashion-MNIST's 60,000 images (convnet at "
+           "width 1/2, linear predictor, 936 steps): does real data move the share of cells where theory and run "
+           "agree (digits: 5/10)?", "none; sigma^2 = 0.5 assumed", _phase_cells("fashion-mnist")),
 ]})

@@ -46,7 +46,7 @@ def _s2_over_s1(run_dir: Path) -> float | None:
 
 def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, seeds: int = 1,
                trainer: Trainer = default_trainer, progress=None, announce: Callable[[str], None] | None = None,
-               force: bool = False, jobs: int = 1) -> dict:
+               force: bool = False, jobs: int = 1, settings: dict | None = None) -> dict:
     """Run every cell of ``recipe`` at ``scale`` into ``out/CELL`` (with ``seeds`` > 1: ``out/CELL/seedK``, seeds
     0..seeds-1); returns the results (also written as results.json, and for training recipes results.csv and
     results.png). A training cell's row holds the mean over seeds of each summary number, ``stats`` (mean, std, n
@@ -54,13 +54,15 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
     paper's numbers, its ``verdict`` (:mod:`.fidelity`). ``announce`` is told each cell's command line before it
     runs; ``progress`` is the theory runs' progress bar (see :func:`ssltheory.theory.outputs.simulate`); ``force``
     replaces cells that hold runs of other settings (see :func:`run_cell`); ``jobs`` > 1 trains the cells in that
-    many processes first (:mod:`.parallel`, one bar over the runs), then reads them. Under torchrun, rank 0 writes.
+    many processes first (:mod:`.parallel`, one bar over the runs), then reads them. ``settings`` go over every
+    training cell's (``{"data_dir": ...}``: where the scale's dataset lies here). Under torchrun, rank 0 writes.
     """
     check_choice("--scale", scale, SCALES)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"--seeds {seeds} is out of range: expected an integer >= 1")
     # every seed's configs are validated before any cell runs
-    configs = ([recipe.configs(scale, max_steps, seed=None if seeds == 1 else k) for k in range(seeds)]
+    configs = ([recipe.configs(scale, max_steps, seed=None if seeds == 1 else k, settings=settings)
+                for k in range(seeds)]
                if recipe.training else [])
     out.mkdir(parents=True, exist_ok=True)
     check_jobs(jobs)
@@ -108,10 +110,12 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
                "paper_numbers": recipe.paper_numbers, "reference": recipe.reference, "cells": rows}
     if not from_env().main:
         return results
+    if configs:
+        results["baselines"] = baselines(next(iter(configs[0].values())), rows, recipe.forecast, out)
     save_json(out / "results.json", results)
     if recipe.training:
         _write_csv(out / "results.csv", rows, recipe.forecast)
-        _bar_figure(out / "results.png", recipe, scale, rows)
+        _bar_figure(out / "results.png", recipe, scale, rows, results.get("baselines"))
     if points:
         from ssltheory.practice.studies import forecast
 
@@ -124,6 +128,31 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
         save_json(out / "results.json", results)
         study_figure(out / "study.png", recipe.name, scale, rows, configs[0])
     return results
+
+
+def baselines(cfg: TrainConfig, rows: list[dict], probe: bool = False, out: Path | None = None) -> dict:
+    """What a table's kNN numbers are read against: the random-init network's kNN (mean over the cells' runs, which
+    measure it before their first step) and the raw pixels' (and, with ``probe``, their linear probe), on ``cfg``'s
+    dataset (:func:`ssltheory.practice.measure.evaluate.pixel_baselines`). The pixels' numbers are kept in
+    ``out/baselines.json`` and read back while the dataset and the kNN settings are the same."""
+    from ssltheory.practice.measure.evaluate import pixel_baselines
+
+    key = {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "image_size": cfg.image_size, "knn_k": cfg.knn_k,
+           "knn_t": cfg.knn_t, "probe": probe}
+    kept = _read_json(out / "baselines.json") if out is not None else None
+    if kept is None or kept.get("key") != key:
+        kept = {"key": key, **pixel_baselines(cfg, probe=probe)}
+        if out is not None:
+            save_json(out / "baselines.json", kept)
+    return {"random_init_knn": _mean([r.get("knn_acc_init") for r in rows]),
+            **{k: v for k, v in kept.items() if k != "key"}, "dataset": cfg.dataset}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _seed_dir(cell_out: Path, seed: int, seeds: int) -> Path:
@@ -226,7 +255,7 @@ def refresh_verdicts(out: Path) -> dict:
     if recipe.training:
         named = [{**r, "probe_auc": r.get("probe_auc", r.get("auc"))} for r in rows]  # (older results: "auc")
         _write_csv(path.parent / "results.csv", named, recipe.forecast)
-        _bar_figure(path.parent / "results.png", recipe, results.get("scale", "?"), rows)
+        _bar_figure(path.parent / "results.png", recipe, results.get("scale", "?"), rows, results.get("baselines"))
     return results
 
 
@@ -260,7 +289,7 @@ def _write_csv(path: Path, rows: list[dict], forecast: bool = False) -> None:
     write_atomic(path, buf.getvalue().encode())
 
 
-def _bar_figure(path: Path, recipe: Recipe, scale: str, rows: list[dict]) -> None:
+def _bar_figure(path: Path, recipe: Recipe, scale: str, rows: list[dict], base: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -275,10 +304,14 @@ def _bar_figure(path: Path, recipe: Recipe, scale: str, rows: list[dict]) -> Non
         if "verdict" in r:
             ax[0].text(x, knn[x] + 0.5, r["verdict"]["verdict"], ha="center", va="bottom", fontsize=7, rotation=90)
     init = next((r["knn_acc_init"] for r in rows if r.get("knn_acc_init") is not None), None)
+    pixels = (base or {}).get("raw_pixels_knn")
     if init is not None:
         ax[0].axhline(100 * init, color="k", ls="--", lw=1, label="random init")
+    if pixels is not None:
+        ax[0].axhline(100 * pixels, color="tab:red", ls=":", lw=1.2, label="raw pixels")
+    if init is not None or pixels is not None:
         ax[0].legend(fontsize=8)
-    ax[0].set_ylim(min(knn + [100 * (init or 1)]) - 5, 100)
+    ax[0].set_ylim(min(knn + [100 * (init or 1), 100 * (pixels or 1)]) - 5, 100)
     ax[0].set_ylabel("kNN top-1 (%)")
     ax[1].bar(names, [r.get("feature_std_x_sqrt_d") or 0 for r in rows], color="tab:purple")
     ax[1].set_ylabel(r"feature std $\times \sqrt{d}$ (0 = collapsed, 1 = spread)")

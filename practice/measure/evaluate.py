@@ -155,6 +155,24 @@ def probe_run(run_dir, device: torch.device, *, epochs: int = 50, lr: float = 3e
     return res
 
 
+def pixel_baselines(cfg, device: torch.device | None = None, probe: bool = False) -> dict:
+    """The raw-pixel baselines of ``cfg``'s dataset, measured as a run's features are: the flattened eval-transform
+    images (normalised as the network sees them; ``(N, C * H * W)``) of the train split as the bank, the test split
+    as queries. Returns ``{"raw_pixels_knn": top-1 in [0, 1]}`` (``cfg.knn_k``, ``cfg.knn_t``) and, with ``probe``,
+    ``"raw_pixels_probe"`` (:func:`linear_probe`'s last-epoch test accuracy)."""
+    from ssltheory.practice.data.datasets import build_data
+
+    data = build_data(cfg)
+    flat = nn.Flatten()
+    device = device or torch.device("cpu")
+    bank, bank_y = extract(flat, data.train_eval, device)
+    query, query_y = extract(flat, data.test_eval, device)
+    out = {"raw_pixels_knn": knn_accuracy(bank, bank_y, query, query_y, cfg.knn_k, cfg.knn_t, data.num_classes)}
+    if probe:
+        out["raw_pixels_probe"] = linear_probe(bank, bank_y, query, query_y)["test_acc"]
+    return out
+
+
 declare(
     Setting("knn_k", 200, "kNN neighbours", "Measurement", int, paper="200", low=1, high=10**6),
     Setting("knn_t", 0.1, "kNN temperature", "Measurement", float, paper="0.1", low=0.0, low_open=True, high=100.0),
