@@ -10,7 +10,7 @@ DEMO := runs/demo
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,tensorboard,wandb,slurm,notebooks]'
 	touch $(STAMP)
 
 ## demo: the paper's Figs. 3, 4 and 5 from the theory, a synthetic linear run and a digits DirectPred run, and
