@@ -36,8 +36,8 @@ def test_the_collapse_study_at_fmnist_has_the_cells_its_claims_need():
         assert fractions == sorted(p / 100 for p in COLLAPSE_FRACTIONS)
     assert configs["small-f100"].width < configs["large-f100"].width
     for cell in ("small-continual", "small-accumulate", "small-hybrid"):
-        assert configs[cell].n_chunks == 5 and configs[cell].epochs == 5
-    assert configs["small-hybrid"].hybrid_epoch / configs["small-hybrid"].epochs == pytest.approx(0.4)
+        assert configs[cell].n_chunks == configs[cell].epochs == 3  # one chunk per epoch
+    assert configs["small-hybrid"].hybrid_epoch == 1  # the epoch nearest the paper's 40 % switch
     assert not any(c.startswith("large-") and not c.startswith("large-f") for c in configs)
 
 
