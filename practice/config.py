@@ -44,7 +44,7 @@ COMPONENTS = ("ssltheory.practice.data.registry", "ssltheory.practice.data.datas
               "ssltheory.practice.methods.target", "ssltheory.practice.engine.optim",
               "ssltheory.practice.measure.live", "ssltheory.practice.measure.evaluate",
               "ssltheory.practice.measure.quantities", "ssltheory.practice.engine.step",
-              "ssltheory.practice.engine.graphed")
+              "ssltheory.practice.engine.graphed", "ssltheory.practice.report.loggers")
 """The modules that declare settings and rules (a method's own objective module is imported by its registry)."""
 
 for _module in COMPONENTS:

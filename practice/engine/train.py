@@ -34,6 +34,7 @@ from ssltheory.practice.engine.step import Model, build_model, optimizer_step, r
 from ssltheory.practice.measure.evaluate import knn_monitor
 from ssltheory.practice.measure.live import LiveMeasurer
 from ssltheory.practice.measure.quantities import CollapseWatch, linear_modes, probe_note
+from ssltheory.practice.report.loggers import Loggers, open_loggers, require
 from ssltheory.practice.report.plots import save_run_figure
 from ssltheory.theory.checks import ConfigError, RunError
 
@@ -86,12 +87,17 @@ def _train(cfg: TrainConfig, folder: RunDir, resume: bool, force: bool, on_progr
                 run.report(step, warning, on_progress)
                 if step >= run.total:
                     break
+    except BaseException:
+        run.loggers.close(failed=True)
+        raise
     finally:
         run.live.close()
     if not d.main:
         return {}
-    summary, records = folder.finish()
-    save_run_figure(cfg, records, folder.file(FIGURE))
+    with run.loggers:  # closed when the figures are logged (as failed on an error)
+        summary, records = folder.finish()
+        save_run_figure(cfg, records, folder.file(FIGURE))
+        run.loggers.figures(step, sorted(folder.path.glob("*.png")))
     return summary
 
 
@@ -121,6 +127,7 @@ class Run:
     images: int = 0  # images trained on since the start of this process
     started: float = field(default_factory=time.perf_counter)
     note: str | None = None  # what the start had to say (a checkpoint fallen back from, a small probe set)
+    loggers: Loggers = field(default_factory=Loggers)  # --log: TensorBoard / W&B mirrors of metrics.jsonl (rank 0)
 
     @classmethod
     def build(cls, cfg: TrainConfig, folder: RunDir, d: Dist, device: torch.device, resume: bool,
@@ -136,6 +143,7 @@ class Run:
             check_writable(folder)  # a read-only run: one line before anything is loaded, trained or changed
         else:
             folder.check_free(force)  # refuse an existing run before anything is loaded (every rank only reads)
+        require(cfg.log)  # a --log extra that is not installed: one line before anything is loaded or written
         data = build_data(cfg)
         schedule = make_schedule(cfg, len(data.ssl), labels=lambda: item_labels(data.ssl))
         if schedule.steps_in_epoch(0) == 0:
@@ -158,6 +166,7 @@ class Run:
         cfg, d = self.cfg, self.d
         if d.main:
             self.folder.start(cfg, self.resolved, force, **self.schedule.note(0))
+        self.loggers = open_loggers(cfg, self.folder.path, None, d.main)
         torch.manual_seed(cfg.seed + 1 + 1000 * d.rank)  # ranks draw different loader augmentations
         np.random.seed(cfg.seed + 1 + 1000 * d.rank)
         self.knn_acc = self.knn()
@@ -181,6 +190,7 @@ class Run:
         if self.d.main:
             self.folder.resume_at(state["metrics_lines"])
             self.folder.record_start(self.resolved, step, self.cfg, **self.schedule.note(step))
+        self.loggers = open_loggers(self.cfg, self.folder.path, step, self.d.main)
         set_rng_state(state["rng"])
         self.note = self.folder.note
         return step
@@ -244,9 +254,10 @@ class Run:
                            self.cfg.knn_k, self.cfg.knn_t, data.num_classes)
 
     def write(self, record: dict, due: bool = True) -> None:
-        """Append ``record`` to metrics.jsonl (rank 0, when ``due``)."""
+        """Append ``record`` to metrics.jsonl and mirror it to the ``--log`` loggers (rank 0, when ``due``)."""
         if due and self.d.main:
             self.folder.append(record)
+            self.loggers.write(record)
 
     def note_switch(self, step: int) -> None:
         """A data schedule that changes here (the hybrid's switch to iid) is noted in config.json."""
