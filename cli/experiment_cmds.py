@@ -33,9 +33,37 @@ def experiment(
                                                    "for fmnist]", metavar="DIR", show_default=False),
     force: bool = typer.Option(False, help="replace cells whose folders hold runs of other settings (a finished cell "
                                            "of the same settings is read, an unfinished one resumed, without it)"),
+    launcher: str | None = typer.Option(None, help="where the training runs run: local (here; --jobs) | slurm (one "
+                                                   "Slurm job per run, through submitit) | submitit-local (the cluster "
+                                                   "path on this machine, for checking a setup) [local; a later call "
+                                                   "on an --out that holds jobs.json reports its jobs] "
+                                                   "(docs/cluster.md)", show_default=False, rich_help_panel="Cluster"),
+    slurm_partition: str | None = typer.Option(None, help="Slurm partition", rich_help_panel="Cluster",
+                                               show_default=False),
+    slurm_time: str | None = typer.Option(None, help="minutes per job; a job that reaches them is requeued and "
+                                                     "resumes from its checkpoint [60]", metavar="MINUTES",
+                                          rich_help_panel="Cluster", show_default=False),
+    slurm_gpus: str | None = typer.Option(None, help="GPUs per run, one process each (DDP) [0]", metavar="N",
+                                          rich_help_panel="Cluster", show_default=False),
+    slurm_cpus_per_task: str | None = typer.Option(None, help="CPUs per process, also its torch threads [the "
+                                                              "cluster's default]", metavar="N",
+                                                   rich_help_panel="Cluster", show_default=False),
+    slurm_account: str | None = typer.Option(None, help="Slurm account to charge", rich_help_panel="Cluster",
+                                             show_default=False),
+    slurm_logs: str | None = typer.Option(None, help="folder of submitit's pickles and logs [OUT/submitit]",
+                                          metavar="DIR", rich_help_panel="Cluster", show_default=False),
+    config: str | None = typer.Option(None, help="cluster settings, JSON or YAML: partition, time, gpus, "
+                                                 "cpus_per_task, account, logs, submitit (further submitit "
+                                                 "parameters); the flags override it", metavar="FILE",
+                                      rich_help_panel="Cluster", show_default=False),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="wait for the jobs, then gather the results; or return "
+                                                             "once they are submitted (a later call on the same "
+                                                             "--out reads what has finished)",
+                              rich_help_panel="Cluster"),
 ) -> None:
     """Reproduce one result of the three papers (DirectPred, UniGrad, the collapse study): theory figures, or a
     table's training runs side by side (and, for the collapse study, the AUC's forecast of probe accuracy)."""
+    from ssltheory.experiments.launch import make_launcher, report
     from ssltheory.experiments.recipes import RECIPES, SCALES
     from ssltheory.experiments.run import get, run_recipe
     from ssltheory.theory.checks import ConfigError, check_choice, check_int
@@ -60,13 +88,23 @@ def experiment(
     check_choice("--scale", scale, SCALES)
     folder = out_path or Path("runs") / "experiments" / f"{name}-{scale}"
     check_out_dir(folder)
+    flags = {"partition": slurm_partition, "time": slurm_time, "gpus": slurm_gpus,
+             "cpus_per_task": slurm_cpus_per_task, "account": slurm_account, "logs": slurm_logs}
+    chosen = make_launcher(launcher, folder, flags, path_of("--config", config, "a JSON or YAML file of cluster "
+                                                            "settings", "file"), wait, f"ssltheory-{name}")
 
     def trainer(cfg, run_dir: Path, resume: bool, force: bool) -> dict:
         return run(cfg, run_dir, resume=resume, force=force)
 
     results = run_recipe(recipe, scale, folder, max_steps=max_steps, seeds=seeds, trainer=trainer, progress=progress,
                          force=force, jobs=jobs, settings={"data_dir": data_dir} if data_dir else None,
-                         announce=lambda line: console.print(f"[bold]{escape(line)}[/bold]"))
+                         announce=lambda line: console.print(f"[bold]{escape(line)}[/bold]"), launcher=chosen)
+    if not chosen.gathers and "jobs" in results:  # submitted, not waited for
+        console.print(f"{len(results['jobs'])} runs, jobs in {folder / 'jobs.json'}; the same command without "
+                      "--launcher (and its cluster flags) reads what has finished and reports the rest")
+        for line in report({j["run"]: _state(j) for j in results["jobs"]}):
+            console.print(escape(line))
+        return
     if not recipe.training:
         wrote([Path(f) for row in results["cells"] for f in row["figures"]] + [folder / "results.json"])
         return
@@ -91,8 +129,11 @@ def experiment(
             table.add_row(row["cell"], fmt(row.get("paper")), fmt(row.get("knn_acc_init")),
                           fmt(row.get("knn_acc_final")), fmt(row.get("stats", {}).get("knn_acc_final", {}).get("std")),
                           fmt(row.get("feature_std_x_sqrt_d")), fmt(row.get("s2_over_s1")),
-                          "reference" if row["cell"] == recipe.reference else v["verdict"] if v else "-")
+                          row.get("state") or ("reference" if row["cell"] == recipe.reference else
+                                               v["verdict"] if v else "-"))
     console.print(table)
+    for line in report({j["run"]: _state(j) for j in results.get("jobs", [])}):
+        console.print(escape(line))
     if "baselines" in results:
         b = results["baselines"]
         console.print(f"baselines on {b['dataset']}: random init kNN {fmt(b.get('random_init_knn'))}, raw pixels kNN "
@@ -103,3 +144,10 @@ def experiment(
         for g, c in results["forecast"]["by_group"].items():
             console.print(f"forecast, {g}: {c['reading']}")
     wrote(sorted([*folder.glob("results.*"), *folder.glob("forecast.*"), *folder.glob("study.png")]))
+
+
+def _state(row: dict):
+    """A job's row of results.json as a :class:`~ssltheory.experiments.launch.JobState`."""
+    from ssltheory.experiments.launch import JobState
+
+    return JobState(**row)

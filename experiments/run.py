@@ -21,6 +21,7 @@ from ssltheory.theory.io import save_figure, save_json, write_atomic
 
 from .cells import Trainer, default_trainer, run_cell
 from .fidelity import aggregate, collapse_evidence, verdict
+from .launch import CLUSTER, JobState, Launcher, dispatch, run_key
 from .parallel import check_jobs, train_first
 from .recipes import RECIPES, SCALES, Recipe
 
@@ -46,7 +47,8 @@ def _s2_over_s1(run_dir: Path) -> float | None:
 
 def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, seeds: int = 1,
                trainer: Trainer = default_trainer, progress=None, announce: Callable[[str], None] | None = None,
-               force: bool = False, jobs: int = 1, settings: dict | None = None) -> dict:
+               force: bool = False, jobs: int = 1, settings: dict | None = None,
+               launcher: Launcher | None = None) -> dict:
     """Run every cell of ``recipe`` at ``scale`` into ``out/CELL`` (with ``seeds`` > 1: ``out/CELL/seedK``, seeds
     0..seeds-1); returns the results (also written as results.json, and for training recipes results.csv and
     results.png). A training cell's row holds the mean over seeds of each summary number, ``stats`` (mean, std, n
@@ -56,6 +58,9 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
     replaces cells that hold runs of other settings (see :func:`run_cell`); ``jobs`` > 1 trains the cells in that
     many processes first (:mod:`.parallel`, one bar over the runs), then reads them. ``settings`` go over every
     training cell's (``{"data_dir": ...}``: where the scale's dataset lies here). Under torchrun, rank 0 writes.
+    ``launcher`` (:mod:`.launch`; None: local) may instead submit the training runs as cluster jobs: then the
+    finished runs are read, the others reported in their rows (``state``, ``jobs``) and in ``results["jobs"]``,
+    nothing is trained here; after a submission without waiting the call returns the jobs alone and writes nothing.
     """
     check_choice("--scale", scale, SCALES)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -66,10 +71,17 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
                if recipe.training else [])
     out.mkdir(parents=True, exist_ok=True)
     check_jobs(jobs)
+    _check_launcher(recipe, launcher, jobs)
+    runs = [(cfgs[cell], _seed_dir(out / cell, k, seeds)) for k, cfgs in enumerate(configs) for cell in cfgs]
+    states = dispatch(launcher, out, runs, force, announce, lambda job: command_line(*job)) \
+        if launcher is not None and configs else None
+    if states is not None and not launcher.gathers:  # submitted, not waited for: the jobs are the answer
+        return {"experiment": recipe.name, "scale": scale, "seeds": seeds, "cells": [],
+                "jobs": [s.row() for s in states.values()]}
     if jobs > 1 and configs:
-        runs = [(cfgs[cell], _seed_dir(out / cell, k, seeds)) for k, cfgs in enumerate(configs) for cell in cfgs]
         train_first(runs, jobs, force, progress, recipe.name, announce, lambda job: command_line(*job))
-    train_force = force and jobs == 1  # with --jobs the processes replaced what --force names; now they are read
+    # with --jobs the processes (or the cluster's jobs) replaced what --force names; now they are read
+    train_force = force and jobs == 1 and states is None
     rows = []
     points: list[dict] = []
     for cell, spec in recipe.cells.items():
@@ -80,9 +92,13 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
             dirs = [_seed_dir(cell_out, k, seeds) for k in range(seeds)]
             row = {"cell": cell, "paper": recipe.paper.get(cell), "command": command_line(configs[0][cell], dirs[0]),
                    "seeds": seeds}
+            waiting = [states[run_key(out, d)] for d in dirs] if states is not None else []
+            if any(s.state != "finished" for s in waiting):  # a job not finished: reported, not trained here
+                rows.append({**row, **_unfinished(waiting)})
+                continue
             summaries = []
             for cfgs, run_dir in zip(configs, dirs, strict=True):
-                if announce and jobs == 1:
+                if announce and jobs == 1 and states is None:
                     announce(command_line(cfgs[cell], run_dir))
                 summary = upgrade(dict(run_cell(cfgs[cell], run_dir, trainer, train_force)))  # (older: "auc")
                 summary["s2_over_s1"] = _s2_over_s1(run_dir)
@@ -110,12 +126,16 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
                "paper_numbers": recipe.paper_numbers, "reference": recipe.reference, "cells": rows}
     if not from_env().main:
         return results
+    if states is not None:
+        results["jobs"] = [s.row() for s in states.values()]
     if configs:
         results["baselines"] = baselines(next(iter(configs[0].values())), rows, recipe.forecast, out)
     save_json(out / "results.json", results)
     if recipe.training:
         _write_csv(out / "results.csv", rows, recipe.forecast)
-        _bar_figure(out / "results.png", recipe, scale, rows, results.get("baselines"))
+        measured = [r for r in rows if "state" not in r]
+        if measured:
+            _bar_figure(out / "results.png", recipe, scale, measured, results.get("baselines"))
     if points:
         from ssltheory.practice.studies import forecast
 
@@ -128,6 +148,28 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
         save_json(out / "results.json", results)
         study_figure(out / "study.png", recipe.name, scale, rows, configs[0])
     return results
+
+
+def _check_launcher(recipe: Recipe, launcher: Launcher | None, jobs: int) -> None:
+    """A one-line error for a cluster launcher with ``--jobs`` > 1, or with a recipe whose cells train through
+    another path (a phase grid's runs train through --jobs)."""
+    if launcher is None or launcher.kind not in CLUSTER:
+        return
+    flag = f"--launcher {launcher.kind}"
+    if jobs > 1:
+        raise ConfigError(f"--jobs {jobs} with {flag} is not accepted: expected --jobs 1 (every run is its own job)")
+    grid = next((cell for cell, spec in recipe.cells.items() if getattr(spec, "trains", False)), None)
+    if grid is not None:
+        raise ConfigError(f"{recipe.name}'s cell {grid} trains a grid of runs locally, which {flag} does not submit: "
+                          "expected --launcher local (with --jobs N)")
+
+
+def _unfinished(states: list[JobState]) -> dict:
+    """A row's part for a cell whose runs are not all finished: the state that matters most (failed, running,
+    pending, unknown, not submitted) and each run's job."""
+    order = ("failed", "running", "pending", "unknown", "not submitted")
+    seen = {s.state for s in states}
+    return {"state": next((s for s in order if s in seen), "unknown"), "jobs": [s.row() for s in states]}
 
 
 def baselines(cfg: TrainConfig, rows: list[dict], probe: bool = False, out: Path | None = None) -> dict:
