@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .output import console, path_of, wrote
+from .output import console, hint, path_of, wrote
 
 
 def experiment(
@@ -33,33 +33,33 @@ def experiment(
                                                    "for fmnist]", metavar="DIR", show_default=False),
     force: bool = typer.Option(False, help="replace cells whose folders hold runs of other settings (a finished cell "
                                            "of the same settings is read, an unfinished one resumed, without it)"),
-    launcher: str | None = typer.Option(None, help="where the training runs run: local (here; --jobs) | slurm (one "
-                                                   "Slurm job per run, through submitit) | submitit-local (the cluster "
-                                                   "path on this machine, for checking a setup) [local; a later call "
-                                                   "on an --out that holds jobs.json reports its jobs] "
-                                                   "(docs/cluster.md)", show_default=False, rich_help_panel="Cluster"),
-    slurm_partition: str | None = typer.Option(None, help="Slurm partition", rich_help_panel="Cluster",
+    launcher: str | None = typer.Option(
+        None, help=hint("where the training runs run: local (here; --jobs) | slurm (one Slurm job per run, through "
+                        "submitit) | submitit-local (the cluster path on this machine, for checking a setup) [local; "
+                        "a later call on an --out that holds jobs.json reports its jobs] (docs/cluster.md)"),
+        show_default=False, rich_help_panel="Cluster"),
+    slurm_partition: str | None = typer.Option(None, help=hint("Slurm partition"), rich_help_panel="Cluster",
                                                show_default=False),
-    slurm_time: str | None = typer.Option(None, help="minutes per job; a job that reaches them is requeued and "
-                                                     "resumes from its checkpoint [60]", metavar="MINUTES",
+    slurm_time: str | None = typer.Option(None, help=hint("minutes per job; a job that reaches them is requeued and "
+                                                          "resumes from its checkpoint [60]"), metavar="MINUTES",
                                           rich_help_panel="Cluster", show_default=False),
-    slurm_gpus: str | None = typer.Option(None, help="GPUs per run, one process each (DDP) [0]", metavar="N",
+    slurm_gpus: str | None = typer.Option(None, help=hint("GPUs per run, one process each (DDP) [0]"), metavar="N",
                                           rich_help_panel="Cluster", show_default=False),
-    slurm_cpus_per_task: str | None = typer.Option(None, help="CPUs per process, also its torch threads [the "
-                                                              "cluster's default]", metavar="N",
+    slurm_cpus_per_task: str | None = typer.Option(None, help=hint("CPUs per process, also its torch threads [the "
+                                                                   "cluster's default]"), metavar="N",
                                                    rich_help_panel="Cluster", show_default=False),
-    slurm_account: str | None = typer.Option(None, help="Slurm account to charge", rich_help_panel="Cluster",
+    slurm_account: str | None = typer.Option(None, help=hint("Slurm account to charge"), rich_help_panel="Cluster",
                                              show_default=False),
-    slurm_logs: str | None = typer.Option(None, help="folder of submitit's pickles and logs [OUT/submitit]",
+    slurm_logs: str | None = typer.Option(None, help=hint("folder of submitit's pickles and logs [OUT/submitit]"),
                                           metavar="DIR", rich_help_panel="Cluster", show_default=False),
-    config: str | None = typer.Option(None, help="cluster settings, JSON or YAML: partition, time, gpus, "
-                                                 "cpus_per_task, account, logs, submitit (further submitit "
-                                                 "parameters); the flags override it", metavar="FILE",
+    config: str | None = typer.Option(None, help=hint("cluster settings, JSON or YAML: partition, time, gpus, "
+                                                      "cpus_per_task, account, logs, submitit (further submitit "
+                                                      "parameters); the flags override it"), metavar="FILE",
                                       rich_help_panel="Cluster", show_default=False),
-    wait: bool = typer.Option(True, "--wait/--no-wait", help="wait for the jobs, then gather the results; or return "
-                                                             "once they are submitted (a later call on the same "
-                                                             "--out reads what has finished)",
-                              rich_help_panel="Cluster"),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help=hint("wait for the jobs, then gather the results; or return once they are "
+                                            "submitted (a later call on the same --out reads what has finished)"),
+        rich_help_panel="Cluster"),
 ) -> None:
     """Reproduce one result of the three papers (DirectPred, UniGrad, the collapse study): theory figures, or a
     table's training runs side by side (and, for the collapse study, the AUC's forecast of probe accuracy)."""

@@ -44,6 +44,8 @@ ACTIVE = ("pending", "running", "unknown")
 """States of a job that may still write its run folder: not resubmitted, not trained here."""
 INSTALL = "pip install 'ssltheory[slurm]'"
 
+UNKNOWN_POLLS = 10
+"""Polls a wait goes on while the only jobs left are ``unknown`` (5 minutes on Slurm)."""
 SLURM_PENDING = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "RESIZING", "SUSPENDED",
                  "STOPPED"}
 SLURM_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
@@ -329,14 +331,20 @@ def scheduler_state(launcher: str, folder: str, job_id: str) -> tuple[str, str |
         if job_id.isdigit() and _alive(int(job_id)):
             return "running", None, log
         return "failed", _last_line(_read(log)) or "the job's process ended without a result", log
-    state = str(job.state).split()[0].upper() if job.state else "UNKNOWN"
+    return (*slurm_state(str(job.state or "UNKNOWN"), log), log)
+
+
+def slurm_state(name: str, log: str) -> tuple[str, str | None]:
+    """(state, error line) of a Slurm job without a result from its state in sacct (``CANCELLED by 123`` reads as
+    CANCELLED); a failure's line names the state and the last line of ``log``."""
+    state = (name.split() or ["UNKNOWN"])[0].upper()
     if state in SLURM_PENDING:
-        return "pending", None, log
+        return "pending", None
     if state in SLURM_RUNNING:
-        return "running", None, log
+        return "running", None
     if state.startswith("UNKNOWN"):
-        return "unknown", None, log
-    return "failed", f"Slurm state {state}: {_last_line(_read(log)) or 'no log line'}", log
+        return "unknown", None
+    return "failed", f"Slurm state {state}: {_last_line(_read(log)) or 'no log line'}"
 
 
 def _read(path: str) -> str:
@@ -440,10 +448,14 @@ def dispatch(launcher: Launcher, out: Path, runs: Sequence[Job], force: bool = F
 def wait_for(launcher: Launcher, out: Path, runs: Sequence[Job], states: dict[str, JobState],
              say: Callable[[str], None], poll: Callable[[str, str, str], tuple] = scheduler_state
              ) -> dict[str, JobState]:
-    """Poll until no job of ``runs`` is pending or running (``unknown`` ones are not waited for); each job that ends
-    is announced; jobs.json is kept up to date. Returns the states."""
+    """Poll until no job of ``runs`` is pending or running, nor ``unknown`` for :data:`UNKNOWN_POLLS` polls in a row
+    (sacct may not know a job just submitted; without sacct every job stays unknown); each job that ends is
+    announced; jobs.json is kept up to date. Returns the states."""
     interval = launcher.poll_s or (30.0 if launcher.kind == "slurm" else 5.0)
-    while any(s.state in ("pending", "running") for s in states.values()):
+    unknown = 0
+    while any(s.state in ("pending", "running") for s in states.values()) or (
+            unknown < UNKNOWN_POLLS and any(s.state == "unknown" and s.job_id for s in states.values())):
+        unknown = 0 if any(s.state in ("pending", "running") for s in states.values()) else unknown + 1
         time.sleep(interval)
         now = refresh(out, runs, poll)
         for key, s in now.items():

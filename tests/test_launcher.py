@@ -225,3 +225,38 @@ def test_a_later_local_run_refuses_runs_a_job_still_holds(tmp_path):
     with pytest.raises(ConfigError, match="reg is held by job 42"):
         launch.dispatch(Launcher("local"), tmp_path, [(recipe.configs("smoke", 2)["reg"], tmp_path / "reg")],
                         poll=running)
+
+
+def test_the_slurm_job_asks_for_the_settings(tmp_path, monkeypatch):
+    """On a machine with ``srun`` (a stand-in here), the settings become the job's #SBATCH lines, with submitit's
+    USR2 signal 90 s before the time limit (what requeues and resumes a run)."""
+    from ssltheory.experiments.launch import _executor
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    settings = SlurmSettings("gpu", 720, 2, 8, "lab", None, {"slurm_qos": "normal", "mem_gb": 64})
+    executor = _executor(Launcher("slurm", settings, label="ssltheory-table3"), tmp_path / "sub")
+    text = executor._executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
+    for line in ("--partition=gpu", "--time=720", "--gpus-per-node=2", "--ntasks-per-node=2", "--cpus-per-task=8",
+                 "--account=lab", "--qos=normal", "--mem=64GB", "--signal=USR2@90", "--job-name=ssltheory-table3",
+                 f"--output={tmp_path / 'sub'}/%j_0_log.out"):
+        assert f"#SBATCH {line}\n" in text, line
+    with pytest.raises(ConfigError, match="not accepted by submitit"):
+        _executor(Launcher("slurm", SlurmSettings(submitit={"slurm_colour": "blue"})), tmp_path / "sub")
+
+
+def test_slurm_states_read_as_pending_running_failed_or_unknown(tmp_path):
+    from ssltheory.experiments.launch import slurm_state
+
+    log = tmp_path / "1_0_log.err"
+    log.write_text("srun: error: node12: task 0: Out Of Memory\n")
+    assert slurm_state("PENDING", str(log)) == ("pending", None)
+    assert slurm_state("REQUEUED", str(log)) == ("pending", None)
+    assert slurm_state("RUNNING", str(log)) == ("running", None)
+    assert slurm_state("UNKNOWN", str(log)) == ("unknown", None)
+    assert slurm_state("CANCELLED by 1234", str(log)) == ("failed", "Slurm state CANCELLED: srun: error: node12: "
+                                                                    "task 0: Out Of Memory")
+    assert slurm_state("TIMEOUT", str(tmp_path / "none")) == ("failed", "Slurm state TIMEOUT: no log line")
