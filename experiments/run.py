@@ -128,7 +128,7 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
         return results
     if states is not None:
         results["jobs"] = [s.row() for s in states.values()]
-    if configs:
+    if configs and any("state" not in r for r in rows):  # (none while every cell's jobs are still out)
         results["baselines"] = baselines(next(iter(configs[0].values())), rows, recipe.forecast, out)
     save_json(out / "results.json", results)
     if recipe.training:
