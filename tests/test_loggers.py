@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -167,3 +169,24 @@ def test_flatten_and_only_rank_0(tmp_path):
     assert series == {"s": {str(j): float(21 - j) for j in range(1, LEADING + 1)}}
     other_rank = open_loggers(TrainConfig(**FAST), tmp_path, None, main=False)
     assert isinstance(other_rank, Loggers) and other_rank.loggers == [] and not any(tmp_path.iterdir())
+
+
+def test_only_rank_0_logs_under_ddp(tmp_path):
+    """Two ranks (torchrun, gloo): one event file, its loss the records' loss. (torchrun's own parser takes ``--log``
+    for an abbreviation of its ``--log-dir`` options, so under torchrun the setting comes from ``--config``.)"""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, settings = tmp_path / "ddp", tmp_path / "log.yaml"
+    settings.write_text("log: tensorboard\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+           "ssltheory.cli.main", "train", "digits", "--batch-size", "64", "--max-steps", "4", "--measure-every", "2",
+           "--knn-every", "0", "--probe-size", "64", "--proj-hidden", "32", "--proj-dim", "16", "--device", "cpu",
+           "--config", str(settings), "--out", str(run)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    loss = expected(read_metrics(run / "metrics.jsonl"))["loss"]
+    assert len(loss) == 2 and [(e.step, np.float32(e.value)) for e in acc.Scalars("loss")] == [
+        (s, np.float32(v)) for s, v in loss.items()]
