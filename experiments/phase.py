@@ -292,12 +292,3 @@ def _nearest(values, cell: dict, axis: str) -> float:
 def digits(grid: PhaseDiagram) -> PhaseDiagram:
     """The same grid on digits (the small convnet, a linear predictor; sigma^2 = 0.5 assumed by compare)."""
     return replace(grid, base=dict(DIGITS_BASE))
-
-
-def fashion_mnist(grid: PhaseDiagram) -> PhaseDiagram:
-    """The same grid on Fashion-MNIST (issue 25): the fmnist scale's data and convnet (width 1/2, d = 64), digits'
-    linear predictor and lr, 2 epochs = 936 steps (T = 281)."""
-    from .recipes import FMNIST_TRAIN
-
-    return replace(grid, base={**DIGITS_BASE, "epochs": 2, **{k: FMNIST_TRAIN[k] for k in ("dataset", "data_dir",
-                                                                                              "width")}})
