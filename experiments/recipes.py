@@ -181,6 +181,17 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            paper={"reg-ema": 74.51, "sym-no-ema": 36.62, "reg-no-ema": 72.85}, reference="reg-ema",
            smoke_base={"epochs": 100, "knn_every": 50}, cpu_base={"epochs": 3000, "knn_every": 500},
            paper_cells={cell: {"epochs": 1000} for cell in ("reg-ema", "sym-no-ema", "reg-no-ema")}),
+    Recipe("table3-sweep", "not in the paper: Table 3's failing cell (symmetric W_p, no EMA) against the regular "
+           "W_p with EMA along the theory's axes, one at a time: weight decay x steps (eta t = lr x wd x steps; the "
+           "paper's 100 STL-10 epochs: ~0.94, the fmnist scale's 936 steps: 0.011) and the predictor's lr ratio "
+           "alpha_p; each pair read against itself (issue 25)",
+           "Table 3: linear EMA regular 74.51; no EMA sym 36.62 (fails)",
+           _grid(**{"reg-ema-wd10": "--predictor linear --weight-decay 4e-3",
+                    "sym-no-ema-wd10": "--predictor symmetric --method simsiam --weight-decay 4e-3",
+                    "reg-ema-wd80": "--predictor linear --weight-decay 3.2e-2",
+                    "sym-no-ema-wd80": "--predictor symmetric --method simsiam --weight-decay 3.2e-2",
+                    "sym-no-ema-ap0.1": "--predictor symmetric --method simsiam --alpha-p 0.1",
+                    "sym-no-ema-ap10": "--predictor symmetric --method simsiam --alpha-p 10"})),
     Recipe("table5", "weight decay on the predictor only (eta_p = 4e-4, eta_s = 0) rescues no-EMA symmetric W_p",
            "no EMA: sym 71.12, regular 71.34; EMA: sym 71.91, regular 70.54",
            _grid(**{"sym-no-ema": "--predictor symmetric --method simsiam --weight-decay 0 "
