@@ -78,7 +78,7 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
     if states is not None and not launcher.gathers:  # submitted, not waited for: the jobs are the answer
         return {"experiment": recipe.name, "scale": scale, "seeds": seeds, "cells": [],
                 "jobs": [s.row() for s in states.values()]}
-    if jobs > 1 and configs:
+    if jobs > 1 and configs and states is None:
         train_first(runs, jobs, force, progress, recipe.name, announce, lambda job: command_line(*job))
     # with --jobs the processes (or the cluster's jobs) replaced what --force names; now they are read
     train_force = force and jobs == 1 and states is None

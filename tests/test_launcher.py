@@ -93,8 +93,8 @@ def test_table3_as_one_job_per_cell_gives_the_results_of_jobs_1_and_a_later_call
     assert sorted(jobs) == sorted(cells) and len({j["job_id"] for j in jobs.values()}) == len(cells)
     assert all(j["job_id"] in r.stdout for j in jobs.values())  # the job ids are printed
     assert not (out / "results.json").exists()  # --no-wait: nothing gathered yet
-    # a later call at once: the jobs are reported, nothing is trained here
-    soon = cli(*args)
+    # a later call at once: the jobs are reported, nothing is trained here (not even with --jobs)
+    soon = cli(*args, "--jobs", "2")
     assert soon.returncode == 0, soon.stderr
     pending = [row for row in json.loads((out / "results.json").read_text())["cells"] if "state" in row]
     assert pending and all(row["state"] in ("pending", "running") for row in pending), pending
