@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := runs/demo
 
-.PHONY: demo test lint bench clean data experiments-smoke experiments-cpu experiments-fmnist
+.PHONY: demo test lint bench clean data experiments-smoke experiments-cpu experiments-fmnist docs-figures
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ demo: $(STAMP)
 	@echo
 	@echo "Demo figures (PNG, with the numbers beside them as JSON):"
 	@ls -1 $(DEMO)/*/*.png
+
+## docs-figures: the README's three figures (docs/phase_portrait.png, docs/dynamics.png, docs/compare.png), offline on
+## bundled data through the command line: a phase portrait, a 10-epoch digits run, a synthetic run and compare (~2 min)
+DOCS_RUNS := runs/docs-figures
+docs-figures: $(STAMP)
+	$(BIN)/ssltheory phase-portrait --eta 0.01 --out $(DOCS_RUNS)/phase-portrait
+	$(BIN)/ssltheory train digits --predictor directpred --batch-size 64 --epochs 10 --knn-every 5 \
+		--out $(DOCS_RUNS)/digits --force
+	$(BIN)/ssltheory train synthetic --epochs 10 --out $(DOCS_RUNS)/synthetic --force
+	$(BIN)/ssltheory compare $(DOCS_RUNS)/synthetic --out $(DOCS_RUNS)/compare
+	$(BIN)/python docs/figures.py $(DOCS_RUNS)
 
 ## test: lint and the test suite
 test: $(STAMP) lint

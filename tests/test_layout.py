@@ -1,6 +1,6 @@
 """The package's shape: no import cycles between its modules, the theory below the practice, every package folder
-installed, and the README's layout table the tree as it is. (Length is no rule here: a file is as long as its one
-job needs; the README's layout section says so.)"""
+installed, and the layout table of docs/layout.md the tree as it is. (Length is no rule here: a file is as long as its
+one job needs; docs/layout.md says so.)"""
 
 from __future__ import annotations
 
@@ -86,10 +86,10 @@ def import_lines(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if line.lstrip().startswith(("import ", "from ")))
 
 
-def test_the_readme_layout_table_is_the_tree():
-    """README's "Layout" table names every folder of ``practice/`` and, in its row, every module in it: a newcomer
-    finds a thing where the table (and the folder's name) says."""
-    text = (ROOT / "README.md").read_text()
+def test_the_layout_table_is_the_tree():
+    """docs/layout.md's "Layout" table (the README links it) names every folder of ``practice/`` and, in its row,
+    every module in it: a newcomer finds a thing where the table (and the folder's name) says."""
+    text = (ROOT / "docs" / "layout.md").read_text()
     section = text[text.index("## Layout"):]
     section = section[:section.index("\n## ", 4)] if "\n## " in section[4:] else section
     rows = {}
