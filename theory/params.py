@@ -196,7 +196,7 @@ class SimulationConfig:
                                   f"{1.0 / lr:g} or --lr <= {1.0 / eta:g} (or a solve_ivp --integrator)")
 
     def _check_negative_start_under_ema(self) -> None:
-        """A decoupled mode that starts with p < 0 under EMA is refused (the README's promise).
+        """A decoupled mode that starts with p < 0 under EMA is refused (the promise of docs/theory.md).
 
         tau_j = W_a / W_j of Eq. 13: from p_j < 0 the online weight W_j shrinks (Delta_j < 0) faster than the EMA
         target follows, so tau' ~ |p| tau^2 races p back to 0. Whether tau blows up first depends on p0 and on the

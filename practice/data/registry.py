@@ -43,8 +43,8 @@ class DatasetSpec:
     """One dataset. ``views(size)``: the (view 1, view 2) :class:`~.augment.AugSpec` of its augmentation preset at a
     resolution; ``eval_resize``: ``none`` (used as stored), ``resize`` (to size x size) or ``center-crop`` (resize
     to size x 256/224, centre crop: ImageNet's); ``load(cfg)``: its :class:`Splits` with the views of ``cfg``;
-    ``files``: where its files come from (README's datasets table); ``linear``: the theory's own data, trained by
-    the linear model (``--backbone linear``) and plain gradient flow (no SGD momentum)."""
+    ``files``: where its files come from (docs/training.md's datasets table); ``linear``: the theory's own data,
+    trained by the linear model (``--backbone linear``) and plain gradient flow (no SGD momentum)."""
 
     name: str
     help: str
@@ -98,8 +98,8 @@ def _data_path(cfg: Any, device_type: str, world: int = 1) -> str:
 
 
 declare(
-    Setting("dataset", "digits", "the dataset (ssltheory train --help lists them; README: where each one's files "
-            "come from)", "Data", str, choices=lambda: DATASETS, flag="DATASET"),
+    Setting("dataset", "digits", "the dataset (ssltheory train --help lists them; docs/training.md: where each one's "
+            "files come from)", "Data", str, choices=lambda: DATASETS, flag="DATASET"),
     Setting("data_dir", "data", "where the dataset's files are (fashion-mnist / mnist / kmnist: also the bare folder "
             "of the four idx .gz files, e.g. Debian's /usr/share/datasets/fashion-mnist)", "Data", str),
     Setting("download", False, "download the dataset into --data-dir if missing (torchvision's: cifar10, cifar100, "

@@ -187,7 +187,7 @@ class CollapseWatch:
     below :data:`COLLAPSE_STD_DROP` of its reference (s_2 / s_1 of a nearly collapsed F̂ jumps about: one collapse,
     one warning). Both signals must fall: on digits the backbone's collapse AUC rises in healthy runs as well (it rose
     in every run we measured, while kNN improved), and a single spread measure dips in healthy runs by up to ~25%. The
-    false-alarm rate on healthy runs and the delay on collapsing ones are in the README
+    false-alarm rate on healthy runs and the delay on collapsing ones are in docs/collapse.md
     (``experiments/collapse_watch_study.py``). ``history`` (checkpointed): one (std, rank, epoch) triple per
     measurement; a (std, rank) pair of a checkpoint from before the warm-up existed counts as past it."""
 

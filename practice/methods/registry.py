@@ -7,8 +7,8 @@ positive target's), which objective is minimised (``objective``: a module of :mo
 (``forms``, the first is the default: ``loss``, ``gradient``, ``unified``; unigrad.md Table 2), and whether it has a
 predictor. The step (:mod:`..engine.step`) assembles a run from these answers and never asks for a method by name.
 
-Adding a method is one objective file in :mod:`.objectives` and one :func:`register` call here (README, "Adding a
-method"). Table 2 of UniGrad, row by row: (a) moco --form gradient, (b) simclr --form gradient, (c) byol, (d) byol
+Adding a method is one objective file in :mod:`.objectives` and one :func:`register` call here (docs/layout.md, "Adding
+a method"). Table 2 of UniGrad, row by row: (a) moco --form gradient, (b) simclr --form gradient, (c) byol, (d) byol
 --form gradient, (e) unigrad, (f) barlowtwins --form gradient, (g) barlowtwins --form unified --norm bn, (h)
 barlowtwins --form unified, (i) vicreg --form gradient, (j) vicreg --form unified.
 """

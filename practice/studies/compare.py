@@ -277,7 +277,16 @@ def unified_assumptions(cfg: TrainConfig, params: UnifiedParams) -> list[dict]:
 
 
 def compare_run(run_dir: Path, n_modes: int = 8, sigma2: float | None = None) -> Comparison:
-    """Read ``run_dir`` (config.json, metrics.jsonl), predict its modes and score the agreement."""
+    """Read ``run_dir`` (config.json, metrics.jsonl), predict its modes and score the agreement.
+
+    ``n_modes``: M, how many modes are compared (F̂'s leading ones; spread over the spectrum for a unified form);
+    ``sigma2``: the augmentation variance the ODE assumes (default: the synthetic data's own, 0.5 for images).
+    The :class:`Comparison` holds ``alpha`` (ODE time per step, lr / (1 - momentum)), the ODE's constants
+    (``params``), the measured modes (``measured.t`` (K,) ODE time, ``measured.step`` (K,), ``measured.p``,
+    ``measured.s`` (K, M), ``measured.tau`` (K, M) or None), the prediction at the same times (``p_pred``,
+    ``s_pred``, ``tau_pred``, (K, M)), ``agreement`` (per-mode relative errors of the final values and of the
+    trajectories, and ``within_claim``), ``qualitative`` and ``assumptions`` (each with whether the run meets it).
+    A run whose method no theory here describes is a one-line :class:`ConfigError`."""
     folder = RunDir(run_dir)
     cfg = folder.config()
     _covered(cfg)
