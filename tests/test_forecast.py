@@ -133,11 +133,13 @@ def test_bad_input_is_one_line(runs, tmp_path, args, needle):
 # ---------------------------------------------------------------- the collapse study's recipes
 
 def test_the_recipes_cells_at_every_scale():
-    """Paper scale: ResNet-18 and ResNet-50, the six shipped fractions, the stream one chunk per epoch, hybrid at
-    epoch 40 of 100 under one cosine schedule; cpu and smoke skip 1 % (below one batch of digits)."""
+    """Paper scale: ResNet-18 and ResNet-50, the six shipped fractions, the continual streams (current, accumulate)
+    one chunk per epoch, hybrid at epoch 40 of 100 under one cosine schedule; cpu and smoke skip 1 % (below one batch
+    of digits) and the accumulate stream (added after their recorded study)."""
     r = RECIPES["collapse-imagenet"]
     paper = r.configs("paper")
-    assert len(paper) == 16 and paper["small-f1"].data_fraction == 0.01 and paper["large-f100"].data_fraction == 1
+    assert paper["small-accumulate"].data_schedule == "accumulate"
+    assert len(paper) == 18 and paper["small-f1"].data_fraction == 0.01 and paper["large-f100"].data_fraction == 1
     assert {paper[c].backbone for c in paper if c.startswith("small")} == {"resnet18"}
     assert {paper[c].backbone for c in paper if c.startswith("large")} == {"resnet50"}
     hybrid = paper["small-hybrid"]
