@@ -192,6 +192,13 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
                     "sym-no-ema-wd80": "--predictor symmetric --method simsiam --weight-decay 3.2e-2",
                     "sym-no-ema-ap0.1": "--predictor symmetric --method simsiam --alpha-p 0.1",
                     "sym-no-ema-ap10": "--predictor symmetric --method simsiam --alpha-p 10"})),
+    Recipe("table7-sweep", "not in the paper: Table 7's cut (c_j = 0.1 at freq 1) against its reference at 80x the "
+           "weight decay (eta t = lr x wd x steps 0.9 at the fmnist scale, the paper's ~0.94): a mode DirectPred "
+           "gives p_j = 0 only decays through weight decay, so the cut needs eta t of order 1 to show (issue 25)",
+           "Table 7 freq 1: c_j 0.1 46.57, -0.05 77.11",
+           {f"c{c:g}-freq1-wd80": {"predictor": "directpred", "eps_inside": True, "eps": -c, "freq": 1,
+                                   "weight_decay": 3.2e-2} for c in (0.1, -0.05)},
+           paper={"c0.1-freq1-wd80": 46.57, "c-0.05-freq1-wd80": 77.11}, reference="c-0.05-freq1-wd80"),
     Recipe("table5", "weight decay on the predictor only (eta_p = 4e-4, eta_s = 0) rescues no-EMA symmetric W_p",
            "no EMA: sym 71.12, regular 71.34; EMA: sym 71.91, regular 70.54",
            _grid(**{"sym-no-ema": "--predictor symmetric --method simsiam --weight-decay 0 "
