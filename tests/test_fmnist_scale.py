@@ -62,3 +62,14 @@ def test_a_shortened_fmnist_table_runs_end_to_end_through_experiment(tmp_path):
     assert base["random_init_knn"] == pytest.approx(sum(r["knn_acc_init"] for r in cells.values()) / len(cells))
     assert json.loads((out / "baselines.json").read_text())["key"]["data_dir"] == str(data)
     assert (out / "results.png").stat().st_size > 0 and (out / "results.csv").exists()
+
+
+@pytest.mark.parametrize("scale", ["smoke", "fmnist"])
+def test_every_unigrad_cell_builds_its_objective(scale):
+    """Each method x target branch of UniGrad's table makes its objective (MoCo's queue with stop-gradient negatives
+    once asked the contrastive objective to mask a query's own entry, which only SimCLR's batch bank holds)."""
+    from ssltheory.practice.methods.registry import METHODS
+
+    for name in ("unigrad-methods", "unigrad-table2", "unigrad-table3"):
+        for cell, cfg in RECIPES[name].configs(scale).items():
+            assert METHODS[cfg.method].objective(cfg) is not None, (name, cell)

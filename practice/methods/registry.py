@@ -108,9 +108,9 @@ def _contrastive(queue: bool) -> Callable[[Any], Objective]:
 
         # SimCLR's bank holds each query's own feature when the negatives are the online net's (with gradient or
         # detached): it is masked, as SimCLR's definition (k != i); a momentum copy is another network's and stays,
-        # as the released loss_simclr_grad_mm
+        # as the released loss_simclr_grad_mm. MoCo's queue holds earlier batches' keys only: nothing to mask.
         return Contrastive(cfg.proj_dim, tau=cfg.tau, form=cfg.resolved_form, queue_size=cfg.queue_size if queue else 0,
-                           mask_self=cfg.resolved_negative_target in ("online", "stop-grad"))
+                           mask_self=not queue and cfg.resolved_negative_target in ("online", "stop-grad"))
     return make
 
 
