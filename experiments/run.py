@@ -178,23 +178,17 @@ def baselines(cfg: TrainConfig, rows: list[dict], probe: bool = False, out: Path
     dataset (:func:`ssltheory.practice.measure.evaluate.pixel_baselines`). The pixels' numbers are kept in
     ``out/baselines.json`` and read back while the dataset and the kNN settings are the same."""
     from ssltheory.practice.measure.evaluate import pixel_baselines
+    from ssltheory.practice.studies.forecast import read_point
 
     key = {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "image_size": cfg.image_size, "knn_k": cfg.knn_k,
            "knn_t": cfg.knn_t, "probe": probe}
-    kept = _read_json(out / "baselines.json") if out is not None else None
+    kept = read_point(out / "baselines.json") if out is not None else None
     if kept is None or kept.get("key") != key:
         kept = {"key": key, **pixel_baselines(cfg, probe=probe)}
         if out is not None:
             save_json(out / "baselines.json", kept)
     return {"random_init_knn": _mean([r.get("knn_acc_init") for r in rows]),
             **{k: v for k, v in kept.items() if k != "key"}, "dataset": cfg.dataset}
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _seed_dir(cell_out: Path, seed: int, seeds: int) -> Path:
