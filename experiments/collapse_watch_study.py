@@ -242,9 +242,9 @@ def plot(result: dict, runs_dir: Path, path: Path) -> None:
     the previous rule read as a collapse); std x sqrt(d) and s2/s1 of F̂ as a fraction of the best after the first
     epoch (today's reference); kNN minus random init. Healthy grey, stalled orange, collapsed red; the warnings of
     today's rule as circles, of the previous rule as crosses."""
-    import matplotlib
+    from ssltheory.theory.io import use_file_backend
 
-    matplotlib.use("Agg")
+    use_file_backend()
     import matplotlib.pyplot as plt
 
     from ssltheory.practice.measure.quantities import COLLAPSE_RANK_DROP, COLLAPSE_STD_DROP, COLLAPSE_WARMUP_EPOCHS

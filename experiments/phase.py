@@ -233,8 +233,6 @@ def figure(doc: dict):
     """The diagram: cells coloured by the run's final leading p, markers by the run's outcome, the theory's
     boundary (fine grid) and contours of its leading p, and the fixed-tau threshold at tau = 1."""
     import matplotlib
-
-    matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8.4, 6.2), layout="constrained")

@@ -214,8 +214,6 @@ def study_figure(path: Path, name: str, scale: str, rows: list[dict], configs: d
     """The collapse study at a glance: offline AUC (left) and probe accuracy (right) against the train fraction
     (log x), one line per model size, the continual and hybrid runs as dashed and dotted levels."""
     import matplotlib
-
-    matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
     from ssltheory.practice.data.schedule import STREAMS
@@ -326,9 +324,9 @@ def _write_csv(path: Path, rows: list[dict], forecast: bool = False) -> None:
 
 
 def _bar_figure(path: Path, recipe: Recipe, scale: str, rows: list[dict], base: dict | None = None) -> None:
-    import matplotlib
+    from ssltheory.theory.io import use_file_backend
 
-    matplotlib.use("Agg")
+    use_file_backend()
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 2, figsize=(5 + 1.1 * len(rows), 4.2))

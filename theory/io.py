@@ -122,6 +122,20 @@ def save_json(path: Path, obj: Any) -> Path:
     return path
 
 
+def use_file_backend() -> None:
+    """Select matplotlib's non-interactive Agg backend (figures made to be saved, in any process or thread) unless a
+    backend was asked for: ``MPLBACKEND`` set (ipykernel sets it to the inline backend in every notebook kernel) or an
+    IPython kernel running, whose own backend draws the figures in the notebook. Called by the plotting modules that
+    use pyplot when they load; the others draw on ``matplotlib.figure.Figure``, which needs no backend."""
+    import sys
+
+    import matplotlib
+
+    if os.environ.get("MPLBACKEND") or "ipykernel" in sys.modules:
+        return
+    matplotlib.use("Agg")
+
+
 def save_figure(fig, path: Path, dpi: int = 130) -> Path:
     """Save a matplotlib figure as PNG atomically and close it."""
     import io

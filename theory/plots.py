@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+from .io import use_file_backend
 
-matplotlib.use("Agg")
+use_file_backend()
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -27,7 +27,7 @@ from .fixed_points import (  # noqa: E402
     parabola_points,
 )
 from .modes import mode_rates  # noqa: E402
-from .params import ModeParams
+from .params import ModeParams  # noqa: E402
 from .simulate import SimulationResult  # noqa: E402
 
 KIND_COLOR = {"stable": "tab:red", "unstable": "tab:green", "saddle": "black", "semi-stable": "black",

@@ -4,9 +4,9 @@ BYOL. Colours as in :mod:`.plots` (red = stable, green = unstable, black = saddl
 
 from __future__ import annotations
 
-import matplotlib
+from .io import use_file_backend
 
-matplotlib.use("Agg")
+use_file_backend()
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402

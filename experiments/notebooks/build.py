@@ -21,10 +21,6 @@ SETUP = """\
 import matplotlib.pyplot as plt
 import numpy as np"""
 
-INLINE = """
-%matplotlib inline
-# last: importing ssltheory selects matplotlib's non-interactive Agg backend (made for the command line)"""
-
 DIRECTPRED = [
     new_markdown_cell("""\
 # DirectPred: the two-layer linear model of Tian, Chen & Ganguli (2021)
@@ -43,7 +39,7 @@ from ssltheory.theory import (
     integrate_modes,
     parabola_fixed_points,
 )
-""" + INLINE),
+"""),
     new_markdown_cell("""\
 ## Fig. 3: the phase portrait of one mode (p_j, s_j) at fixed τ = 1
 
@@ -124,7 +120,7 @@ from ssltheory.theory import (
     find_unified_fixed_points,
     integrate_unified,
 )
-""" + INLINE),
+"""),
     new_markdown_cell("""\
 ## The whitened fixed point s* of each form against weight decay, and BYOL's threshold"""),
     new_code_cell("""\
@@ -187,7 +183,7 @@ finished run's backbone on the whole train split (`ssltheory collapse`). Referen
 import torch
 
 from ssltheory.practice import TrainConfig, collapse_auc, load_metrics, run_spectrum, spectrum_auc, train
-""" + INLINE),
+"""),
     new_markdown_cell("## The metric on features whose rank we choose"),
     new_code_cell("""\
 rng = np.random.default_rng(0)

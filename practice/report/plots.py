@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
 from pathlib import Path  # noqa: E402
 
+from ssltheory.theory.io import use_file_backend
+
+use_file_backend()
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402

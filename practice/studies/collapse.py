@@ -30,17 +30,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from torch import nn  # noqa: E402
-
-from ssltheory.practice.measure.quantities import collapse_auc, spectrum_auc  # noqa: E402
+from ssltheory.practice.measure.quantities import collapse_auc, spectrum_auc
 from ssltheory.theory.checks import ConfigError, RunError
-from ssltheory.theory.io import make_out_dir, save_figure, save_json, write_atomic  # noqa: E402
+from ssltheory.theory.io import make_out_dir, save_figure, save_json, write_atomic
 
 ARCHS = ("resnet18", "resnet34", "resnet50")
 """Architectures a state dict may be read as (torchvision's, with ``fc`` dropped: 512, 512, 2048 features)."""

@@ -22,15 +22,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from scipy import stats  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from scipy import stats
 
 from ssltheory.theory.checks import ConfigError, RunError
-from ssltheory.theory.io import make_out_dir, save_figure, save_json, write_atomic  # noqa: E402
+from ssltheory.theory.io import make_out_dir, save_figure, save_json, write_atomic
 
 POINT = "forecast_point.json"
 """A run's cached point (AUC, k_eq, probe accuracy) in its folder."""
