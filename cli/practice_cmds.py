@@ -81,7 +81,7 @@ def _train_signature() -> inspect.Signature:
             default = typer.Argument(None, help=hint(text), show_default=False, metavar="DATASET")
             params.append(inspect.Parameter("dataset", kw, default=default, annotation=str | None))
             continue
-        spelling = [s.flag] if s.flag else []
+        spelling = [s.spelling, *s.aliases] if s.flag or s.aliases else []
         default = typer.Option(s.default, *spelling, help=hint(text), rich_help_panel=s.help_panel)
         params.append(inspect.Parameter(s.name, kw, default=default, annotation=s.type))
     for name, kind, metavar, help_text in (  # paths as text: path_of refuses "" (Path("") is the current folder)

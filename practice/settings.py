@@ -35,8 +35,9 @@ class Setting:
     """One knob of a run. ``type``: ``int``, ``float``, ``bool``, ``str`` or ``float | None`` (None: resolved by
     ``resolve``); ``choices``: a tuple, or a callable returning a registry (its keys are the choices, as they are
     when asked: a method registered later is accepted); ``low`` / ``high`` (``_open``: excluded); ``flag``: the
-    spelling if not ``--name-with-dashes``; ``panel``: the ``--help`` panel (default ``section``); ``only`` /
-    ``only_for`` and ``resolve`` / ``device``: the module's docstring."""
+    spelling if not ``--name-with-dashes``; ``aliases``: other spellings the command line accepts; ``panel``: the
+    ``--help`` panel (default ``section``); ``only`` / ``only_for`` and ``resolve`` / ``device``: the module's
+    docstring."""
 
     name: str
     default: Any
@@ -50,6 +51,7 @@ class Setting:
     low_open: bool = False
     high_open: bool = False
     flag: str | None = None
+    aliases: tuple[str, ...] = ()
     panel: str | None = None
     only: Callable[[Any], bool] | None = None
     only_for: str = ""

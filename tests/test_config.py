@@ -29,7 +29,7 @@ def test_every_setting_is_a_flag_with_help_and_no_flag_is_unknown_to_the_config(
             assert f.help, f.name
     own = {"--config", "--resume", "--force", "--out", "--help"}
     assert {o for o in opts if o.startswith("--") and not o.startswith("--no-")} - own == {
-        flag_of(f.name) for f in TrainConfig.settings() if f.name != "dataset"}
+        flag for f in TrainConfig.settings() if f.name != "dataset" for flag in (flag_of(f.name), *f.aliases)}
 
 
 def test_defaults_are_the_papers():

@@ -172,16 +172,15 @@ def test_flatten_and_only_rank_0(tmp_path):
 
 
 def test_only_rank_0_logs_under_ddp(tmp_path):
-    """Two ranks (torchrun, gloo): one event file, its loss the records' loss. (torchrun's own parser takes ``--log``
-    for an abbreviation of its ``--log-dir`` options, so under torchrun the setting comes from ``--config``.)"""
+    """Two ranks (torchrun, gloo): one event file, its loss the records' loss. The setting spelled ``--logger``
+    (torchrun's own parser takes ``--log`` for an abbreviation of its ``--log-dir`` options and stops)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run, settings = tmp_path / "ddp", tmp_path / "log.yaml"
-    settings.write_text("log: tensorboard\n")
+    run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
            "ssltheory.cli.main", "train", "digits", "--batch-size", "64", "--max-steps", "4", "--measure-every", "2",
            "--knn-every", "0", "--probe-size", "64", "--proj-hidden", "32", "--proj-dim", "16", "--device", "cpu",
-           "--config", str(settings), "--out", str(run)]
+           "--logger", "tensorboard", "--out", str(run)]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1

@@ -42,7 +42,9 @@ TENSORBOARD_DIR, WANDB_STATE, WANDB_DIR = "tensorboard", "wandb.json", "wandb"
 
 declare(Setting("log", "", "mirror metrics.jsonl as it is written to tensorboard | wandb, comma-separated "
                            "(tensorboard,wandb); W&B uses your login, or WANDB_MODE=offline [none]",
-                "Measurement", str, panel="Logging"))
+                "Measurement", str, aliases=("--logger",), panel="Logging"))
+"""``--logger`` is the same setting: torchrun's own parser takes ``--log`` anywhere on its line for an abbreviation of
+its ``--log-dir`` options and stops, so under torchrun the setting is spelled ``--logger``."""
 
 
 def log_names(text: str) -> tuple[str, ...]:
