@@ -1,5 +1,5 @@
 """``experiment --launcher``: the cluster path (submitit), run here through submitit's local executor (real
-subprocesses, real pickling): every cell of table3 as its own job gives the results.json of ``--jobs 1``; a job
+subprocesses, real pickling): every cell of table8 as its own job gives the results.json of ``--jobs 1``; a job
 signalled as Slurm signals a preemption (SIGUSR2) is requeued and resumes from its checkpoint to the numbers of an
 uninterrupted run; a failing cell is reported (cell, error line, log) while the others are gathered; a later call
 without --launcher reads what has finished; bad cluster input is one line."""
@@ -74,22 +74,22 @@ def _children(pid: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """table3 at the smoke scale, 20 steps a run, trained here one cell after another (``--jobs 1``, one thread)."""
-    out = tmp_path_factory.mktemp("reference") / "table3"
-    r = _one_thread(lambda: cli("experiment", "table3", "--scale", "smoke", "--max-steps", STEPS, "--jobs", "1",
+    """table8 at the smoke scale, 20 steps a run, trained here one cell after another (``--jobs 1``, one thread)."""
+    out = tmp_path_factory.mktemp("reference") / "table8"
+    r = _one_thread(lambda: cli("experiment", "table8", "--scale", "smoke", "--max-steps", STEPS, "--jobs", "1",
                                 "--out", str(out)))
     assert r.returncode == 0, r.stderr
     return out
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
-def test_table3_as_one_job_per_cell_gives_the_results_of_jobs_1_and_a_later_call_gathers_them(tmp_path, reference):
-    out = tmp_path / "table3"
-    args = ("experiment", "table3", "--scale", "smoke", "--max-steps", STEPS, "--out", str(out))
+def test_table8_as_one_job_per_cell_gives_the_results_of_jobs_1_and_a_later_call_gathers_them(tmp_path, reference):
+    out = tmp_path / "table8"
+    args = ("experiment", "table8", "--scale", "smoke", "--max-steps", STEPS, "--out", str(out))
     r = cli(*args, "--launcher", "submitit-local", "--slurm-cpus-per-task", "1", "--no-wait")
     assert r.returncode == 0, r.stderr
     jobs = json.loads((out / "jobs.json").read_text())["jobs"]
-    cells = list(RECIPES["table3"].cells)
+    cells = list(RECIPES["table8"].cells)
     assert sorted(jobs) == sorted(cells) and len({j["job_id"] for j in jobs.values()}) == len(cells)
     assert all(j["job_id"] in r.stdout for j in jobs.values())  # the job ids are printed
     assert not (out / "results.json").exists()  # --no-wait: nothing gathered yet
@@ -113,22 +113,22 @@ def test_table3_as_one_job_per_cell_gives_the_results_of_jobs_1_and_a_later_call
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_a_signalled_job_is_requeued_and_resumes_and_a_failed_cell_is_reported_while_the_others_are_gathered(
         tmp_path, reference):
-    """reg-ema of table3, checkpointed every 2 steps, gets SIGUSR2 (Slurm's preemption / time-limit signal to the job's
-    task) once it has a checkpoint: submitit requeues it, and the run resumes there to the reference's numbers. A
+    """sgd-linear of table8, checkpointed every 2 steps, gets SIGUSR2 (Slurm's preemption / time-limit signal to the
+    job's task) once it has a checkpoint: submitit requeues it, and the run resumes there to the reference's numbers. A
     second cell fails (no such dataset folder): its row names its state, error line and log, the first is gathered."""
     out = tmp_path / "two"
-    cells = {"reg-ema": {"predictor": "linear", "checkpoint_every": 2},
+    cells = {"sgd-linear": {"predictor": "linear", "checkpoint_every": 2},
              "bad": {"dataset": "cifar10", "data_dir": str(tmp_path / "nowhere")}}
     recipe = Recipe("two", "a killed job and a failing one", "", cells)
     launcher = Launcher("submitit-local", SlurmSettings(cpus_per_task=1), wait=True, poll_s=0.5)
-    run_dir = out / "reg-ema"
+    run_dir = out / "sgd-linear"
     signalled: list[int] = []
 
     def preempt() -> None:  # as Slurm does: the signal goes to the job's task, not to submitit's local controller
         deadline = time.time() + TIMEOUT
         while time.time() < deadline and not (run_dir / "checkpoint.pt").exists():
             time.sleep(0.05)
-        job = json.loads((out / "jobs.json").read_text())["jobs"]["reg-ema"]["job_id"]
+        job = json.loads((out / "jobs.json").read_text())["jobs"]["sgd-linear"]["job_id"]
         for pid in _children(int(job)):
             os.kill(pid, signal.SIGUSR2)
             signalled.append(pid)
@@ -142,16 +142,17 @@ def test_a_signalled_job_is_requeued_and_resumes_and_a_failed_cell_is_reported_w
     # requeued, then resumed from its checkpoint: config.json's run block records the second start at its step
     starts = json.loads((run_dir / "config.json").read_text())["run"]["starts"]
     assert len(starts) == 2 and starts[0]["step"] == 0 and 0 < starts[1]["step"] < int(STEPS), starts
-    job = json.loads((out / "jobs.json").read_text())["jobs"]["reg-ema"]
+    job = json.loads((out / "jobs.json").read_text())["jobs"]["sgd-linear"]
     log = (Path(job["folder"]) / f"{job['job_id']}_0_log.out").read_text()
     assert "signalled (preempted or timed out): requeued" in log and log.count("ssltheory: run ") == 2
     # the resumed run's numbers are the uninterrupted run's
     summary = json.loads((run_dir / "summary.json").read_text())
-    whole = json.loads((reference / "reg-ema" / "summary.json").read_text())
+    whole = json.loads((reference / "sgd-linear" / "summary.json").read_text())
     assert summary["steps"] == int(STEPS)
     assert_same(summary, whole, "resumed", rel=REL, abs_=ABS)
-    ref_row = next(r for r in json.loads((reference / "results.json").read_text())["cells"] if r["cell"] == "reg-ema")
-    row = next(r for r in res["cells"] if r["cell"] == "reg-ema")
+    ref_rows = json.loads((reference / "results.json").read_text())["cells"]
+    ref_row = next(r for r in ref_rows if r["cell"] == "sgd-linear")
+    row = next(r for r in res["cells"] if r["cell"] == "sgd-linear")
     assert row["knn_acc_final"] == ref_row["knn_acc_final"] and "state" not in row
     # the failed cell: reported with its error line and its log, and gathered into results.json as such
     bad = next(r for r in res["cells"] if r["cell"] == "bad")
@@ -159,7 +160,7 @@ def test_a_signalled_job_is_requeued_and_resumes_and_a_failed_cell_is_reported_w
     error, log_path = bad["jobs"][0]["error"], bad["jobs"][0]["log"]
     assert "nowhere" in error and "Traceback" in Path(log_path).read_text()
     saved = json.loads((out / "results.json").read_text())
-    assert [r["cell"] for r in saved["cells"]] == ["reg-ema", "bad"] and saved["cells"][1]["state"] == "failed"
+    assert [r["cell"] for r in saved["cells"]] == ["sgd-linear", "bad"] and saved["cells"][1]["state"] == "failed"
     assert any("bad: job" in line and "failed" in line for line in lines)  # told as it ended
     from ssltheory.experiments.launch import JobState
 
