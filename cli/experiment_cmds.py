@@ -142,7 +142,13 @@ def experiment(
     if "forecast" in results:
         console.print(f"forecast, all runs: {results['forecast']['reading']}")
         for g, c in results["forecast"]["by_group"].items():
-            console.print(f"forecast, {g}: {c['reading']}")
+            verdict = results.get("claims", {}).get("forecast", {}).get(g)
+            console.print(escape(f"forecast, {g}: {c['reading']}" + (f": {verdict}" if verdict else "")))
+    claims = results.get("claims", {})
+    for row in claims.get("data", {}).values():
+        console.print(escape(f"data, {row['reading']}" + (f": {row['verdict']}" if row["verdict"] else "")))
+    for row in claims.get("schedules", {}).values():
+        console.print(escape(f"schedule, {row['reading']}"))
     wrote(sorted([*folder.glob("results.*"), *folder.glob("forecast.*"), *folder.glob("study.png")]))
 
 

@@ -3,8 +3,9 @@
 ``python -m ssltheory.experiments.markdown RESULTS.json [...]`` prints, per training cell: the paper's number and its
 difference from the reference, the measured kNN (mean ± std over seeds, in %), the difference from the reference
 ± its spread with the share of the paper's difference, feature std × √d, s_2 / s_1 of F̂, and the verdict with the
-collapse flag (:mod:`.fidelity`); then the table's baselines (random init, raw pixels). Nothing is computed that
-results.json does not hold.
+collapse flag (:mod:`.fidelity`); then the table's baselines (random init, raw pixels), and for the collapse study its
+claims (:mod:`.collapse_claims`: the data trend per size, each schedule against the most data, the forecast per size).
+Nothing is computed that results.json does not hold.
 """
 
 from __future__ import annotations
@@ -63,6 +64,26 @@ def baselines_line(results: dict) -> str:
     return f"{results['experiment']} baselines ({b.get('dataset')}): " + ", ".join(parts)
 
 
+def claims_rows(results: dict) -> list[str]:
+    """The collapse study's claims as Markdown rows ``| claim | evidence | verdict |`` (none without claims)."""
+    claims = results.get("claims")
+    if not claims:
+        return []
+    out = ["| claim | evidence | verdict |", "|---|---|---|"]
+    out += [f"| data, {g} | {row['reading'].split(': ', 1)[-1]} | {row['verdict'] or '-'} |"
+            for g, row in claims["data"].items()]
+    for cell, row in claims["schedules"].items():
+        a, p = row["auc"], row["probe"]
+        out.append(f"| {cell} vs {row['reference_cell']} | AUC {a['mean']:.3f} vs {a['reference']:.3f} "
+                   f"(Δ {a['diff']:+.3f} ± {a['diff_std']:.3f}); probe {100 * p['mean']:.1f} vs "
+                   f"{100 * p['reference']:.1f} % (Δ {100 * p['diff']:+.1f} ± {100 * p['diff_std']:.1f}) | "
+                   f"collapse {a['verdict']}, accuracy {p['verdict']} |")
+    by_group = results.get("forecast", {}).get("by_group", {})
+    out += [f"| forecast, {g} | {by_group.get(g, {}).get('reading', '-')} | {word} |"
+            for g, word in claims["forecast"].items()]
+    return out
+
+
 def main(paths: list[str]) -> None:
     print(HEADER)
     docs = [json.loads(Path(p).read_text()) for p in paths]
@@ -72,6 +93,9 @@ def main(paths: list[str]) -> None:
         line = baselines_line(doc)
         if line:
             print("\n" + line)
+        claims = claims_rows(doc)
+        if claims:
+            print("\n" + "\n".join(claims))
 
 
 if __name__ == "__main__":

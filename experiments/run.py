@@ -108,7 +108,8 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
             row["collapse"] = collapse_evidence(row["feature_std_x_sqrt_d"], row["s2_over_s1"], row["knn_acc_final"],
                                                 row["knn_acc_init"])
             if recipe.forecast and from_env().main:
-                cell_points = [_forecast_point(d, cell) for d in dirs]
+                cell_points = [{**_forecast_point(d, cell), **_design(cfgs[cell])}
+                               for cfgs, d in zip(configs, dirs, strict=True)]
                 points += cell_points
                 row.update({k: _mean([p[k] for p in cell_points]) for k in FORECAST_KEYS})
             if seeds > 1:
@@ -139,12 +140,15 @@ def run_recipe(recipe: Recipe, scale: str, out: Path, *, max_steps: int = 0, see
     if points:
         from ssltheory.practice.studies import forecast
 
+        from .collapse_claims import collapse_claims
+
         try:
             doc = forecast.forecast(points, {"experiment": recipe.name, "scale": scale, "seeds": seeds})
             forecast.write_results(out, doc)
             results["forecast"] = {**doc["correlation"], "by_group": doc["by_group"]}
         except ConfigError as e:  # every AUC or accuracy equal: the runs stand, the correlation is undefined
             results["forecast"] = {"reading": f"no forecast: {e}", "by_group": {}}
+        results["claims"] = collapse_claims(points, results["forecast"]["by_group"])
         save_json(out / "results.json", results)
         study_figure(out / "study.png", recipe.name, scale, rows, configs[0])
     return results
@@ -208,6 +212,13 @@ def _forecast_point(run_dir: Path, cell: str) -> dict:
 
     p = forecast.run_point(run_dir, resolve_device("auto"), group=cell.split("-")[0])
     return {**p, "cell": cell, "offline_auc": p["auc"]}
+
+
+def _design(cfg: TrainConfig) -> dict:
+    """What a collapse-study run varies (:mod:`.collapse_claims`): its seed, train fraction and schedule (``iid`` /
+    ``last``, a continual stream's ``current`` / ``accumulate``, or ``hybrid``: a stream that turns IID)."""
+    schedule = "hybrid" if cfg.hybrid_epoch else cfg.resolved_data_schedule
+    return {"seed": cfg.seed, "fraction": cfg.data_fraction, "schedule": schedule}
 
 
 def study_figure(path: Path, name: str, scale: str, rows: list[dict], configs: dict[str, TrainConfig]) -> None:
