@@ -187,6 +187,16 @@ def test_the_smoke_study_writes_its_forecast_and_study_figure(tmp_path, monkeypa
     res = run_recipe(replace(full, cells={c: full.cells[c] for c in keep}), "smoke", tmp_path, max_steps=3)
     assert [r["cell"] for r in res["cells"]] == list(keep[1:])
     assert res["forecast"]["n"] == 5 and set(res["forecast"]["by_group"]) == {"small", "large"}
+    # the paper's claims: the data trend per size over its fixed-fraction runs, the hybrid against the most data
+    claims = json.loads((tmp_path / "results.json").read_text())["claims"]
+    assert {g: row["n"] for g, row in claims["data"].items()} == {"small": 2, "large": 2}
+    assert claims["data"]["large"]["fractions"] == [0.1, 1.0]
+    hybrid = claims["schedules"]["large-hybrid"]
+    rows = {r["cell"]: r for r in res["cells"]}
+    assert hybrid["reference_cell"] == "large-f100" and hybrid["auc"]["verdict"] == "n/a (1 seed)"
+    auc = {c: rows[c]["offline_auc"] for c in ("large-hybrid", "large-f100")}
+    assert hybrid["auc"]["diff"] == pytest.approx(auc["large-hybrid"] - auc["large-f100"])
+    assert set(claims["forecast"]) == {"small", "large"}
     assert all(0 <= r["probe_acc"] <= 1 and (r["d"] + 1) / (2 * r["d"]) <= r["offline_auc"] <= 1
                for r in res["cells"])
     for f in ("forecast.png", "forecast.json", "forecast.csv", "study.png", "results.csv"):
