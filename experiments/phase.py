@@ -3,11 +3,12 @@ eta x the predictor's relative learning rate alpha_p.
 
 Each grid cell is a real run of the trainer (the two-layer linear model on the synthetic data by default; digits
 with ``dataset="digits"``), read off as ``compare`` reads a run (:func:`ssltheory.practice.studies.compare.compare_run`:
-the mapping t = step x alpha, eta = wd, beta = (1 - gamma_a) / alpha, alpha_p as given) over all d modes. The run and
-the decoupled ODE (Eqs. 11-13, integrated from the run's own initial modes over the run's own time) each give an outcome
-by one rule, :func:`outcome`: a mode has collapsed when s_j(T) < :data:`COLLAPSED_S` x max_j s_j(0) (and it shrank); a
-cell is ``collapsed`` when every mode has, ``partial`` when some have, ``healthy`` when none has. They agree when the
-outcomes are equal.
+the mapping t = step x alpha, eta = wd, beta = (1 - gamma_a) / alpha, alpha_p as given) over its d modes, less those
+the ODE does not answer for (under EMA with a trained predictor, a mode starting at p_j < 0: :func:`answered_modes`,
+left out of run and theory alike and counted). The run and the decoupled ODE (Eqs. 11-13, integrated from the run's
+own initial modes over the run's own time) each give an outcome by one rule, :func:`outcome`: a mode has collapsed
+when s_j(T) < :data:`COLLAPSED_S` x max_j s_j(0) (and it shrank); a cell is ``collapsed`` when every mode has,
+``partial`` when some have, ``healthy`` when none has. They agree when the outcomes are equal.
 
 The figure colours each cell by the run's final leading p_j (the largest p of the modes that did not collapse; 0
 when all did), marks the run's outcome, and draws over it the theory's boundary (where its predicted outcome turns
@@ -131,7 +132,8 @@ def run_phase(grid: PhaseDiagram, out: Path, trainer: Callable | None = None, fo
         s0 = c.measured.s[0]
         row = {"cell": name, "eta": cfg.weight_decay, grid.axis: _axis_value(grid.axis, cfg, c),
                "run": outcome(c.measured.s[-1], s0), "p_lead_run": leading_p(c.measured.p[-1], c.measured.s[-1], s0),
-               "T": float(c.measured.t[-1] - c.measured.t[0])}
+               "T": float(c.measured.t[-1] - c.measured.t[0]), "modes": int(c.measured.p.shape[1]),
+               "modes_left_out": c.left_out}
         if c.s_pred is None:  # the ODE itself failed from this run's modes (stiff, blown up): no theory answer
             row.update(theory="ODE failed", p_lead_theory=None, theory_error=c.error)
         else:
@@ -150,7 +152,10 @@ def run_phase(grid: PhaseDiagram, out: Path, trainer: Callable | None = None, fo
            "theory_fine": fine,
            "reading": f"theory and run agree in {sum(agree)} of {len(agree)} cells" + (
                f" (the ODE failed from the modes of {failed} cells)" if (failed := sum(c["theory"] == "ODE failed"
-                                                                               for c in cells)) else "")}
+                                                                               for c in cells)) else "") + (
+               f"; modes starting at p_j < 0 under EMA left out of both: {left} of {left + kept} over the cells"
+               if (left := sum(c["modes_left_out"] for c in cells)) and (kept := sum(c["modes"] for c in cells))
+               else "")}
     save_json(out / "phase.json", doc)
     save_figure(figure(doc), out / "phase.png")
     return doc
@@ -165,21 +170,38 @@ class CellReading:
     p_pred: np.ndarray | None
     s_pred: np.ndarray | None
     error: str | None = None
+    left_out: int = 0
+
+
+def answered_modes(meas, params) -> Any:
+    """``meas`` restricted to the modes the decoupled ODE answers for, and how many were left out: under a dynamic
+    EMA target with a trained predictor the modes whose first measured p_j is negative (Eq. 13's tau can blow up in
+    finite time from there: :attr:`ssltheory.theory.params.ModeParams.needs_nonnegative_p0`); every mode otherwise,
+    and every mode when none starts at p_j >= 0 (the ODE then answers or fails as it does)."""
+    if not params.needs_nonnegative_p0:
+        return meas, 0
+    keep = np.flatnonzero(meas.p[0] >= 0)
+    if keep.size in (0, meas.p.shape[1]):
+        return meas, 0
+    ranks = keep if meas.ranks is None else np.asarray(meas.ranks)[keep]
+    return replace(meas, p=meas.p[:, keep], s=meas.s[:, keep], tau=None if meas.tau is None else meas.tau[:, keep],
+                   ranks=ranks), int(meas.p.shape[1] - keep.size)
 
 
 def read_cell(run_dir: Path, cfg: TrainConfig) -> CellReading:
-    """``compare``'s reading of a run over all d modes (its mapping and its ODE), tolerating an ODE that fails."""
+    """``compare``'s reading of a run over its d modes (its mapping and its ODE) less those the ODE does not answer
+    for (:func:`answered_modes`), tolerating an ODE that fails."""
     from ssltheory.practice.engine.rundir import RunDir
     from ssltheory.practice.studies.compare import measured_modes, ode_constants, predict
 
     sigma2 = cfg.sigma2 if cfg.dataset == "synthetic" else 0.5
     params, alpha = ode_constants(cfg, sigma2)
-    meas = measured_modes(RunDir(run_dir).records(), alpha, sigma2, cfg.proj_dim)
+    meas, left_out = answered_modes(measured_modes(RunDir(run_dir).records(), alpha, sigma2, cfg.proj_dim), params)
     try:
         p_pred, s_pred, _ = predict(params, meas)
     except RunError as e:
-        return CellReading(meas, params, None, None, str(e))
-    return CellReading(meas, params, p_pred, s_pred)
+        return CellReading(meas, params, None, None, str(e), left_out)
+    return CellReading(meas, params, p_pred, s_pred, left_out=left_out)
 
 
 def _axis_value(axis: str, cfg: TrainConfig, c) -> float:
