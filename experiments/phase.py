@@ -20,6 +20,7 @@ eta = tau^2 / (4 (1 + sigma^2)) at tau = 1 is drawn as a reference line.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -298,7 +299,7 @@ def figure(doc: dict):
     ax.set(xlim=(min(fx[0], edges[0]), max(fx[-1], edges[-1])), ylim=(-0.5, len(values) - 0.5),
            xlabel="weight decay eta",
            ylabel=doc["axis_label"], title=f"phase diagram on {doc['dataset']} (colour: the run's final leading p)"
-                                           f"\n{doc['reading']}")
+                                           f"\n{textwrap.fill(doc['reading'], 110)}")
     ax.title.set_fontsize(9)
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="run: final leading p_j")
     fig.legend(fontsize=7, loc="outside lower center", ncols=3)
