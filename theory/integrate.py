@@ -146,7 +146,8 @@ def ode(field: Field, y0: Array, t_end: float, *, method: str = "RK45", samples:
                                "--integrator lsoda (stiff problems), euler, or a shorter --steps × --lr") from None
     if sol.status == 1:
         raise IntegrationError(f"{method} stopped at t = {sol.t_events[0][0]:g}: the state passed {BLOWUP:g} (it "
-                               "blows up in finite time): expected settings whose trajectories stay finite")
+                               "blows up in finite time, or grows exponentially past any scale over this long a "
+                               "time): expected settings whose trajectories stay finite")
     if not sol.success:
         raise IntegrationError(f"{method} failed at t = {sol.t[-1] if sol.t.size else 0:g}: {sol.message}")
     bad = ~np.all(np.isfinite(sol.y), axis=0)
