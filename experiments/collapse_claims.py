@@ -19,16 +19,19 @@ IID; ``group``: the model size, ``small`` or ``large`` in the study's recipes).
    positive at p < 0.05, **absent** otherwise.
 
 A verdict needs :data:`~.fidelity.MIN_SEEDS` seeds per compared cell for the schedules, and
-:data:`~ssltheory.practice.studies.forecast.MIN_RUNS` runs with some spread for a correlation; otherwise it reads
-``n/a`` with the reason.
+:data:`~ssltheory.practice.studies.forecast.MIN_RUNS` runs with some spread for a correlation (Spearman's p exact up
+to :data:`~ssltheory.practice.studies.forecast.EXACT_RUNS` runs: :func:`~ssltheory.practice.studies.forecast.spearman`);
+otherwise it reads ``n/a`` with the reason. A run without a finite AUC or probe accuracy counts as no run.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
+
+from ssltheory.practice.studies.forecast import MIN_RUNS, spearman
 
 from .fidelity import MIN_SEEDS, SPREAD, aggregate
 
@@ -38,13 +41,17 @@ FIXED = ("iid", "last")
 """Schedules that train on a fixed fraction of the data (the ``data`` claim's runs)."""
 
 
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float] | None:
-    """(rho, p) of Spearman's rank correlation, None with fewer than three points or no spread in x or y."""
+    """(rho, p) of Spearman's rank correlation (:func:`~ssltheory.practice.studies.forecast.spearman`), None with
+    fewer than :data:`~ssltheory.practice.studies.forecast.MIN_RUNS` points or no spread in x or y."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    if len(x) < MIN_RUNS or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
-    rho, p = stats.spearmanr(x, y)
-    return float(rho), float(p)
+    return spearman(x, y)
 
 
 def data_trend(points: Sequence[dict]) -> dict[str, dict]:
@@ -52,7 +59,7 @@ def data_trend(points: Sequence[dict]) -> dict[str, dict]:
     AUC at each fraction, ascending; ``verdict`` for the sizes named ``small`` and ``large``, else None)."""
     out = {}
     for group in dict.fromkeys(p["group"] for p in points):
-        mine = [p for p in points if p["group"] == group and p["schedule"] in FIXED]
+        mine = [p for p in points if p["group"] == group and p["schedule"] in FIXED and _finite(p["auc"])]
         fractions = sorted({p["fraction"] for p in mine})
         means = [float(np.mean([p["auc"] for p in mine if p["fraction"] == f])) for f in fractions]
         row = {"n": len(mine), "fractions": fractions, "auc_by_fraction": means}
@@ -76,7 +83,10 @@ def data_trend(points: Sequence[dict]) -> dict[str, dict]:
 
 def _compare(stream: list[float], iid: list[float], paper_sign: int) -> dict:
     """Δ = mean(stream) - mean(iid) with its spread and the verdict for an effect of sign ``paper_sign``."""
-    a, b = aggregate(stream), aggregate(iid)
+    a, b = aggregate([v for v in stream if _finite(v)]), aggregate([v for v in iid if _finite(v)])
+    if a["mean"] is None or b["mean"] is None:
+        return {"diff": None, "diff_std": None, "mean": a["mean"], "reference": b["mean"], "n": 0,
+                "verdict": "n/a (no value)"}
     d, sd = a["mean"] - b["mean"], float(np.hypot(a["std"], b["std"]))
     if min(a["n"], b["n"]) < MIN_SEEDS:
         word = "n/a (1 seed)"
@@ -98,24 +108,34 @@ def schedule_effects(points: Sequence[dict]) -> dict[str, dict]:
         group = mine[0]["group"]
         fixed = [p for p in points if p["group"] == group and p["schedule"] in FIXED]
         if not fixed:
+            none = {"diff": None, "diff_std": None, "mean": None, "reference": None, "n": 0,
+                    "verdict": "n/a (no fixed-fraction run of this size)"}
+            out[cell] = {"group": group, "reference_cell": None, "auc": none, "probe": none,
+                         "reading": f"{cell}: no fixed-fraction run of the {group} model to compare with"}
             continue
         most = max(p["fraction"] for p in fixed)
         ref = [p for p in fixed if p["fraction"] == most]
         auc = _compare([p["auc"] for p in mine], [p["auc"] for p in ref], -1)
         probe = _compare([p["probe_acc"] for p in mine], [p["probe_acc"] for p in ref], +1)
         out[cell] = {"group": group, "reference_cell": ref[0]["cell"], "auc": auc, "probe": probe,
-                     "reading": f"{cell} against {ref[0]['cell']}: AUC {auc['mean']:.3f} vs {auc['reference']:.3f} "
-                                f"(Δ {auc['diff']:+.3f} ± {auc['diff_std']:.3f}: {auc['verdict']}), probe "
-                                f"{100 * probe['mean']:.1f} vs {100 * probe['reference']:.1f} % (Δ "
-                                f"{100 * probe['diff']:+.1f} ± {100 * probe['diff_std']:.1f}: {probe['verdict']})"}
+                     "reading": f"{cell} against {ref[0]['cell']}: AUC {_delta(auc, 1, '.3f')}, probe "
+                                f"{_delta(probe, 100, '.1f')} %"}
     return out
+
+
+def _delta(c: dict, scale: float, fmt: str) -> str:
+    """'a vs b (Δ d ± sd: verdict)' of a :func:`_compare` result, values times ``scale``."""
+    if c["diff"] is None:
+        return c["verdict"]
+    return (f"{format(scale * c['mean'], fmt)} vs {format(scale * c['reference'], fmt)} (Δ "
+            f"{format(scale * c['diff'], '+' + fmt)} ± {format(scale * c['diff_std'], fmt)}: {c['verdict']})")
 
 
 def forecast_verdicts(by_group: dict[str, dict]) -> dict[str, str]:
     """Per model size, the forecast's verdict from its correlation (``forecast.correlate``'s dict, or its error)."""
     out = {}
     for group, c in by_group.items():
-        if c.get("spearman_rho") is None:
+        if not _finite(c.get("spearman_rho")) or not _finite(c.get("spearman_p")):
             out[group] = "n/a"
         elif c["spearman_p"] < ALPHA:
             out[group] = "shows" if c["spearman_rho"] < 0 else "opposite"

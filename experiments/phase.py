@@ -178,15 +178,25 @@ def answered_modes(meas, params) -> Any:
     """``meas`` restricted to the modes the decoupled ODE answers for, and how many were left out: under a dynamic
     EMA target with a trained predictor the modes whose first measured p_j is negative (Eq. 13's tau can blow up in
     finite time from there: :attr:`ssltheory.theory.params.ModeParams.needs_nonnegative_p0`); every mode otherwise,
-    and every mode when none starts at p_j >= 0 (the ODE then answers or fails as it does)."""
+    and every mode when none starts at p_j >= 0 (the ODE then answers or fails as it does).
+
+    A run's records hold F̂'s spectrum sorted at each record, so a mode cannot be followed through time: the n kept
+    modes are those with p_j >= 0 at the first record (where the ODE starts, in their rank order), and the n largest
+    at every later record (a left-out weak mode that collapses sinks below them; the ODE follows each kept mode
+    itself). The outcome then counts the same number of modes in run and theory."""
     if not params.needs_nonnegative_p0:
         return meas, 0
-    keep = np.flatnonzero(meas.p[0] >= 0)
-    if keep.size in (0, meas.p.shape[1]):
+    keep = np.flatnonzero(np.asarray(meas.p[0]) >= 0)
+    m, n = meas.p.shape[1], keep.size
+    if n in (0, m):
         return meas, 0
+
+    def cut(a: np.ndarray) -> np.ndarray:  # (K, M) -> (K, n): the kept modes first, the n largest after
+        return np.concatenate([a[:1, keep], a[1:, :n]], axis=0)
+
     ranks = keep if meas.ranks is None else np.asarray(meas.ranks)[keep]
-    return replace(meas, p=meas.p[:, keep], s=meas.s[:, keep], tau=None if meas.tau is None else meas.tau[:, keep],
-                   ranks=ranks), int(meas.p.shape[1] - keep.size)
+    return replace(meas, p=cut(meas.p), s=cut(meas.s), tau=None if meas.tau is None else cut(meas.tau),
+                   ranks=ranks), int(m - n)
 
 
 def read_cell(run_dir: Path, cfg: TrainConfig) -> CellReading:

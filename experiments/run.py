@@ -217,8 +217,11 @@ def _forecast_point(run_dir: Path, cell: str) -> dict:
 def _design(cfg: TrainConfig) -> dict:
     """What a collapse-study run varies (:mod:`.collapse_claims`): its seed, train fraction and schedule (``iid`` /
     ``last``, a continual stream's ``current`` / ``accumulate``, or ``hybrid``: a stream that turns IID)."""
+    from ssltheory.practice.data.schedule import last_fraction
+
     schedule = "hybrid" if cfg.hybrid_epoch else cfg.resolved_data_schedule
-    return {"seed": cfg.seed, "fraction": cfg.data_fraction, "schedule": schedule}
+    fraction = float(last_fraction(cfg)) if schedule == "last" else cfg.data_fraction
+    return {"seed": cfg.seed, "fraction": fraction, "schedule": schedule}
 
 
 def study_figure(path: Path, name: str, scale: str, rows: list[dict], configs: dict[str, TrainConfig]) -> None:

@@ -70,3 +70,35 @@ def test_the_forecast_verdict_is_the_sign_of_a_significant_rank_correlation():
     }) == {"a": "shows", "b": "opposite", "c": "absent", "d": "n/a"}
     claims = collapse_claims(_points("small", lambda f, s: 0.7 + 0.1 * f + 0.001 * s))
     assert set(claims) == {"data", "schedules", "forecast"} and claims["forecast"] == {}
+
+
+def test_missing_values_few_runs_and_a_size_without_fixed_runs_read_n_a_not_a_verdict():
+    """A NaN AUC is no run; three or four runs in perfect order are not significant by the exact test (p 0.33 /
+    0.083, where scipy's t approximation says 0); a stream cell with no fixed-fraction run of its size and a cell
+    whose every value is missing read n/a with the reason."""
+    rising = _points("small", lambda f, s: 0.7 + 0.05 * FRACTIONS.index(f) + 0.001 * s)
+    nan_one = [{**p, "auc": float("nan")} if i == 0 else p for i, p in enumerate(rising)]
+    row = data_trend(nan_one)["small"]
+    assert row["n"] == 8 and row["verdict"] == "shows"
+    four = [p for p in rising if p["seed"] == 0] + [{**rising[-1], "fraction": 2.0, "auc": 0.9}]
+    assert data_trend(four)["small"]["p"] == pytest.approx(2 / 24) and data_trend(four)["small"]["verdict"] == "absent"
+    stream = [{"group": "mid", "cell": "mid-continual", "seed": s, "fraction": 1.0, "schedule": "current",
+               "auc": 0.7, "probe_acc": 0.6} for s in range(3)]
+    lone = schedule_effects(rising + stream)["mid-continual"]
+    assert lone["reference_cell"] is None and lone["auc"]["verdict"].startswith("n/a") and "mid" in lone["reading"]
+    empty = [{**p, "group": "small", "cell": "small-hybrid", "auc": float("nan")} for p in stream]
+    hybrid = schedule_effects(rising + empty)["small-hybrid"]
+    assert hybrid["auc"]["verdict"] == "n/a (no value)" and hybrid["probe"]["verdict"] == "opposite"  # 0.6 < 0.7
+    assert forecast_verdicts({"a": {"spearman_rho": float("nan"), "spearman_p": float("nan")}}) == {"a": "n/a"}
+
+
+def test_a_last_run_sized_by_chunks_counts_its_share_of_the_data():
+    from ssltheory.experiments.run import _design
+    from ssltheory.practice.config import TrainConfig
+
+    chunks = TrainConfig.from_settings({"dataset": "digits", "data_schedule": "last", "n_chunks": 10, "epochs": 10})
+    assert _design(chunks) == {"seed": 0, "fraction": 0.1, "schedule": "last"}
+    assert _design(TrainConfig.from_settings({"dataset": "digits", "data_fraction": 0.05}))["fraction"] == 0.05
+    hybrid = TrainConfig.from_settings({"dataset": "digits", "data_schedule": "current", "n_chunks": 2, "epochs": 4,
+                                        "hybrid_epoch": 2})
+    assert _design(hybrid)["schedule"] == "hybrid" and _design(TrainConfig())["schedule"] == "iid"

@@ -26,8 +26,15 @@ def _points(auc, acc, group=""):
 
 
 def test_the_correlation_is_spearmans_and_a_forecast_is_negative():
-    down = forecast.correlate(_points([0.6, 0.7, 0.8, 0.9, 0.95], [0.9, 0.8, 0.85, 0.5, 0.4]))
-    assert down["spearman_rho"] == pytest.approx(-0.9) and down["forecasts"]  # one swapped pair of five
+    down = forecast.correlate(_points([0.6, 0.7, 0.8, 0.9, 0.95, 0.96, 0.97, 0.98],
+                                      [0.9, 0.8, 0.85, 0.5, 0.4, 0.3, 0.2, 0.1]))  # one swapped pair of eight
+    assert down["spearman_rho"] == pytest.approx(-(1 - 6 * 2 / (8 * 63))) and down["forecasts"]
+    assert down["spearman_p"] == pytest.approx(2 * 8 / 40320)  # exact: 8 of 8! pairings as far out on each side
+    # one swapped pair of five: rho -0.9, but 10 of the 120 pairings are as extreme (p 0.083, the exact test; the t
+    # approximation says 0.037), so five runs ordered so do not make a forecast
+    five = forecast.correlate(_points([0.6, 0.7, 0.8, 0.9, 0.95], [0.9, 0.8, 0.85, 0.5, 0.4]))
+    assert five["spearman_rho"] == pytest.approx(-0.9) and five["spearman_p"] == pytest.approx(10 / 120)
+    assert not five["forecasts"]
     up = forecast.correlate(_points([0.6, 0.7, 0.8, 0.9], [0.1, 0.2, 0.3, 0.4]))
     assert up["spearman_rho"] == pytest.approx(1.0) and not up["forecasts"]
     # a monotone but curved relation: rank 1 exactly, Pearson below it

@@ -68,8 +68,15 @@ def test_modes_starting_at_negative_p_under_ema_are_left_out_of_run_and_theory()
                     source="test")
     byol = ModeParams(eta=0.02, beta=0.03, ema=True)
     kept, left = answered_modes(meas, byol)
-    assert left == 2 and kept.p.tolist() == [[0.9, 0.3], [0.8, 0.3]] and kept.ranks.tolist() == [0, 2]
-    assert kept.s[:, 1].tolist() == [1.0, 0.9]
+    assert left == 2 and kept.ranks.tolist() == [0, 2]
+    # at the first record the kept modes (ranks 0 and 2), later the 2 largest (the records sort the spectrum)
+    assert kept.p.tolist() == [[0.9, 0.3], [0.8, -0.05]] and kept.s.tolist() == [[280.0, 1.0], [270.0, 2.0e-3]]
+    # a left-out mode that collapses sinks below the kept ones, so the run's kept modes read as they are
+    sinking = Measured(t=np.array([0.0, 1.0]), step=np.array([0, 10]), p=np.array([[0.9, -0.08, 0.3], [0.9, 0.3, 0.0]]),
+                       s=np.array([[1.0, 0.5, 0.4], [1.0, 0.4, 1e-4]]), tau=None, alignment=None, t_align=None,
+                       source="test")
+    run = answered_modes(sinking, byol)[0]
+    assert outcome(run.s[-1], run.s[0]) == "healthy" and outcome(sinking.s[-1], sinking.s[0]) == "partial"
     for params in (ModeParams(eta=0.02, ema=False), ModeParams(eta=0.02, beta=0.03, predictor="directpred")):
         same, none = answered_modes(meas, params)
         assert same is meas and none == 0

@@ -162,6 +162,15 @@ def stream_permutation(order: str, n: int, seed: int, labels: Callable[[], Any] 
     return perm.astype(np.int64)
 
 
+def last_fraction(cfg) -> Fraction:
+    """The share of the data a ``last`` schedule trains on: ``data_fraction`` when below 1, else one chunk of the
+    stream, c / E (``n_chunks`` chunks of the epochs of one round; all of it without chunks)."""
+    if cfg.data_fraction < 1:
+        return Fraction(repr(cfg.data_fraction))
+    per_round = cfg.epochs // cfg.n_rounds
+    return Fraction(per_round // (cfg.n_chunks or per_round), per_round)
+
+
 class Stream(FullEpochs):
     """A continual stream over a fixed order ``perm`` of the items, in chunks (the official code's arithmetic).
 
@@ -176,7 +185,7 @@ class Stream(FullEpochs):
         self.strategy, self.repeat, self.warmup = strategy, cfg.repeat_batch, cfg.chunk_warmup_steps
         self.per_round = cfg.epochs // cfg.n_rounds
         self.chunk = self.per_round // (cfg.n_chunks or self.per_round)  # epochs a chunk
-        frac = Fraction(repr(cfg.data_fraction)) if cfg.data_fraction < 1 else Fraction(self.chunk, self.per_round)
+        frac = last_fraction(cfg)
         self.last = -(-n * frac.numerator // frac.denominator)  # ceil(N p): the official -N c // E
         self.perm = stream_permutation(cfg.stream_order, n, cfg.seed, labels)
         smallest = min(len(self.items(e)) for e in range(0, self.per_round, self.chunk))
