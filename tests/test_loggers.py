@@ -158,7 +158,9 @@ def test_an_unknown_logger_is_one_line(tmp_path):
     r = cli("train", "digits", "--log", "tensorboard,mlflow", "--out", str(tmp_path / "run"))
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "ssltheory: error: --log 'mlflow' is not known: expected one of tensorboard, wandb (comma-separated, e.g. "
-        "--log tensorboard,wandb)"]
+        "--log tensorboard,wandb; spelled --logger under torchrun)"]
+    r = cli("train", "digits", "--logger", "mlflow", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and "--log 'mlflow' is not known" in r.stderr and "--logger" in r.stderr
 
 
 def test_flatten_and_only_rank_0(tmp_path):

@@ -54,7 +54,7 @@ def log_names(text: str) -> tuple[str, ...]:
     for n in names:
         if n not in LOGGERS:
             raise ConfigError(f"--log {n!r} is not known: expected one of {', '.join(LOGGERS)} (comma-separated, "
-                              "e.g. --log tensorboard,wandb)")
+                              "e.g. --log tensorboard,wandb; spelled --logger under torchrun)")
     return names
 
 
