@@ -31,6 +31,7 @@ import numpy as np
 from ssltheory.practice.config import TrainConfig
 from ssltheory.theory import integrate, modes
 from ssltheory.theory.checks import ConfigError, RunError
+from ssltheory.theory.integrate import IntegrationError
 from ssltheory.theory.io import save_figure, save_json
 
 COLLAPSED_S = 1e-3
@@ -211,8 +212,44 @@ def read_cell(run_dir: Path, cfg: TrainConfig) -> CellReading:
     try:
         p_pred, s_pred, _ = predict(params, meas)
     except RunError as e:
-        return CellReading(meas, params, None, None, str(e), left_out)
+        if getattr(e, "state", None) is None:
+            return CellReading(meas, params, None, None, str(e), left_out)
+        try:  # a guard stop: one mode at a time, those that collapsed before it counted as collapsed
+            p_end, s_end = final_by_mode(params, meas)
+        except RunError as e2:
+            return CellReading(meas, params, None, None, str(e2), left_out)
+        return CellReading(meas, params, p_end[None], s_end[None], left_out=left_out)
     return CellReading(meas, params, p_pred, s_pred, left_out=left_out)
+
+
+def final_by_mode(params, meas) -> tuple[np.ndarray, np.ndarray]:
+    """The ODE's final (p_j, s_j) (M,) from the first measurement, each mode integrated alone over the run's time.
+    A mode whose state passes the integrator's guard (:data:`ssltheory.theory.integrate.BLOWUP`) after its s_j has
+    collapsed by :func:`collapsed_modes` ends collapsed (s_j = 0): under EMA with eta > beta a collapsed mode's tau
+    = W_a / W grows as e^{(eta - beta) t} (docs/theory.md), which says nothing more of s_j. A guard stop before
+    that, or any other failure, is the cell's ODE failure (an IntegrationError)."""
+    p0, s0 = meas.p[0], meas.s[0]
+    tau0 = meas.tau[0] if meas.tau is not None and params.tau_dynamic else modes.initial_tau(params, 1.0, p0.shape)
+    T = float(meas.t[-1] - meas.t[0])
+    field = modes.mode_field(params)
+    p_end, s_end = np.empty(p0.shape), np.empty(s0.shape)
+    stopped: dict[int, IntegrationError] = {}
+    for j in range(p0.size):
+        one = modes.pack(p0[j:j + 1], s0[j:j + 1], tau0[j:j + 1])
+        try:
+            y = integrate.ode(field, one, T, method="RK45", samples=2, rtol=1e-8, atol=1e-11).y[-1]
+        except IntegrationError as e:
+            if e.state is None:
+                raise
+            stopped[j], y = e, e.state
+        p_end[j], s_end[j] = modes.effective_p(y[0], y[1], params)[0], y[1][0]
+    if stopped:
+        idx = np.array(sorted(stopped))
+        dead = collapsed_modes(s_end, s0)[idx]
+        if not dead.all():
+            raise stopped[int(idx[~dead][0])]
+        s_end[idx] = 0.0
+    return p_end, s_end
 
 
 def _axis_value(axis: str, cfg: TrainConfig, c) -> float:

@@ -86,3 +86,26 @@ def test_modes_starting_at_negative_p_under_ema_are_left_out_of_run_and_theory()
         integrate.ode(field, modes.pack([-0.084], [2.6e-3], [1.0]), 275.0, samples=2, rtol=1e-8, atol=1e-11)
     tr = integrate.ode(field, modes.pack(kept.p[0], kept.s[0], [1.0, 1.0]), 275.0, samples=2, rtol=1e-8, atol=1e-11)
     assert np.isfinite(tr.y).all()
+
+
+def test_a_collapsed_modes_runaway_tau_is_read_as_its_collapse_not_as_an_ode_failure():
+    """Under EMA with eta > beta a collapsed mode's tau grows as e^{(eta - beta) t}: from a Fashion-MNIST run's weak
+    mode (p 0.0068, s 1e-5; eta 0.3, beta 0.03) it passes the 1e30 guard at t ~ 256 of 275 while s_j is long gone.
+    All modes at once stop there; one at a time, that mode ends collapsed and the others as they integrate alone."""
+    from ssltheory.experiments.phase import final_by_mode
+    from ssltheory.practice.studies.compare import Measured, predict
+    from ssltheory.theory import ModeParams
+    from ssltheory.theory.integrate import IntegrationError
+
+    params = ModeParams(eta=0.3, beta=0.03, ema=True)
+    meas = Measured(t=np.array([0.0, 275.0]), step=np.array([0, 900]), p=np.array([[0.5, 0.0068], [0.5, 0.0]]),
+                    s=np.array([[1.0, 1e-5], [1.0, 0.0]]), tau=None, alignment=None, t_align=None, source="test")
+    with pytest.raises(IntegrationError, match="passed 1e.30") as stop:
+        predict(params, meas)
+    assert stop.value.state is not None and 200 < stop.value.t < 275
+    p_end, s_end = final_by_mode(params, meas)
+    assert s_end[1] == 0.0
+    alone = Measured(t=meas.t, step=meas.step, p=meas.p[:, :1], s=meas.s[:, :1], tau=None, alignment=None,
+                     t_align=None, source="test")
+    p_one, s_one, _ = predict(params, alone)
+    assert p_end[0] == pytest.approx(p_one[-1, 0], rel=1e-6) and s_end[0] == pytest.approx(s_one[-1, 0], rel=1e-6)

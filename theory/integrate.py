@@ -40,7 +40,12 @@ CHECK_EVERY = 1000
 
 
 class IntegrationError(RunError):
-    """The solver failed (for example a state that blew up to infinity)."""
+    """The solver failed (for example a state that blew up to infinity). Where it stopped at the :data:`BLOWUP`
+    guard, ``t`` and ``state`` hold the time and the state (of the caller's shape) there; else they are None."""
+
+    def __init__(self, message: str, t: float | None = None, state: Array | None = None) -> None:
+        super().__init__(message)
+        self.t, self.state = t, state
 
 
 @dataclass
@@ -147,7 +152,8 @@ def ode(field: Field, y0: Array, t_end: float, *, method: str = "RK45", samples:
     if sol.status == 1:
         raise IntegrationError(f"{method} stopped at t = {sol.t_events[0][0]:g}: the state passed {BLOWUP:g} (it "
                                "blows up in finite time, or grows exponentially past any scale over this long a "
-                               "time): expected settings whose trajectories stay finite")
+                               "time): expected settings whose trajectories stay finite",
+                               float(sol.t_events[0][0]), sol.y_events[0][0].reshape(shape))
     if not sol.success:
         raise IntegrationError(f"{method} failed at t = {sol.t[-1] if sol.t.size else 0:g}: {sol.message}")
     bad = ~np.all(np.isfinite(sol.y), axis=0)
