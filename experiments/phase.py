@@ -152,15 +152,21 @@ def run_phase(grid: PhaseDiagram, out: Path, trainer: Callable | None = None, fo
            "cells": cells, "agreement": float(np.mean(agree)),
            "disagree_beyond_one_step": [c["cell"] for c in cells if not c["agree"] and not sides[c["cell"]]],
            "theory_fine": fine,
-           "reading": f"theory and run agree in {sum(agree)} of {len(agree)} cells" + (
-               f" (the ODE failed from the modes of {failed} cells)" if (failed := sum(c["theory"] == "ODE failed"
-                                                                               for c in cells)) else "") + (
-               f"; modes starting at p_j < 0 under EMA left out of both: {left} of {left + kept} over the cells"
-               if (left := sum(c["modes_left_out"] for c in cells)) and (kept := sum(c["modes"] for c in cells))
-               else "")}
+           "reading": _reading(cells)}
     save_json(out / "phase.json", doc)
     save_figure(figure(doc), out / "phase.png")
     return doc
+
+
+def _reading(cells: list[dict]) -> str:
+    """The diagram's one-line summary: agreeing cells, ODE failures, modes left out."""
+    agree = sum(c["agree"] for c in cells)
+    failed = sum(c["theory"] == "ODE failed" for c in cells)
+    left, kept = sum(c["modes_left_out"] for c in cells), sum(c["modes"] for c in cells)
+    return (f"theory and run agree in {agree} of {len(cells)} cells"
+            + (f" (the ODE failed from the modes of {failed} cells)" if failed else "")
+            + (f"; modes starting at p_j < 0 under EMA left out of both: {left} of {left + kept} over the cells"
+               if left else ""))
 
 
 @dataclass
@@ -228,16 +234,17 @@ def final_by_mode(params, meas) -> tuple[np.ndarray, np.ndarray]:
     collapsed by :func:`collapsed_modes` ends collapsed (s_j = 0): under EMA with eta > beta a collapsed mode's tau
     = W_a / W grows as e^{(eta - beta) t} (docs/theory.md), which says nothing more of s_j. A guard stop before
     that, or any other failure, is the cell's ODE failure (an IntegrationError)."""
-    p0, s0 = meas.p[0], meas.s[0]
-    tau0 = meas.tau[0] if meas.tau is not None and params.tau_dynamic else modes.initial_tau(params, 1.0, p0.shape)
+    from ssltheory.practice.studies.compare import start_state
+
+    y0 = start_state(params, meas)
+    s0 = y0[1]
     T = float(meas.t[-1] - meas.t[0])
     field = modes.mode_field(params)
-    p_end, s_end = np.empty(p0.shape), np.empty(s0.shape)
+    p_end, s_end = np.empty(s0.shape), np.empty(s0.shape)
     stopped: dict[int, IntegrationError] = {}
-    for j in range(p0.size):
-        one = modes.pack(p0[j:j + 1], s0[j:j + 1], tau0[j:j + 1])
+    for j in range(s0.size):
         try:
-            y = integrate.ode(field, one, T, method="RK45", samples=2, rtol=1e-8, atol=1e-11).y[-1]
+            y = integrate.ode(field, y0[:, j:j + 1], T, method="RK45", samples=2, rtol=1e-8, atol=1e-11).y[-1]
         except IntegrationError as e:
             if e.state is None:
                 raise
@@ -261,20 +268,20 @@ def theory_field(grid: PhaseDiagram, firsts: list, etas: np.ndarray) -> dict:
     first measured modes of ``firsts[k]``, the comparison of that row's first cell (the linear model records its
     step-0 modes, the same weights for every cell of one seed; an image network's first record is after
     ``measure_every`` steps of that cell's own settings)."""
+    from ssltheory.practice.studies.compare import start_state
+
     lead, where = [], []
     for v, c in zip(grid.values, firsts, strict=True):
-        p0, s0 = c.measured.p[0], c.measured.s[0]
+        s0 = c.measured.s[0]
         T = float(c.measured.t[-1] - c.measured.t[0])
         row_p, row_o = [], []
         for eta in etas:
             params = c.params.replace(eta=float(eta), eta_p=float(eta) * (c.params.alpha_p if grid.axis == "beta"
                                                                           else v),
                                       **({"beta": float(v)} if grid.axis == "beta" else {"alpha_p": float(v)}))
-            tau0 = c.measured.tau[0] if c.measured.tau is not None and params.tau_dynamic else \
-                modes.initial_tau(params, 1.0, p0.shape)
             try:
-                tr = integrate.ode(modes.mode_field(params), modes.pack(p0, s0, tau0), T, method="RK45", samples=2,
-                                   rtol=1e-7, atol=1e-10)
+                tr = integrate.ode(modes.mode_field(params), start_state(params, c.measured), T, method="RK45",
+                                   samples=2, rtol=1e-7, atol=1e-10)
             except RunError:  # no answer at this eta (drawn as a gap)
                 row_p.append(float("nan"))
                 row_o.append(-1)

@@ -167,15 +167,22 @@ def measured_modes(records: list[dict], alpha: float, sigma2: float, n_modes: in
     return Measured(alpha * step, step, p, s, tau, alignment, t_align, source, idx, spectrum)
 
 
-def predict(params: ModeParams, meas: Measured) -> tuple[Array, Array, Array]:
-    """Integrate the modes from the first measurement; returns (p, s, tau), each (K, M), at the measured times."""
+def start_state(params: ModeParams, meas: Measured) -> Array:
+    """The modes' packed state (3, M) at the first measurement, where the ODE starts: its p_j and s_j, and its tau_j
+    when tau follows Eq. 13 and the run measured it, else tau's initial value under ``params`` (1 for SimSiam)."""
     p0, s0 = meas.p[0], meas.s[0]
     tau0 = meas.tau[0] if meas.tau is not None and params.tau_dynamic else modes.initial_tau(params, 1.0, p0.shape)
-    y0 = modes.pack(p0, s0, tau0)
+    return modes.pack(p0, s0, tau0)
+
+
+def predict(params: ModeParams, meas: Measured) -> tuple[Array, Array, Array]:
+    """Integrate the modes from the first measurement; returns (p, s, tau), each (K, M), at the measured times."""
+    y0 = start_state(params, meas)
     t_rel = meas.t - meas.t[0]
     tr = integrate.ode(modes.mode_field(params), y0, float(t_rel[-1]), method="RK45", samples=2000,
                        rtol=1e-8, atol=1e-11)
-    out = [np.stack([np.interp(t_rel, tr.t, tr.y[:, c, j]) for j in range(p0.size)], axis=1) for c in range(3)]
+    out = [np.stack([np.interp(t_rel, tr.t, tr.y[:, c, j]) for j in range(y0.shape[1])], axis=1)
+           for c in range(3)]
     p_eff = modes.effective_p(out[0], out[1], params)
     return p_eff, out[1], out[2]
 
